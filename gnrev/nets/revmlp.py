@@ -114,6 +114,15 @@ class RevMLP(nn.Module):
       raise ValueError(
           f"RevMLP needs at least 2 input features and at least num_classes={self.num_classes} "
           f"of them (the head has orthonormal columns); got {features}.")
+    # The head is declared first so that a wrong input size is reported in terms of features.
+    head = self.variable(
+        "fixed", "head",
+        lambda: {"U": _orthonormal_columns(self.make_rng("params"), features, self.num_classes,
+                                           self.param_dtype)}).value
+    stored = head["U"].shape[0]
+    if stored != features:
+      raise ValueError(
+          f"This RevMLP was initialised for inputs with {stored} features but got {features}.")
     h1, h2 = split_sizes(features)
     blocks_params, blocks_fixed = [], []
     for block in range(self.num_blocks):
@@ -129,14 +138,6 @@ class RevMLP(nn.Module):
         fixed = self.variable("fixed", f"block_{block}",
                               lambda: {"F": f_fixed(), "G": g_fixed()}).value
         blocks_fixed.append(fixed)
-    head = self.variable(
-        "fixed", "head",
-        lambda: {"U": _orthonormal_columns(self.make_rng("params"), features, self.num_classes,
-                                           self.param_dtype)}).value
-    stored = head["U"].shape[0]
-    if stored != features:
-      raise ValueError(
-          f"This RevMLP was initialised for inputs with {stored} features but got {features}.")
     return tuple(blocks_params), tuple(blocks_fixed), head["U"]
 
   def _halves(self, x: jax.Array):
