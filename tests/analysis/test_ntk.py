@@ -5,7 +5,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from gnrev import analysis
-from tests.analysis.tiny_models import dense_jacobian, mlp_apply, mlp_params
+from .tiny_models import dense_jacobian, mlp_apply, mlp_params
 
 IMPLEMENTATIONS = ("jacobian", "vector_products")
 
