@@ -57,7 +57,7 @@ def gram_rbf(x: jax.Array, threshold: float = 1.0) -> jax.Array:
   Returns:
     ``(n, n)`` Gram matrix.
   """
-  if not threshold > 0:
+  if isinstance(threshold, (int, float)) and not threshold > 0:
     raise ValueError(f"threshold must be positive; got {threshold}.")
   dot = gram_linear(x)
   sq_norms = jnp.diagonal(dot)

@@ -95,7 +95,8 @@ def empirical_ntk(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, 
       logits, ``()`` keeps the per-output kernel). The batch axis cannot be traced.
     implementation: ``"jacobian"`` (contract two materialised Jacobians; the reliable
       default) or ``"vector_products"`` (VJP of each output basis vector at ``x2``, then JVP at
-      ``x1``; never materialises a Jacobian of ``x1``).
+      ``x1``; never materialises a Jacobian of ``x1``). It needs forward mode, so a RevMLP must
+      use ``memory_mode="autodiff"`` (the ``custom_vjp`` modes have no JVP).
 
   Returns:
     The kernel, shape ``(n1, n2)`` plus the untraced output axes interleaved:
@@ -185,7 +186,8 @@ def sketched_ntk_similarity(apply_fn: Callable[[Any, jax.Array], jax.Array], par
 
   Args:
     apply_fn: model function ``(params, x) -> (n, *out)``; for the paper's measurement pass
-      the ``d``-dim hidden output of the network, not the logits.
+      the ``d``-dim hidden output of the network, not the logits. Needs forward mode (RevMLP:
+      ``memory_mode="autodiff"``).
     params: current parameters (e.g. after ``t`` epochs).
     reference_params: parameters to compare with (e.g. at initialisation), same structure.
     x: one batch of inputs.

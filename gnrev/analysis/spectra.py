@@ -207,10 +207,10 @@ def spectral_density(quadrature: QuadratureNodes, grid: Optional[jax.Array] = No
   """
   nodes, weights = quadrature
   low, high = jnp.min(nodes), jnp.max(nodes)
+  if isinstance(bandwidth, (int, float)) and not bandwidth > 0:
+    raise ValueError(f"bandwidth must be positive; got {bandwidth}.")
   if bandwidth is None:
     sigma = 0.01 * jnp.where(high > low, high - low, jnp.maximum(jnp.abs(high), 1.0))
-  elif not bandwidth > 0:
-    raise ValueError(f"bandwidth must be positive; got {bandwidth}.")
   else:
     sigma = jnp.asarray(bandwidth, nodes.dtype)
   if grid is None:

@@ -9,6 +9,12 @@ from .tiny_models import dense_jacobian, mlp_apply, mlp_params
 
 IMPLEMENTATIONS = ("jacobian", "vector_products")
 
+# Jitted: eager dispatch compiles every primitive separately and is far slower.
+empirical_ntk = jax.jit(analysis.empirical_ntk,
+                        static_argnames=("apply_fn", "trace_axes", "implementation"))
+sketched_ntk_similarity = jax.jit(analysis.sketched_ntk_similarity,
+                                  static_argnames=("apply_fn", "num_probes", "estimator"))
+
 
 def _inputs(n, seed):
   return jax.random.normal(jax.random.key(seed), (n, 3), jnp.float64)
@@ -16,7 +22,8 @@ def _inputs(n, seed):
 
 def _dense_full_kernel(apply_fn, params, x1, x2):
   """``(n1, c, n2, c)`` kernel from materialised Jacobians."""
-  j1, j2 = dense_jacobian(apply_fn, params, x1), dense_jacobian(apply_fn, params, x2)
+  jacobian = jax.jit(dense_jacobian, static_argnums=0)
+  j1, j2 = jacobian(apply_fn, params, x1), jacobian(apply_fn, params, x2)
   c = apply_fn(params, x1).shape[-1]
   return (j1 @ j2.T).reshape(x1.shape[0], c, x2.shape[0], c)
 
@@ -26,7 +33,7 @@ def _dense_full_kernel(apply_fn, params, x1, x2):
 def test_per_logit_kernel_equals_dense_jacobian_product(implementation):
   params = mlp_params(jax.random.key(0))
   x1, x2 = _inputs(3, 1), _inputs(4, 2)
-  kernel = analysis.empirical_ntk(mlp_apply, params, x1, x2, trace_axes=(),
+  kernel = empirical_ntk(mlp_apply, params, x1, x2, trace_axes=(),
                                   implementation=implementation)
   dense = _dense_full_kernel(mlp_apply, params, x1, x2)
   assert kernel.shape == (3, 4, 2, 2)
@@ -38,7 +45,7 @@ def test_per_logit_kernel_equals_dense_jacobian_product(implementation):
 def test_traced_kernel_sums_the_logit_diagonal(implementation):
   params = mlp_params(jax.random.key(0))
   x1 = _inputs(3, 1)
-  kernel = analysis.empirical_ntk(mlp_apply, params, x1, implementation=implementation)
+  kernel = empirical_ntk(mlp_apply, params, x1, implementation=implementation)
   dense = _dense_full_kernel(mlp_apply, params, x1, x1)
   assert kernel.shape == (3, 3)
   np.testing.assert_allclose(kernel, np.einsum("icjc->ij", dense), rtol=1e-12, atol=1e-12)
@@ -53,10 +60,11 @@ def test_untraced_axes_of_a_rank3_output_come_interleaved(implementation):
 
   params = mlp_params(jax.random.key(3))
   x1, x2 = _inputs(2, 4), _inputs(3, 5)
-  kernel = analysis.empirical_ntk(apply_fn, params, x1, x2, trace_axes=(-1,),
+  kernel = empirical_ntk(apply_fn, params, x1, x2, trace_axes=(-1,),
                                   implementation=implementation)
-  j1 = dense_jacobian(apply_fn, params, x1).reshape(2, 2, 2, -1)
-  j2 = dense_jacobian(apply_fn, params, x2).reshape(3, 2, 2, -1)
+  jacobian = jax.jit(dense_jacobian, static_argnums=0)
+  j1 = jacobian(apply_fn, params, x1).reshape(2, 2, 2, -1)
+  j2 = jacobian(apply_fn, params, x2).reshape(3, 2, 2, -1)
   assert kernel.shape == (2, 3, 2, 2)
   np.testing.assert_allclose(kernel, np.einsum("ahcp,bgcp->abhg", j1, j2), rtol=1e-12,
                              atol=1e-12)
@@ -89,7 +97,7 @@ def _moved_params(params, scale):
 
 
 def _exact_similarity(params, reference, x):
-  full = lambda p: analysis.empirical_ntk(mlp_apply, p, x, trace_axes=()).transpose(
+  full = lambda p: empirical_ntk(mlp_apply, p, x, trace_axes=()).transpose(
       0, 2, 1, 3).reshape(x.shape[0] * 2, -1)
   return 1.0 - analysis.kernel_distance(full(params), full(reference))
 
@@ -100,7 +108,7 @@ def test_frobenius_sketch_converges_to_exact_kernel_similarity():
   for scale in (0.3, 1.0):
     moved = _moved_params(params, scale)
     exact = _exact_similarity(moved, params, x)
-    sketch = analysis.sketched_ntk_similarity(mlp_apply, moved, params, x, jax.random.key(2),
+    sketch = sketched_ntk_similarity(mlp_apply, moved, params, x, jax.random.key(2),
                                               num_probes=4000, estimator="frobenius")
     assert abs(float(sketch - exact)) < 0.02, (scale, sketch, exact)
 
@@ -111,7 +119,7 @@ SCALES = (0.0, 0.25, 0.5, 1.0, 2.0)
 def _similarity_curves(estimator, seeds):
   params, x = mlp_params(jax.random.key(0)), _inputs(4, 1)
   exact = [float(_exact_similarity(_moved_params(params, s), params, x)) for s in SCALES]
-  sketches = [[float(analysis.sketched_ntk_similarity(
+  sketches = [[float(sketched_ntk_similarity(
       mlp_apply, _moved_params(params, s), params, x, jax.random.key(seed), estimator=estimator))
                for s in SCALES] for seed in seeds]
   return np.array(exact), np.array(sketches)

@@ -19,7 +19,7 @@ def _hessian_operator():
   """Hessian-vector product of the tiny MLP loss and its dense matrix (26 x 26)."""
   params, x, y = _problem()
   flat, unravel = ravel_pytree(params)
-  dense = jax.hessian(lambda f: mse_loss(unravel(f), x, y))(flat)
+  dense = jax.jit(jax.hessian(lambda f: mse_loss(unravel(f), x, y)))(flat)
   hvp = lambda v: jax.jvp(jax.grad(mse_loss), (params, x, y), (v, jnp.zeros_like(x),
                                                                jnp.zeros_like(y)))[1]
   return hvp, params, dense
@@ -29,7 +29,7 @@ def _ggn_operator():
   """GGN-vector product J^T (1/n) J of the MSE loss; rank <= n c = 8 < 26."""
   params, x, _ = _problem()
   n = x.shape[0]
-  jac = dense_jacobian(mlp_apply, params, x)
+  jac = jax.jit(dense_jacobian, static_argnums=0)(mlp_apply, params, x)
   model = lambda p: mlp_apply(p, x)
 
   def gvp(v):
@@ -60,7 +60,7 @@ def test_top_eigenpairs_match_dense_eigh(name):
 def test_lanczos_restarts_past_an_invariant_subspace_and_recovers_every_eigenvalue():
   matvec, params, dense = _ggn_operator()
   dim = dense.shape[0]
-  result = analysis.lanczos(matvec, params, dim, jax.random.key(0))
+  result = jax.jit(analysis.lanczos, static_argnums=(0, 2))(matvec, params, dim, jax.random.key(0))
   ritz = np.linalg.eigvalsh(np.diag(result.alphas) + np.diag(result.betas, 1)
                             + np.diag(result.betas, -1))
   assert np.isfinite(ritz).all() and np.sum(np.asarray(result.betas) == 0.0) >= 1
@@ -73,7 +73,8 @@ def test_lanczos_quadrature_reproduces_moments_below_degree_2m():
   matvec, params, dense = _hessian_operator()
   steps = 5
   probe = jax.random.normal(jax.random.key(7), (dense.shape[0],), jnp.float64)
-  result = analysis.lanczos(lambda v: dense @ v, probe, steps, jax.random.key(0))
+  result = jax.jit(analysis.lanczos, static_argnums=(0, 2))(lambda v: dense @ v, probe, steps,
+                                                            jax.random.key(0))
   nodes, coords = np.linalg.eigh(np.diag(result.alphas) + np.diag(result.betas, 1)
                                  + np.diag(result.betas, -1))
   unit = probe / jnp.linalg.norm(probe)
@@ -87,12 +88,12 @@ def test_lanczos_quadrature_reproduces_moments_below_degree_2m():
 def test_slq_density_approaches_the_smoothed_exact_spectrum():
   matvec, params, dense = _hessian_operator()
   exact = np.linalg.eigvalsh(dense)
-  quadrature = analysis.stochastic_lanczos_quadrature(matvec, params, jax.random.key(1),
-                                                      num_steps=dense.shape[0], num_probes=64)
+  quadrature = jax.jit(analysis.stochastic_lanczos_quadrature, static_argnums=(0, 3, 4))(
+      matvec, params, jax.random.key(1), dense.shape[0], 64)
   np.testing.assert_allclose(np.sort(quadrature.nodes[0]), exact, atol=1e-8)
   np.testing.assert_allclose(quadrature.weights.sum(axis=1), 1.0, rtol=1e-10)
   sigma = 0.05 * (exact[-1] - exact[0])
-  grid, density = analysis.spectral_density(quadrature, bandwidth=sigma)
+  grid, density = jax.jit(analysis.spectral_density)(quadrature, bandwidth=sigma)
   reference = np.mean(np.exp(-0.5 * ((grid[:, None] - exact) / sigma)**2), axis=1) / (
       sigma * np.sqrt(2 * np.pi))
   np.testing.assert_allclose(np.trapezoid(density, grid), 1.0, atol=1e-3)
@@ -109,7 +110,7 @@ def test_truncated_slq_nodes_lie_in_the_spectrum_and_approach_its_ends():
   assert np.all(quadrature.nodes >= exact[0] - 1e-10)
   assert np.all(quadrature.nodes <= exact[-1] + 1e-10)
   np.testing.assert_allclose(quadrature.nodes[:, -1], exact[-1], rtol=0.02)
-  grid, density = analysis.spectral_density(quadrature)
+  grid, density = jax.jit(analysis.spectral_density)(quadrature)
   np.testing.assert_allclose(np.trapezoid(density, grid), 1.0, atol=1e-3)
 
 
