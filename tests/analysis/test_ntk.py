@@ -2,7 +2,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
 
 from gnrev import analysis
 from .tiny_models import dense_jacobian, mlp_apply, mlp_params
