@@ -4,7 +4,7 @@ Compares Adam and SGD, plus the curvature methods that apply to any model when t
 installed (``gauss_newton`` from gnrev.gn, ``fishleg`` from gnrev.optim), so that GN and FishLeg
 can be compared outside reversible architectures.
 
-Run (about a minute on 2 CPU cores):
+Run (under a minute on 2 CPU cores):
 
   python -m gnrev.main --config=configs/cnn_mnist1d.py --workdir=runs/cnn_mnist1d
 

@@ -61,8 +61,8 @@ def test_config_override_typo_fails_with_ml_collections_suggestion():
   assert config.optimizers.adam.learning_rate == 0.5 and config.data.train_subset == 128
 
 
-KILL_AT_STEP = 13
-# Runs gnrev.main, but SIGKILLs itself right after writing the metrics of step 13 of run "sgd",
+KILL_AT_STEP = 11
+# Runs gnrev.main, but SIGKILLs itself right after writing the metrics of step 11 of run "sgd",
 # so that the kill lands at the same point every time, between checkpoints (every 5 steps).
 KILLED_MAIN = f"""
 import os, signal, sys
@@ -81,7 +81,7 @@ app.run(main.main)
 
 def test_run_killed_mid_training_resumes_to_the_same_params_as_an_uninterrupted_run(tmp_path):
   path = os.path.join(REPO, "configs", "default.py")
-  overrides = ["--config.num_epochs=6", "--config.checkpoint_every=5",
+  overrides = ["--config.num_epochs=4", "--config.checkpoint_every=5",
                "--config.optimizers.adam.learning_rate=0.01"]
   args = [f"--config={path}:smoke", f"--workdir={tmp_path / 'killed'}", *overrides]
   killed = subprocess.run([sys.executable, "-c", KILLED_MAIN, *args], cwd=REPO, env=ENV,
@@ -93,12 +93,12 @@ def test_run_killed_mid_training_resumes_to_the_same_params_as_an_uninterrupted_
   resumed = subprocess.run(MAIN + args, cwd=REPO, env=ENV, capture_output=True, text=True,
                            timeout=300)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  total = 6 * 4  # 6 epochs of 128 examples in batches of 32
+  total = 4 * 4  # 4 epochs of 128 examples in batches of 32
   assert f"Run adam: steps {total}..{total}" in resumed.stderr  # finished: nothing to redo
   assert f"Run sgd: steps {latest}..{total}" in resumed.stderr  # resumed, not restarted
 
   config = train.load_config(path, "smoke")
-  config.num_epochs, config.checkpoint_every = 6, 5
+  config.num_epochs, config.checkpoint_every = 4, 5
   config.optimizers.adam.learning_rate = 0.01
   reference = train.train_and_evaluate(config, str(tmp_path / "reference"))
   for run in config.optimizers:

@@ -25,13 +25,13 @@ def _read_bytes(path: str) -> bytes:
 
 
 def read_idx(path: str) -> np.ndarray:
-  """Reads an IDX file of unsigned bytes: labels (magic 2049, ``(n,)``) or images (2051, ``(n, rows, cols)``).
+  """Reads an IDX file of unsigned bytes: labels (magic 2049) or images (magic 2051).
 
   Args:
     path: the file, optionally gzip-compressed (name ending in ``.gz``).
 
   Returns:
-    The uint8 payload with the shape given by the header.
+    The uint8 payload with the shape given by the header: ``(n,)`` or ``(n, rows, cols)``.
   """
   raw = _read_bytes(path)
   if len(raw) < 8:

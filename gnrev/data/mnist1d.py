@@ -35,7 +35,7 @@ def _smooth_noise(rng: np.random.Generator, length: int, scale: float, width: fl
 
 
 def _transform(template: np.ndarray, rng: np.random.Generator, length: int) -> np.ndarray:
-  """One example: pad, scale, shear, add correlated noise, shift, resample to ``length``, add noise."""
+  """One example: pad, scale, shear, add correlated noise, shift, resample, add white noise."""
   padded = np.concatenate([np.zeros(rng.integers(36, 61)), template,
                            np.zeros(rng.integers(36, 61))])
   padded = padded * rng.uniform(0.6, 1.4)

@@ -14,7 +14,8 @@ import jax
 import orbax.checkpoint as ocp
 
 
-def checkpoint_manager(directory: str, *, save_every: int, max_to_keep: int) -> ocp.CheckpointManager:
+def checkpoint_manager(directory: str, *, save_every: int,
+                       max_to_keep: int) -> ocp.CheckpointManager:
   """An async ``CheckpointManager`` saving every ``save_every`` steps; close it when done."""
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_every,
                                          enable_async_checkpointing=True, create=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -141,7 +140,7 @@ def _initial_state(config, model, setup, train: data.Dataset, mesh):
 
 def train_run(config: ml_collections.ConfigDict, run: str, train: data.Dataset,
               test: data.Dataset, mesh, workdir: str) -> dict:
-  """Trains (or resumes) one run of ``config.optimizers[run]``; returns its final metrics and params."""
+  """Trains (or resumes) run ``config.optimizers[run]``; returns its final metrics and params."""
   model = build_model(config.model, train.num_classes)
   setup = build_optimizer(config.optimizers[run], model)
   state, fixed = _initial_state(config, model, setup, train, mesh)
@@ -198,7 +197,7 @@ def train_run(config: ml_collections.ConfigDict, run: str, train: data.Dataset,
 
 
 def load_data(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
-  """The train split (its first ``train_subset`` examples if > 0: the paper's full batch) and test."""
+  """The train split (its first ``train_subset`` examples if > 0: the paper's full batch), test."""
   data_dir = config.data.data_dir or None
   train = data.load_dataset(config.data.name, "train", data_dir)
   test = data.load_dataset(config.data.name, "test", data_dir)

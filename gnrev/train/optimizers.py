@@ -62,7 +62,8 @@ def fisher_vector_product(model: nn.Module, params, fixed: dict, x: jax.Array):
 
 def _exact_gn(opt_config: Any, model: nn.Module) -> OptimizerSetup:
   from gnrev import gn
-  tx = gn.exact_gn(opt_config.learning_rate, model=model, loss=opt_config.get("loss", "ce_identity"))
+  tx = gn.exact_gn(opt_config.learning_rate, model=model,
+                   loss=opt_config.get("loss", "ce_identity"))
   return OptimizerSetup(tx, lambda params, fixed, batch, rng: {"batch": batch,
                                                                "fixed": fixed["fixed"]})
 
@@ -71,7 +72,8 @@ def _gauss_newton(opt_config: Any, model: nn.Module) -> OptimizerSetup:
   from gnrev import gn
   # apply_fn sees the trained params only: models with fixed variables (RevMLP) need them
   # passed through the step's extra arguments once gn.gauss_newton accepts them.
-  tx = gn.gauss_newton(opt_config.learning_rate, apply_fn=lambda p, x: model.apply({"params": p}, x),
+  tx = gn.gauss_newton(opt_config.learning_rate,
+                       apply_fn=lambda p, x: model.apply({"params": p}, x),
                        loss=opt_config.get("loss", "ce"), damping=opt_config.get("damping", 0.0))
   return OptimizerSetup(tx, lambda params, fixed, batch, rng: {"batch": batch})
 
