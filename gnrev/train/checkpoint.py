@@ -1,0 +1,46 @@
+"""Checkpoints with orbax: the one module that knows orbax's API.
+
+A checkpoint holds the whole training state (params, optimizer state, step, rng key and the
+running epoch sums), so that a killed run resumes from its last checkpoint and ends with the same
+parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def checkpoint_manager(directory: str, *, save_every: int,
+                       max_to_keep: int) -> ocp.CheckpointManager:
+  """An async ``CheckpointManager`` saving every ``save_every`` steps; close it when done."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_every,
+                                         enable_async_checkpointing=True, create=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, *, force: bool = False) -> None:
+  manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+
+def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
+  """The latest checkpoint restored into ``target``'s structure, shapes and shardings, or None."""
+  step = manager.latest_step()
+  if step is None:
+    return None
+  abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)),
+      target)
+  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def load_params(directory: str) -> Any:
+  """The params of the latest checkpoint in ``directory``, as numpy arrays (for inspection)."""
+  with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {directory!r}.")
+    return manager.restore(step, args=ocp.args.StandardRestore())["params"]

@@ -1,0 +1,77 @@
+"""Run artefacts: JSON-lines metrics, a console progress bar and PNG plots of the curves."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Iterable
+
+import numpy as np
+import tqdm
+from matplotlib.figure import Figure
+
+
+class JsonlWriter:
+  """Appends one JSON object per record to ``path``, flushed at once (survives a kill).
+
+  ``truncate_after(run, step)`` drops records of ``run`` past ``step``, so that a resumed run does
+  not repeat the ones written between its last checkpoint and the interruption.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def write(self, record: dict) -> None:
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+
+  def truncate_after(self, run: str, step: int) -> None:
+    kept = [r for r in read_metrics(self.path) if not (r["run"] == run and r["step"] > step)]
+    with open(self.path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+
+
+def read_metrics(path: str) -> list[dict]:
+  """The records of a ``metrics.jsonl`` file (or of ``workdir/metrics.jsonl`` given a dir)."""
+  if os.path.isdir(path):
+    path = os.path.join(path, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def progress_bar(total: int, initial: int, run: str) -> tqdm.tqdm:
+  """A progress bar with steps/s; silent when stderr is not a terminal."""
+  return tqdm.tqdm(total=total, initial=initial, desc=run, unit="step",
+                   disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+PANELS = (("train_loss", "train loss (pre-step batch)", "log"),
+          ("test_loss", "test loss", "log"),
+          ("test_accuracy", "test accuracy", "linear"),
+          ("loss_change_pct", "% loss change on the same batch", "linear"))
+
+
+def plot_curves(records: Iterable[dict]) -> Figure:
+  """One panel per metric in :data:`PANELS`, one curve per run, against the step."""
+  records = list(records)
+  runs = list(dict.fromkeys(r["run"] for r in records))
+  figure = Figure(figsize=(4 * len(PANELS), 3.4), layout="constrained")
+  for axis, (key, title, scale) in zip(figure.subplots(1, len(PANELS)), PANELS):
+    for run in runs:
+      points = [(r["step"], r[key]) for r in records if r["run"] == run and key in r]
+      if points:
+        steps, values = np.array(points).T
+        axis.plot(steps, values, label=run)
+    axis.set(title=title, xlabel="step", yscale=scale)
+  figure.axes[0].legend()
+  return figure
+
+
+def save_plots(workdir: str) -> str:
+  """Writes ``workdir/curves.png`` from ``workdir/metrics.jsonl`` and returns its path."""
+  path = os.path.join(workdir, "curves.png")
+  plot_curves(read_metrics(workdir)).savefig(path, dpi=100)
+  return path

@@ -1,0 +1,84 @@
+"""Models by name: the reversible RevMLP and two ordinary baselines (an MLP and a small CNN).
+
+The baselines let GN and FishLeg be compared on non-reversible models. Every model maps a batch
+``(n, ...)`` to logits ``(n, num_classes)``; its config fields (``config.model`` minus ``name``)
+are the module's attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gnrev import nets
+
+
+class MLP(nn.Module):
+  """A ReLU multilayer perceptron on the flattened input.
+
+  Attributes:
+    num_classes: number of logits.
+    hidden: widths of the hidden layers.
+  """
+  num_classes: int
+  hidden: Sequence[int] = (128,)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.reshape(x.shape[0], -1)
+    for width in self.hidden:
+      x = nn.relu(nn.Dense(width)(x))
+    return nn.Dense(self.num_classes)(x)
+
+
+class CNN(nn.Module):
+  """A small ReLU convnet: 3-wide convolutions with 2x pooling, then a dense head.
+
+  Works on images ``(n, H, W, C)`` and sequences ``(n, length, C)`` alike (the kernel has one
+  axis per spatial axis of the input).
+
+  Attributes:
+    num_classes: number of logits.
+    features: channels of each convolution.
+  """
+  num_classes: int
+  features: Sequence[int] = (16, 32)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    spatial = x.ndim - 2
+    if spatial < 1:
+      raise ValueError(
+          f"CNN needs inputs with spatial axes, (n, length, C) or (n, H, W, C); got {x.shape}.")
+    for channels in self.features:
+      x = nn.relu(nn.Conv(channels, (3,) * spatial)(x))
+      x = nn.max_pool(x, (2,) * spatial, (2,) * spatial, padding="SAME")
+    return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "revmlp": nets.RevMLP,
+    "mlp": MLP,
+    "cnn": CNN,
+}
+
+
+def build_model(model_config: Any, num_classes: int) -> nn.Module:
+  """The module named by ``model_config.name``, with the other fields as its attributes."""
+  fields = dict(model_config)
+  name = fields.pop("name")
+  if name not in MODELS:
+    raise ValueError(f"Unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}.")
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  try:
+    return MODELS[name](num_classes=num_classes, **fields)
+  except TypeError as e:
+    raise TypeError(f"Bad fields {sorted(fields)} for model {name!r}: {e}") from e
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy with one-hot (or probability) targets."""
+  return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1))

@@ -1,0 +1,90 @@
+"""Dataset loading by name, offline generators and deterministic batching."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from gnrev import data
+from tests.data.test_files import fake_cifar, write_idx
+
+
+def write_fake_mnist(directory, n_train=6, n_test=4):
+  directory.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(0)
+  for prefix, n in (("train", n_train), ("t10k", n_test)):
+    write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+    write_idx(directory / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
+
+
+def test_mnist_from_data_dir_is_normalised_as_in_the_paper(tmp_path):
+  write_fake_mnist(tmp_path / "mnist")
+  train = data.load_dataset("mnist", "train", str(tmp_path))
+  raw = data.read_idx(str(tmp_path / "mnist" / "train-images-idx3-ubyte.gz"))
+  assert train.x.shape == (6, 28, 28, 1) and train.x.dtype == np.float32
+  np.testing.assert_allclose(train.x[..., 0], (raw / 255.0 - 0.1307) / 0.3081, rtol=1e-5)
+  assert data.load_dataset("mnist", "test", str(tmp_path)).x.shape[0] == 4
+
+
+def test_data_dir_defaults_to_environment_variable(tmp_path, monkeypatch):
+  write_fake_mnist(tmp_path / "fashion_mnist")
+  monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+  assert data.load_dataset("fashion_mnist", "train").x.shape == (6, 28, 28, 1)
+
+
+def test_cifar10_python_layout_loads_with_per_channel_normalisation(tmp_path):
+  directory = tmp_path / "cifar-10-batches-py"
+  directory.mkdir()
+  for stem in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+    pixels, labels = fake_cifar(2)
+    with open(directory / stem, "wb") as f:
+      pickle.dump({b"data": pixels, b"labels": list(labels)}, f)
+  train = data.load_dataset("cifar10", "train", str(tmp_path))
+  assert train.x.shape == (10, 32, 32, 3) and train.y.dtype == np.int32
+  red = fake_cifar(2)[0][0, 0] / 255.0
+  np.testing.assert_allclose(train.x[0, 0, 0, 0], (red - 0.4914) / 0.2470, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("mnist", "train-images-idx3-ubyte"), ("cifar10", "cifar-10-batches-py/data_batch_1")])
+def test_missing_dataset_names_expected_files_and_offline_alternatives(tmp_path, name, expected):
+  with pytest.raises(FileNotFoundError, match=expected) as error:
+    data.load_dataset(name, "train", str(tmp_path))
+  assert "digits, mnist1d, teacher_student" in str(error.value)
+
+
+def test_unknown_dataset_and_split_list_the_valid_ones():
+  with pytest.raises(ValueError, match="allowed: cifar10, digits, fashion_mnist, mnist"):
+    data.load_dataset("imagenet", "train")
+  with pytest.raises(ValueError, match="allowed: train, test"):
+    data.load_dataset("digits", "validation")
+
+
+@pytest.mark.parametrize("name", data.OFFLINE_DATASETS)
+def test_offline_datasets_are_deterministic_standardised_and_labelled(name):
+  first, again = data.load_dataset(name, "train"), data.load_dataset(name, "train")
+  test = data.load_dataset(name, "test")
+  np.testing.assert_array_equal(first.x, again.x)
+  assert first.x.dtype == np.float32 and abs(first.x.mean()) < 1e-4
+  assert set(np.unique(first.y)) == set(range(first.num_classes))
+  assert test.x.shape[1:] == first.x.shape[1:]
+
+
+def test_mnist1d_classes_differ_in_their_mean_sequence():
+  x, y = data.make_mnist1d(num_examples=500, seed=3)
+  assert x.shape == (500, 40) and np.bincount(y).tolist() == [50] * 10
+  means = np.stack([x[y == c].mean(0) for c in range(10)])
+  distances = np.linalg.norm(means[:, None] - means[None], axis=-1)[np.triu_indices(10, 1)]
+  assert distances.min() > 0.5
+
+
+def test_batches_depend_only_on_seed_and_step_and_cover_each_epoch():
+  per_epoch = data.steps_per_epoch(10, 3)
+  assert per_epoch == 3
+  epoch0 = np.concatenate([data.batch_indices(10, 3, seed=1, step=s) for s in range(3)])
+  assert len(set(epoch0)) == 9
+  np.testing.assert_array_equal(data.batch_indices(10, 3, 1, 4), data.batch_indices(10, 3, 1, 4))
+  assert not np.array_equal(data.batch_indices(10, 3, 1, 0), data.batch_indices(10, 3, 1, 3))
+  np.testing.assert_array_equal(data.batch_indices(10, 10, 1, 7), np.arange(10))
+  with pytest.raises(ValueError, match="batch_size must be between 1 and .* \\(10\\); got 11"):
+    data.steps_per_epoch(10, 11)

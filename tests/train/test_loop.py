@@ -1,0 +1,92 @@
+"""The training loop: per-step metrics, non-finite guard, config checks, sharding equivalence."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from gnrev import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def smoke_config(**optimizers) -> ml_collections.ConfigDict:
+  config = train.load_config(os.path.join(REPO, "configs", "default.py"), "smoke")
+  config.optimizers = ml_collections.ConfigDict(optimizers or {"adam": {"name": "adam",
+                                                                        "learning_rate": 1e-2}})
+  return config
+
+
+def tiny_step(learning_rate):
+  model = train.MLP(num_classes=3, hidden=(4,))
+  x = jax.random.normal(jax.random.key(0), (6, 5))
+  y = jax.nn.one_hot(jnp.arange(6) % 3, 3)
+  params = model.init(jax.random.key(1), x)["params"]
+  setup = train.OptimizerSetup(optax.sgd(learning_rate), lambda *args: {})
+  state = {"params": params, "opt_state": setup.tx.init(params), "step": jnp.int32(0),
+           "rng": jax.random.key_data(jax.random.key(2)), "epoch_sums": jnp.zeros(3)}
+  loss = lambda p: train.cross_entropy(model.apply({"params": p}, x), y)
+  return train.make_train_step(model, setup), state, x, y, loss
+
+
+def test_loss_change_is_measured_on_the_same_batch_before_and_after_the_step():
+  step, state, x, y, loss = tiny_step(0.5)
+  new_state, metrics = step(state, {}, x, y)
+  before, after = loss(state["params"]), loss(new_state["params"])
+  np.testing.assert_allclose(metrics["train_loss"], before, rtol=1e-6)
+  np.testing.assert_allclose(metrics["loss_change_pct"], 100 * (after - before) / before,
+                             rtol=1e-5)
+  assert metrics["skipped"] == 0 and int(new_state["step"]) == 1
+
+
+def test_non_finite_step_leaves_params_and_state_unchanged():
+  step, state, x, y, _ = tiny_step(jnp.inf)
+  new_state, metrics = step(state, {}, x, y)
+  assert metrics["skipped"] == 1
+  jax.tree.map(np.testing.assert_array_equal, new_state["params"], state["params"])
+
+
+@pytest.mark.parametrize("field,value,allowed", [
+    ("model.name", "resnet", "allowed: cnn, mlp, revmlp"),
+    ("data.name", "imagenet", "allowed: cifar10, digits, fashion_mnist"),
+    ("optimizers.adam.name", "lbfgs", "allowed: adam, .*sgd"),
+])
+def test_unknown_names_list_the_valid_ones(field, value, allowed):
+  config = smoke_config()
+  section, key = field.rsplit(".", 1)
+  setattr(eval(f"config.{section}"), key, value)
+  with pytest.raises(ValueError, match=f"Unknown .*{value}.*{allowed}"):
+    train.check_config(config)
+
+
+def test_exact_gn_batch_larger_than_expansion_plus_one_fails_at_start_up():
+  config = smoke_config(gn={"name": "exact_gn", "learning_rate": 0.1})
+  config.model.expansion, config.data.batch_size = 16, 32
+  with pytest.raises(ValueError, match=r"batch_size <= expansion \+ 1, got batch_size=32 and "
+                                       r"expansion=16"):
+    train.check_config(config)
+
+
+def test_batch_not_divisible_by_devices_fails_at_start_up(tmp_path):
+  config = smoke_config()
+  config.data.batch_size = 30
+  with pytest.raises(ValueError, match="batch_size=30 must be divisible by the number of devices"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_sharded_and_single_device_runs_reach_the_same_params(tmp_path):
+  assert jax.device_count() == 8, "tests/conftest.py should give 8 CPU devices"
+  results = {}
+  for num_devices in (1, 8):
+    config = smoke_config()
+    config.num_devices = num_devices
+    results[num_devices] = train.train_and_evaluate(config, str(tmp_path / str(num_devices)))
+  sharded, single = results[8]["adam"], results[1]["adam"]
+  assert len(sharded["params"]["block_0"]["F"]["W"].sharding.device_set) == 8
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               sharded["params"], single["params"])
+  np.testing.assert_allclose(sharded["test_loss"], single["test_loss"], rtol=1e-5)

@@ -1,0 +1,45 @@
+"""Optimizer registry and the Fisher-vector product handed to FishLeg."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from gnrev import train
+
+
+@pytest.mark.x64
+def test_fisher_vector_product_matches_dense_softmax_fisher():
+  model = train.MLP(num_classes=3, hidden=(4,))
+  x = jax.random.normal(jax.random.key(0), (5, 2))
+  params = jax.tree.map(lambda a: a.astype(jnp.float64),
+                        model.init(jax.random.key(1), x)["params"])
+  flat, unravel = ravel_pytree(params)
+  jacobian = jax.jacfwd(lambda p: model.apply({"params": unravel(p)}, x))(flat)  # (n, c, P)
+  probs = jax.nn.softmax(model.apply({"params": params}, x))
+  hessians = jax.vmap(lambda p: jnp.diag(p) - jnp.outer(p, p))(probs)            # (n, c, c)
+  fisher = jnp.einsum("ncp,ncd,ndq->pq", jacobian, hessians, jacobian) / x.shape[0]
+  v = jax.random.normal(jax.random.key(2), flat.shape)
+  fvp = train.fisher_vector_product(model, params, {}, x)
+  np.testing.assert_allclose(ravel_pytree(fvp(unravel(v)))[0], fisher @ v, rtol=1e-10,
+                             atol=1e-12)
+
+
+def test_registered_optimizers_take_a_step_with_their_extra_args():
+  model = train.MLP(num_classes=3, hidden=(4,))
+  x = jnp.ones((2, 3))
+  params = model.init(jax.random.key(0), x)["params"]
+  for name in ("sgd", "adam"):
+    setup = train.build_optimizer(ml_collections.ConfigDict({"name": name, "learning_rate": 0.1}),
+                                  model)
+    grads = jax.tree.map(jnp.ones_like, params)
+    extra = setup.extra_args(params, {}, (x, jnp.ones((2, 3))), jax.random.key(1))
+    updates, _ = setup.tx.update(grads, setup.tx.init(params), params, **extra)
+    assert all(jnp.all(u < 0) for u in jax.tree.leaves(updates))
+
+
+def test_unknown_optimizer_lists_the_registered_ones():
+  with pytest.raises(ValueError, match="Unknown optimizer 'lbfgs'; allowed: adam, .*sgd"):
+    train.build_optimizer(ml_collections.ConfigDict({"name": "lbfgs"}), train.MLP(num_classes=2))
