@@ -61,6 +61,9 @@ def test_generator_labels_match_its_subtrees():
   support, query, labels = gen.sample(jax.random.key(0))
   assert support[0].shape == (6, 5, 1) and query[1].shape == (6, 10)
   assert labels.tolist() == [[0, 0, 0, 3, 3, 3], [0, 1, 2, 3, 4, 5]]
+  flat = meta.HierarchicalRegression("linear", level_stds=(1.0, 0.5, 0.25), hierarchical=False)
+  assert flat.level_stds[:2] == (0.0, 0.0)
+  np.testing.assert_allclose(flat.level_stds[2] ** 2, 1.0 + 0.25 + 0.0625)
   with pytest.raises(ValueError, match="kind"):
     meta.HierarchicalRegression("cubic")
   with pytest.raises(ValueError, match="level_stds"):
