@@ -8,6 +8,10 @@ Runbook:
     # full protocol (MAML used 70k meta-iterations; ours is a short CPU run):
     ... --config.meta_steps=20000 --config.seeds=0,1,2,3,4
 
+At this default (1000 first-order meta-steps, a CPU smoke budget) the MLP is under-trained and
+no method beats "no adaptation" by much; inner step sizes 0.02-0.05 diverged in our short
+trials. A faithful run needs MAML-scale training (tens of thousands of meta-steps).
+
 The paper's generator and constants are unknown to us (notes section 3.2, TO-FILL); the
 amplitude/phase ranges follow MAML's sinusoid, the tree constants are our defaults.
 """
