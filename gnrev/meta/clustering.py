@@ -61,27 +61,28 @@ class _Node:
 
   def __init__(self, children):
     self.children = list(children)
-
-  def members(self):
-    return [t for c in self.children for t in (c.members() if isinstance(c, _Node) else [c])]
+    self.members = [t for c in self.children for t in _members(c)]
 
   def height(self):
     return 1 + max((c.height() for c in self.children if isinstance(c, _Node)), default=0)
 
 
 def _members(child):
-  return child.members() if isinstance(child, _Node) else [child]
+  return child.members if isinstance(child, _Node) else [child]
+
+
+def _block_sum(similarity, members):
+  return similarity[np.ix_(members, members)].sum()
 
 
 def _inter_child_similarity(node, similarity):
   """``omega(v)``: mean similarity between tasks under different children of ``node``."""
+  if len(node.children) < 2:
+    return None
   groups = [_members(c) for c in node.children]
-  total, count = 0.0, 0
-  for a in range(len(groups)):
-    for b in range(a + 1, len(groups)):
-      block = similarity[np.ix_(groups[a], groups[b])]
-      total, count = total + block.sum(), count + block.size
-  return total / count if count else None
+  within = sum(_block_sum(similarity, g) for g in groups)
+  count = len(node.members) ** 2 - sum(len(g) ** 2 for g in groups)
+  return (_block_sum(similarity, node.members) - within) / count
 
 
 def _cohesion(child, similarity):
@@ -89,8 +90,8 @@ def _cohesion(child, similarity):
   members = _members(child)
   if len(members) < 2:
     return 1.0
-  block = similarity[np.ix_(members, members)]
-  return (block.sum() - np.trace(block)) / (len(members) * (len(members) - 1))
+  return ((_block_sum(similarity, members) - similarity[members, members].sum())
+          / (len(members) * (len(members) - 1)))
 
 
 def otd_labels(similarity: np.ndarray, depth: int, margin: float = 0.05,
@@ -126,7 +127,7 @@ def otd_labels(similarity: np.ndarray, depth: int, margin: float = 0.05,
   num_tasks = similarity.shape[0]
   root = _Node([])
   for x in range(num_tasks):
-    node, node_depth, parent = root, 0, None
+    node, node_depth, parent, path = root, 0, None, []
     while node.children:
       scores = [similarity[x, _members(c)].mean() for c in node.children]
       best = int(np.argmax(scores))
@@ -135,26 +136,32 @@ def otd_labels(similarity: np.ndarray, depth: int, margin: float = 0.05,
       between = split_threshold if between is None else between
       if scores[best] >= 0.5 * (_cohesion(child, similarity) + between):
         if isinstance(child, _Node):
+          path.append(node)
           node, node_depth, parent = child, node_depth + 1, node
           continue
         if node_depth + 1 <= depth:
           node.children[best] = _Node([child, x])
+          path.append(node)
           break
       elif (parent is not None and scores[best] < between - margin
             and node_depth + node.height() <= depth):
         parent.children[parent.children.index(node)] = _Node([node, x])
         break
       node.children.append(x)
+      path.append(node)
       break
     else:
       node.children.append(x)
+      path.append(node)
+    for ancestor in path:
+      ancestor.members.append(x)
 
   labels = np.tile(np.arange(num_tasks, dtype=np.int32), (depth, 1))
 
   def assign(node, node_depth):
     for child in node.children:
       if isinstance(child, _Node):
-        members = child.members()
+        members = child.members
         if node_depth + 1 <= depth:
           labels[node_depth, members] = min(members)
         assign(child, node_depth + 1)
