@@ -1,0 +1,224 @@
+"""Learning the task tree by clustering task gradients (TreeMAML's Algorithm 2, notes section 2).
+
+Tasks are compared by the cosine similarity of their flattened gradients. Two clusterings
+produce a ``(depth, n)`` label schedule, coarse to fine:
+
+* ``"otd"``: a non-binary top-down insertion in the spirit of Online Top-Down clustering
+  (Menon et al. 2019), run on the host (through ``jax.pure_callback`` under ``jit``);
+* ``"threshold"``: nested single-linkage cuts of the cosine graph at increasing thresholds,
+  fully jittable.
+
+The paper's exact insertion rule and its constants are unknown to us (notes section 2.2,
+TO-FILL); the rule below and every default (``margin``, ``split_threshold``, ``thresholds``,
+``center``) are our choices.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+METHODS = ("otd", "threshold")
+
+
+def cosine_similarity(task_grads, center: bool = True) -> jax.Array:
+  """``(n, n)`` cosine similarity of the flattened per-task gradients.
+
+  With ``center`` the mean gradient over tasks is removed first: the part every task shares
+  (e.g. the pull towards the root of the tree) would otherwise make all tasks look alike.
+  """
+  leaves = jax.tree.leaves(task_grads)
+  flat = jnp.concatenate([g.reshape(g.shape[0], -1) for g in leaves], axis=1)
+  if center:
+    flat = flat - flat.mean(axis=0, keepdims=True)
+  unit = flat / jnp.maximum(jnp.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+  return unit @ unit.T
+
+
+def threshold_labels(similarity: jax.Array, thresholds) -> jax.Array:
+  """Nested single-linkage cuts: level ``k`` joins tasks linked by similarities ``>= tau_k``.
+
+  With ``tau_1 < tau_2 < ...`` each level's components lie inside the previous level's, so the
+  schedule is a tree. Components come from ``ceil(log2 n)`` boolean matrix squarings; ids are
+  each component's smallest task index. Jittable.
+  """
+  num_tasks = similarity.shape[0]
+  eye = jnp.eye(num_tasks, dtype=bool)
+  num_squarings = max(1, int(np.ceil(np.log2(max(num_tasks, 2)))))
+
+  def level(tau):
+    reach = (similarity >= tau) | eye
+    for _ in range(num_squarings):
+      reach = (reach.astype(jnp.float32) @ reach.astype(jnp.float32)) > 0
+    return jnp.argmax(reach, axis=1).astype(jnp.int32)
+
+  return jnp.stack([level(tau) for tau in thresholds])
+
+
+class _Node:
+  """An internal node of the insertion tree; ``children`` hold nodes or task indices."""
+
+  def __init__(self, children):
+    self.children = list(children)
+    self.members = [t for c in self.children for t in _members(c)]
+
+  def height(self):
+    return 1 + max((c.height() for c in self.children if isinstance(c, _Node)), default=0)
+
+
+def _members(child):
+  return child.members if isinstance(child, _Node) else [child]
+
+
+def _block_sum(similarity, members):
+  return similarity[np.ix_(members, members)].sum()
+
+
+def _inter_child_similarity(node, similarity):
+  """``omega(v)``: mean similarity between tasks under different children of ``node``."""
+  if len(node.children) < 2:
+    return None
+  groups = [_members(c) for c in node.children]
+  within = sum(_block_sum(similarity, g) for g in groups)
+  count = len(node.members) ** 2 - sum(len(g) ** 2 for g in groups)
+  return (_block_sum(similarity, node.members) - within) / count
+
+
+def _cohesion(child, similarity):
+  """Mean similarity between distinct tasks under ``child`` (1 for a single task)."""
+  members = _members(child)
+  if len(members) < 2:
+    return 1.0
+  return ((_block_sum(similarity, members) - similarity[members, members].sum())
+          / (len(members) * (len(members) - 1)))
+
+
+def otd_labels(similarity: np.ndarray, depth: int, margin: float = 0.05,
+               split_threshold: float = 0.0) -> np.ndarray:
+  """Non-binary top-down insertion of tasks into a tree of at most ``depth`` internal levels.
+
+  Tasks are inserted in index order, each routed down from the root. At node ``v`` the new
+  task ``x`` scores every child ``c`` by its mean similarity ``omega(x, c)``. Let ``omega(v)``
+  be the mean similarity between ``v``'s children (``split_threshold`` while ``v`` has one
+  child) and ``coh(c)`` the mean similarity inside the best child ``c`` (1 for a task). Then
+  ``x``
+
+  * belongs to ``c`` if ``omega(x, c) >= (coh(c) + omega(v)) / 2``: it descends into ``c``,
+    and a task leaf ``c`` becomes a new internal node ``{c, x}``;
+  * otherwise, if ``omega(x, c) < omega(v) - margin`` and ``v`` is not the root, ``v``'s
+    children are closer to each other than to ``x``: ``v`` is pushed down under a new node
+    with children ``[v, x]`` (OTD's sibling insertion);
+  * otherwise becomes an extra child of ``v`` (the non-binary step).
+
+  Internal nodes deeper than ``depth`` are never created. Row ``k`` of the result holds each
+  task's ancestor at depth ``k + 1`` (a task above that depth is its own cluster).
+
+  Args:
+    similarity: ``(n, n)`` numpy similarity matrix.
+    depth: number of levels (rows) to return.
+    margin: tolerance before a node is pushed down.
+    split_threshold: stands in for ``omega(v)`` at a node with a single child.
+
+  Returns:
+    int32 ``(depth, n)`` labels, ids in ``[0, n)`` (the first task of each cluster).
+  """
+  similarity = np.asarray(similarity, np.float64)
+  num_tasks = similarity.shape[0]
+  root = _Node([])
+  for x in range(num_tasks):
+    node, node_depth, parent, path = root, 0, None, []
+    while node.children:
+      scores = [similarity[x, _members(c)].mean() for c in node.children]
+      best = int(np.argmax(scores))
+      child = node.children[best]
+      between = _inter_child_similarity(node, similarity)
+      between = split_threshold if between is None else between
+      if scores[best] >= 0.5 * (_cohesion(child, similarity) + between):
+        if isinstance(child, _Node):
+          path.append(node)
+          node, node_depth, parent = child, node_depth + 1, node
+          continue
+        if node_depth + 1 <= depth:
+          node.children[best] = _Node([child, x])
+          path.append(node)
+          break
+      elif (parent is not None and scores[best] < between - margin
+            and node_depth + node.height() <= depth):
+        parent.children[parent.children.index(node)] = _Node([node, x])
+        break
+      node.children.append(x)
+      path.append(node)
+      break
+    else:
+      node.children.append(x)
+      path.append(node)
+    for ancestor in path:
+      ancestor.members.append(x)
+
+  labels = np.tile(np.arange(num_tasks, dtype=np.int32), (depth, 1))
+
+  def assign(node, node_depth):
+    for child in node.children:
+      if isinstance(child, _Node):
+        members = child.members
+        if node_depth + 1 <= depth:
+          labels[node_depth, members] = min(members)
+        assign(child, node_depth + 1)
+
+  assign(root, 0)
+  return labels
+
+
+def cluster_tasks(task_grads, depth: int, *, method: str = "otd", num_steps: int | None = None,
+                  center: bool = True, margin: float = 0.05, split_threshold: float = 0.0,
+                  thresholds=None) -> jax.Array:
+  """Learns the task tree from task gradients: ``(num_steps, n)`` int32 labels, coarse to fine.
+
+  Args:
+    task_grads: pytree of per-task gradients with a leading task axis ``n``.
+    depth: number of learned levels (the tree's internal depth).
+    method: ``"otd"`` (host-side non-binary top-down insertion, via ``jax.pure_callback`` so it
+      works under ``jit`` and ``vmap``) or ``"threshold"`` (jittable nested single-linkage).
+    num_steps: number of rows to return (default ``depth``); rows after ``depth`` are
+      singletons, i.e. plain MAML steps at the leaves.
+    center: remove the mean task gradient before the cosine (see :func:`cosine_similarity`).
+    margin, split_threshold: constants of :func:`otd_labels` (our defaults; the paper's are
+      unknown).
+    thresholds: increasing cosine thresholds, one per level, for ``"threshold"``; the default
+      ``k / (depth + 1)`` spacing is our choice.
+
+  Returns:
+    int32 labels ``(num_steps, n)``; no gradient flows through them.
+
+  Example:
+    >>> grads = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(theta, support)
+    >>> labels = cluster_tasks(grads, depth=2, num_steps=3)
+
+  References:
+    Garcia et al., arXiv 2103.04691, Algorithm 2; Menon et al., "Online Hierarchical
+    Clustering Approximations", arXiv 1909.09667.
+  """
+  if method not in METHODS:
+    raise ValueError(f"Unknown clustering method {method!r}; allowed: {list(METHODS)}.")
+  if int(depth) < 1:
+    raise ValueError(f"depth must be a positive number of levels, got {depth}.")
+  num_steps = depth if num_steps is None else num_steps
+  if num_steps < depth:
+    raise ValueError(f"num_steps={num_steps} must be >= depth={depth}.")
+  similarity = cosine_similarity(jax.lax.stop_gradient(task_grads), center=center)
+  num_tasks = similarity.shape[0]
+  if method == "threshold":
+    thresholds = [k / (depth + 1) for k in range(1, depth + 1)] if thresholds is None else list(
+        thresholds)
+    if len(thresholds) != depth or any(b <= a for a, b in zip(thresholds, thresholds[1:])):
+      raise ValueError(f"thresholds must be {depth} strictly increasing values, got {thresholds}.")
+    learned = threshold_labels(similarity, thresholds)
+  else:
+    learned = jax.pure_callback(
+        lambda s: otd_labels(np.asarray(s), depth, margin, split_threshold),
+        jax.ShapeDtypeStruct((depth, num_tasks), jnp.int32), similarity,
+        vmap_method="sequential")
+  singles = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32),
+                             (num_steps - depth, num_tasks))
+  return jnp.concatenate([learned, singles])

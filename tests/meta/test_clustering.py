@@ -1,0 +1,70 @@
+"""Clustering task gradients recovers the generator's tree at high signal-to-noise."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from gnrev import meta
+
+
+def linear_loss(params, batch):
+  x, y = batch
+  return jnp.mean((x @ params["w"] - y) ** 2)
+
+
+def level_aris(num_support, method, seed=0):
+  gen = meta.HierarchicalRegression("linear", branching=(4, 4, 4), level_stds=(1.0, 0.4, 0.05),
+                                    dim=32, noise_std=0.01, num_support=num_support)
+  support, _, labels = gen.sample(jax.random.key(seed))
+  grads = jax.vmap(jax.grad(linear_loss), in_axes=(None, 0))({"w": jnp.zeros(32)}, support)
+  learned = meta.cluster_tasks(grads, depth=2, num_steps=3, method=method,
+                               thresholds=(0.6, 0.93))
+  return [adjusted_rand_score(labels[k], learned[k]) for k in range(3)]
+
+
+@pytest.mark.parametrize("method", ["otd", "threshold"])
+def test_clustering_recovers_the_tree_at_high_snr_and_degrades_with_noise(method):
+  high = level_aris(2000, method)
+  assert min(high) >= 0.9, high
+  low = level_aris(10, method)
+  assert max(low[:2]) < 0.5, low
+  assert high[2] == low[2] == 1.0  # the padded leaf level is singletons, as in the true tree
+
+
+def test_threshold_cut_is_jittable_and_nested():
+  grads = jax.random.normal(jax.random.key(1), (12, 5))
+  labels = jax.jit(lambda g: meta.cluster_tasks(g, depth=3, method="threshold"))(grads)
+  for k in range(2):
+    fine, coarse = np.asarray(labels[k + 1]), np.asarray(labels[k])
+    assert np.all(coarse[:, None] == coarse[None, :], where=fine[:, None] == fine[None, :])
+
+
+def test_nest_labels_intersects_partitions():
+  nested = meta.nest_labels(jnp.array([0, 0, 0, 3]), jnp.array([1, 1, 3, 3]))
+  assert nested.tolist() == [0, 0, 2, 3]
+
+
+def test_bad_clustering_arguments_raise():
+  grads = jnp.ones((4, 3))
+  with pytest.raises(ValueError, match="method"):
+    meta.cluster_tasks(grads, 2, method="kmeans")
+  with pytest.raises(ValueError, match="increasing"):
+    meta.cluster_tasks(grads, 2, method="threshold", thresholds=(0.5, 0.2))
+  with pytest.raises(ValueError, match="num_steps"):
+    meta.cluster_tasks(grads, 3, num_steps=2)
+
+
+def test_generator_labels_match_its_subtrees():
+  gen = meta.HierarchicalRegression("sinusoid", branching=(2, 3), level_stds=(1.0, 0.5))
+  support, query, labels = gen.sample(jax.random.key(0))
+  assert support[0].shape == (6, 5, 1) and query[1].shape == (6, 10)
+  assert labels.tolist() == [[0, 0, 0, 3, 3, 3], [0, 1, 2, 3, 4, 5]]
+  flat = meta.HierarchicalRegression("linear", level_stds=(1.0, 0.5, 0.25), hierarchical=False)
+  assert flat.level_stds[:2] == (0.0, 0.0)
+  np.testing.assert_allclose(flat.level_stds[2] ** 2, 1.0 + 0.25 + 0.0625)
+  with pytest.raises(ValueError, match="kind"):
+    meta.HierarchicalRegression("cubic")
+  with pytest.raises(ValueError, match="level_stds"):
+    meta.HierarchicalRegression(branching=(2, 2), level_stds=(1.0,))
