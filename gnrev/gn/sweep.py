@@ -118,9 +118,13 @@ def solve_branch(hidden: jax.Array, target: jax.Array, solver: str, rtol, atol, 
   solution = BranchSolution(branch_weights_from_omega(omega), gram @ alpha, None, None)
   if not diagnostics:
     return solution
-  s = jnp.sqrt(jnp.clip(jnp.linalg.eigvalsh(gram), 0))
-  rank = jnp.sum(s > _cutoff(s, (hidden.shape[0], hidden.shape[1] + 1)), dtype=jnp.int32)
-  return solution._replace(min_singular_value=_nth_singular_value(s, hidden.shape[0]), rank=rank)
+  # Eigenvalues of A A^T carry rounding errors of order eps * lambda_max, hence the rank cutoff on
+  # the eigenvalues, not on their square roots.
+  eigenvalues = jnp.clip(jnp.linalg.eigvalsh(gram), 0)
+  rank = jnp.sum(eigenvalues > _cutoff(eigenvalues, (hidden.shape[0], hidden.shape[1] + 1)),
+                 dtype=jnp.int32)
+  return solution._replace(
+      min_singular_value=_nth_singular_value(jnp.sqrt(eigenvalues), hidden.shape[0]), rank=rank)
 
 
 def _nth_singular_value(singular_values, rows: int):

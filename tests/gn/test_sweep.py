@@ -118,6 +118,10 @@ def test_linear_first_block_with_too_few_features_is_rejected_or_reported():
   np.testing.assert_allclose(float(info["residual"]), dense, rtol=1e-8)
   np.testing.assert_array_equal(info["rank"][0], [4, 4])
   np.testing.assert_array_equal(info["rank"][1:], np.full((2, 2), 8))
+  # The Gram-based solvers read the same ranks off the eigenvalues of A A^T.
+  _, info = gn.exact_gn_direction(model, variables, x, labels, solver="damped", damping=1e-3)
+  np.testing.assert_array_equal(info["rank"], [[4, 4], [8, 8], [8, 8]])
+  assert float(info["residual"]) > 1e-3
 
 
 @pytest.mark.x64
