@@ -61,8 +61,8 @@ def dense_gn_direction(apply_fn: Callable[[Any, jax.Array], jax.Array], params: 
   """Min-norm Gauss-Newton direction from the materialised Jacobian: ``lstsq(J, t)``.
 
   For tiny models and tests (``J`` is ``(n c) x p``, built with ``jax.jacfwd``). Same step as
-  :func:`min_norm_gn_direction` with ``damping = 0``, also when ``J`` is rank deficient (then
-  ``J D`` is the projection of ``t`` onto the range of ``J``).
+  :func:`min_norm_gn_direction` with ``damping = 0``; if ``J`` is rank deficient, ``J D`` is the
+  projection of ``t`` onto the range of ``J``.
 
   Returns:
     The direction, shaped like ``params``.

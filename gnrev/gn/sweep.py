@@ -73,9 +73,11 @@ def check_batch_fits(model, batch_size: int, features: int, solver: str) -> None
       width = in_features if model.expansion is None else model.expansion
       max_rank = (min(in_features, width) if activation == "identity" else width) + 1
       if batch_size > max_rank:
+        width_name = "input half" if model.expansion is None else "expansion"
         why = (f"block {block} is linear, so its feature matrices have rank <= "
-               f"min(input half, expansion) + 1 = {max_rank}" if activation == "identity" else
-               f"the feature matrices have at most expansion + 1 = {max_rank} independent rows")
+               f"min(input half, {width_name}) + 1 = {max_rank}" if activation == "identity" else
+               f"the feature matrices have at most {width_name} + 1 = {max_rank} independent "
+               f"rows")
         raise ValueError(
             f"Batch size {batch_size} is too large for the exact (cholesky) GN step: {why} "
             f"(branch {name} of block {block}), so A A^T is singular. Use a batch of at most "

@@ -87,6 +87,17 @@ def test_gn_steps_with_learning_rate_one_drive_full_batch_mse_to_zero():
 
 
 @pytest.mark.x64
+def test_variant_without_bottleneck_is_exact_when_the_batch_fits():
+  # Without expansion, A = [phi(u), 1] has h + 1 = 7 columns: a batch of 6 fits.
+  model, variables, x, labels, apply_fn = tiny_problem(batch_size=6, expansion=None)
+  direction, info = gn.exact_gn_direction(model, variables, x, labels, loss="mse")
+  target = gn.newton_target("mse", apply_fn(variables["params"], x), labels)
+  assert _dense_residual(apply_fn, variables["params"], x, direction, 3 * target) < 1e-10
+  with pytest.raises(ValueError, match=r"at most input half \+ 1 = 7"):
+    gn.exact_gn_direction(model, variables, *tiny_problem(batch_size=8, expansion=None)[2:4])
+
+
+@pytest.mark.x64
 def test_cholesky_rejects_batch_larger_than_expansion_plus_one():
   model, variables, x, labels, _ = tiny_problem(batch_size=10, expansion=8)
   with pytest.raises(ValueError, match=r"Batch size 10 .* expansion \+ 1 = 9"):
