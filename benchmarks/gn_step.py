@@ -28,7 +28,6 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax  # noqa: E402  (after OPENBLAS_NUM_THREADS)
-import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from gnrev import gn, nets  # noqa: E402

@@ -5,7 +5,7 @@ For ``f(params) = apply_fn(params, x)`` with outputs of shape ``(n, c)`` and ``J
 * :func:`output_jvp`: ``J v`` (a params-shaped tangent to an output-shaped array), one jvp;
 * :func:`output_vjp`: ``J^T u`` (an output-shaped cotangent to a params-shaped array), one vjp;
 * :func:`linearize_output`: both, with the forward pass done once (for iterative solvers);
-* :func:`gram_vector_product`: ``J J^T u`` (the empirical NTK applied to ``u``), one vjp and one jvp;
+* :func:`gram_vector_product`: ``J J^T u`` (the empirical NTK times ``u``), one vjp and one jvp;
 * :func:`dense_jacobian`: the materialised ``(n c) x p`` matrix, for tiny models and tests.
 
 ``apply_fn(params, x)`` must be differentiable in forward and reverse mode (for a
@@ -23,7 +23,7 @@ ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def output_jvp(apply_fn: ApplyFn, params: Any, x: jax.Array, tangent: Any) -> jax.Array:
-  """``J v``: the first-order change of ``apply_fn(params, x)`` when params move along ``tangent``."""
+  """``J v``: the first-order change of ``apply_fn(params, x)`` as params move along ``tangent``."""
   return jax.jvp(lambda p: apply_fn(p, x), (params,), (tangent,))[1]
 
 

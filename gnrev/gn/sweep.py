@@ -130,7 +130,7 @@ def solve_branch(hidden: jax.Array, target: jax.Array, solver: str, rtol, atol, 
 
 
 def _nth_singular_value(singular_values, rows: int):
-  """The smallest of the ``rows`` singular values that full row rank needs (0 if some are missing)."""
+  """The smallest of the ``rows`` singular values full row rank needs (0 if some are missing)."""
   if singular_values.shape[0] < rows:
     return jnp.zeros((), singular_values.dtype)
   return jnp.min(singular_values)
@@ -176,7 +176,7 @@ def _inverted_block(params, fixed, y1, y2, activation) -> BlockInputs:
 
 def _block_gn_step(params, fixed, activation, inputs: BlockInputs, t1, t2, weight, solve,
                    exact_f: bool, pull_back: bool):
-  """Steps 2-5 of the sweep for one block; returns its direction, solutions and pulled-back target."""
+  """Steps 2-5 of the sweep for one block: its direction, solutions and pulled-back target."""
   g_along = lambda tangent: _branch_jvp(inputs.y1, tangent, params["G"], fixed.get("G", {}),
                                         activation)
   f = solve(inputs.hidden_f, weight * t1)
@@ -271,7 +271,7 @@ def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
     for params, fixed, activation in zip(blocks_params, blocks_fixed, activations):
       inputs, y2 = _block_forward(params, fixed, y1, y2, activation)
       stored.append(inputs)
-      y1 = inputs.x1 + branch_output(inputs.hidden_f, params["F"])
+      y1 = inputs.y1
   else:
     y1, y2 = stack_forward(blocks_params, blocks_fixed, y1, y2, activations)
   logits = jnp.concatenate([y1, y2], axis=-1) @ head

@@ -65,7 +65,7 @@ def newton_target(loss: str, logits: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def loss_value(loss: str, logits: jax.Array, y: jax.Array) -> jax.Array:
-  """Batch-mean loss whose Gauss-Newton step the rule ``loss`` takes (``1/2 ||z - y||^2`` for mse)."""
+  """Batch-mean loss whose GN step the rule ``loss`` takes (``1/2 ||z - y||^2`` for mse)."""
   check_loss(loss)
   y = as_targets(y, logits)
   if loss == "mse":

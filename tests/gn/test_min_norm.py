@@ -1,6 +1,5 @@
 """Min-norm (Moore-Penrose) GN step: CG on J J^T against dense least squares (float64)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
