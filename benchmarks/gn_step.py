@@ -13,7 +13,8 @@ Measures, in one run and on one device:
 
 The CIFAR-size model (L=6, d=3072) needs a GPU and is only run with ``--cifar``.
 
-Usage: ``python benchmarks/gn_step.py [--repeats 3] [--skip_paper_size] [--cifar]``.
+Usage (repository root): ``PYTHONPATH=. python benchmarks/gn_step.py [--repeats 3] [--skip_paper_size]
+[--cifar]``.
 """
 
 from __future__ import annotations
