@@ -1,0 +1,309 @@
+"""The exact Gauss-Newton step for a RevMLP: a right inverse of the Jacobian, block by block.
+
+Buffelli et al. (NeurIPS 2024); notes section 1.3. Every branch ``F(u) = A(u) [W, b]^T`` is linear
+in its trained weights given its feature matrix ``A(u) = [phi(u C), 1]`` (``n x (M + 1)``). If
+every ``A`` has full row rank ``n``, a branch can realise any change ``T`` of its output with
+``Omega = A^+ T``. The sweep walks the blocks from the last to the first, carrying the target
+change ``(T1, T2)`` of the block's output, and for each block:
+
+1. gets the block's input (kept from the forward pass, or rebuilt by inverting the block);
+2. F-branch: ``Omega_F = A_F^+ (w T1)``, so ``y1`` changes by ``w T1``;
+3. cross term: ``K = G'(y1)[A_F Omega_F]``, the change of ``y2`` that the F update causes through G;
+4. G-branch: ``Omega_G = A_G^+ (w T2 - K)``, so ``y2`` changes by ``w T2``;
+5. pulls the target back through the block with the weights fixed:
+   ``S2 = T2 - G'(y1)[T1]``, ``S1 = T1 - F'(x2)[S2]``, the target of the previous block.
+
+Block ``l`` thus moves the network output by ``w_l T_L``; the whole step moves the logits by
+``sum_l w_l`` times the output-space Newton target ``t = -H^+ g``, and solves the Gauss-Newton
+equations ``J^T H J D = -J^T g`` exactly (``J`` surjective, ``J D = t``). It is a right-inverse
+solution, generally not the min-norm one (:func:`gnrev.gn.min_norm_gn_direction`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+
+from gnrev.curvature import output_jvp
+from gnrev.gn.diagnostics import direction_summary, relative_error
+from gnrev.gn.targets import check_loss, newton_target
+from gnrev.nets import (branch, branch_hidden, branch_output, branch_weights_from_omega,
+                        coupling_inverse, split_sizes, stack_forward)
+
+SOLVERS = ("cholesky", "svd", "damped")
+ALLOCATIONS = ("full", "split")
+
+
+def allocation_weights(allocation: Union[str, Sequence[float]], num_blocks: int,
+                       dtype) -> jax.Array:
+  """The share ``w_l`` of the target that block ``l`` realises.
+
+  ``"full"``: ``w_l = 1`` (the official code: the logits move by ``L t``); ``"split"``:
+  ``w_l = 1 / L`` (the logits move by ``t``); or ``num_blocks`` explicit weights.
+  """
+  if isinstance(allocation, str):
+    if allocation not in ALLOCATIONS:
+      raise ValueError(
+          f"Unknown allocation {allocation!r}; allowed: {', '.join(ALLOCATIONS)} or a sequence "
+          f"of {num_blocks} per-block weights.")
+    value = 1.0 if allocation == "full" else 1.0 / num_blocks
+    return jnp.full((num_blocks,), value, dtype)
+  weights = jnp.asarray(allocation, dtype)
+  if weights.shape != (num_blocks,):
+    raise ValueError(
+        f"Explicit allocation weights must have shape ({num_blocks},) (one per block), got "
+        f"{weights.shape}.")
+  return weights
+
+
+def check_batch_fits(model, batch_size: int, features: int, solver: str) -> None:
+  """Raises if some branch feature matrix cannot have full row rank and the solver needs it.
+
+  ``A = [phi(u C), 1]`` has at most ``M + 1`` independent rows, and only ``min(in, M) + 1`` when
+  ``phi`` is the identity (the linear first block). The Cholesky solver factorises ``A A^T``, which
+  is singular then; ``"svd"`` and ``"damped"`` run and report the residual instead.
+  """
+  if solver != "cholesky":
+    return
+  h1, h2 = split_sizes(features)
+  for block, activation in enumerate(model.activations):
+    for name, in_features in (("F", h2), ("G", h1)):
+      width = in_features if model.expansion is None else model.expansion
+      max_rank = (min(in_features, width) if activation == "identity" else width) + 1
+      if batch_size > max_rank:
+        width_name = "input half" if model.expansion is None else "expansion"
+        why = (f"block {block} is linear, so its feature matrices have rank <= "
+               f"min(input half, {width_name}) + 1 = {max_rank}" if activation == "identity" else
+               f"the feature matrices have at most {width_name} + 1 = {max_rank} independent "
+               f"rows")
+        raise ValueError(
+            f"Batch size {batch_size} is too large for the exact (cholesky) GN step: {why} "
+            f"(branch {name} of block {block}), so A A^T is singular. Use a batch of at most "
+            f"{max_rank}, a wider model, or solver='svd' / 'damped' (inexact; info reports the "
+            f"residual).")
+
+
+class BranchSolution(NamedTuple):
+  """Least-squares solution of ``A Omega = T`` for one branch."""
+  direction: dict                           # {"W": (out, M), "b": (out,)}
+  realised: jax.Array                       # A Omega, (n, out): T itself when the solve is exact
+  min_singular_value: Optional[jax.Array]   # n-th singular value of A (0 if n > M + 1)
+  rank: Optional[jax.Array]                 # int32 numerical rank (after the svd truncation)
+
+
+def solve_branch(hidden: jax.Array, target: jax.Array, solver: str, rtol, atol, damping,
+                 diagnostics: bool) -> BranchSolution:
+  """Solves ``A Omega = target`` for ``A = [hidden, 1]`` with the chosen pseudo-inverse.
+
+  ``"cholesky"``: ``Omega = A^T (A A^T)^{-1} T`` (min-norm, exact for full row rank);
+  ``"damped"``: ``A^T (A A^T + damping I)^{-1} T`` (Tikhonov / Levenberg-Marquardt);
+  ``"svd"``: truncated ``A^+ T`` dropping singular values below ``max(rtol s_max, atol)`` and
+  below the rounding level ``eps max(A.shape) s_max``.
+  """
+  if solver == "svd":
+    features = jnp.concatenate([hidden, jnp.ones_like(hidden[:, :1])], axis=-1)
+    u, s, vt = jnp.linalg.svd(features, full_matrices=False)
+    keep = s > _cutoff(s, features.shape, rtol, atol)
+    projected = jnp.where(keep[:, None], u.T @ target, 0)
+    omega = vt.T @ (projected / jnp.where(keep, s, 1)[:, None])
+    return BranchSolution(branch_weights_from_omega(omega), u @ projected,
+                          _nth_singular_value(s, hidden.shape[0]), jnp.sum(keep, dtype=jnp.int32))
+  # A A^T = hidden hidden^T + 1 1^T, without materialising A.
+  gram = hidden @ hidden.T + 1
+  shift = damping if solver == "damped" else 0
+  factor = jax.scipy.linalg.cho_factor(gram + shift * jnp.eye(gram.shape[0], dtype=gram.dtype),
+                                       lower=True)
+  alpha = jax.scipy.linalg.cho_solve(factor, target)
+  omega = jnp.concatenate([hidden.T @ alpha, jnp.sum(alpha, axis=0, keepdims=True)])
+  solution = BranchSolution(branch_weights_from_omega(omega), gram @ alpha, None, None)
+  if not diagnostics:
+    return solution
+  # Eigenvalues of A A^T carry rounding errors of order eps * lambda_max, hence the rank cutoff on
+  # the eigenvalues, not on their square roots.
+  eigenvalues = jnp.clip(jnp.linalg.eigvalsh(gram), 0)
+  rank = jnp.sum(eigenvalues > _cutoff(eigenvalues, (hidden.shape[0], hidden.shape[1] + 1)),
+                 dtype=jnp.int32)
+  return solution._replace(
+      min_singular_value=_nth_singular_value(jnp.sqrt(eigenvalues), hidden.shape[0]), rank=rank)
+
+
+def _nth_singular_value(singular_values, rows: int):
+  """The smallest of the ``rows`` singular values full row rank needs (0 if some are missing)."""
+  if singular_values.shape[0] < rows:
+    return jnp.zeros((), singular_values.dtype)
+  return jnp.min(singular_values)
+
+
+def _cutoff(singular_values, shape, rtol=0.0, atol=0.0):
+  largest = jnp.max(singular_values)
+  noise = jnp.finfo(singular_values.dtype).eps * max(shape) * largest
+  return jnp.maximum(jnp.maximum(rtol * largest, atol), noise)
+
+
+def _branch_jvp(u: jax.Array, tangent: jax.Array, branch_params: Mapping, branch_fixed: Mapping,
+                activation: str) -> jax.Array:
+  """``F'(u)[tangent]``: the change of a branch's output when its input moves (weights fixed)."""
+  return jax.jvp(lambda v: branch(v, branch_params, branch_fixed, activation), (u,),
+                 (tangent,))[1]
+
+
+class BlockInputs(NamedTuple):
+  """What the sweep needs from one block's forward pass."""
+  x1: jax.Array        # first input half (only used to continue the inverse sweep)
+  x2: jax.Array        # F's input
+  y1: jax.Array        # G's input
+  hidden_f: jax.Array  # phi(x2 C_F)
+  hidden_g: jax.Array  # phi(y1 C_G)
+
+
+def _block_forward(params, fixed, x1, x2, activation) -> tuple[BlockInputs, jax.Array]:
+  """A coupling block's forward pass that keeps its branch features for the sweep."""
+  hidden_f = branch_hidden(x2, fixed.get("F", {}), activation)
+  y1 = x1 + branch_output(hidden_f, params["F"])
+  hidden_g = branch_hidden(y1, fixed.get("G", {}), activation)
+  y2 = x2 + branch_output(hidden_g, params["G"])
+  return BlockInputs(x1, x2, y1, hidden_f, hidden_g), y2
+
+
+def _inverted_block(params, fixed, y1, y2, activation) -> BlockInputs:
+  """A block's inputs and features rebuilt from its output (no stored activations)."""
+  x1, x2 = coupling_inverse(params, fixed, y1, y2, activation)
+  return BlockInputs(x1, x2, y1, branch_hidden(x2, fixed.get("F", {}), activation),
+                     branch_hidden(y1, fixed.get("G", {}), activation))
+
+
+def _block_gn_step(params, fixed, activation, inputs: BlockInputs, t1, t2, weight, solve,
+                   exact_f: bool, pull_back: bool):
+  """Steps 2-5 of the sweep for one block: its direction, solutions and pulled-back target."""
+  g_along = lambda tangent: _branch_jvp(inputs.y1, tangent, params["G"], fixed.get("G", {}),
+                                        activation)
+  f = solve(inputs.hidden_f, weight * t1)
+  # An exact F-solve realises w T1, so the cross term is w G'(y1)[T1]: one jvp serves the cross
+  # term and the pull-back (notes section 1.5, saving 2).
+  g_of_t1 = g_along(t1) if (exact_f or pull_back) else None
+  cross = weight * g_of_t1 if exact_f else g_along(f.realised)
+  g = solve(inputs.hidden_g, weight * t2 - cross)
+  pulled_back_target = None
+  if pull_back:
+    s2 = t2 - g_of_t1
+    s1 = t1 - _branch_jvp(inputs.x2, s2, params["F"], fixed.get("F", {}), activation)
+    pulled_back_target = (s1, s2)
+  return {"F": f.direction, "G": g.direction}, (f, g), pulled_back_target
+
+
+def _blocks_as_params(model, variables, features: int, blocks: tuple) -> Any:
+  """Places per-block pytrees where :meth:`RevMLP.stack_variables` reads them from ``params``."""
+  def select(params):
+    return model.apply({**variables, "params": params}, features, method=model.stack_variables)[0]
+  return jax.linear_transpose(select, variables["params"])(blocks)[0]
+
+
+def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
+                       loss: str = "ce_identity", allocation: Union[str, Sequence[float]] = "full",
+                       solver: str = "cholesky", rtol=0.0, atol=0.0, damping=0.0,
+                       keep_activations: bool = True, diagnostics: bool = True):
+  """The exact Gauss-Newton direction of a :class:`gnrev.nets.RevMLP` (Buffelli et al. 2024).
+
+  The logits move by ``J D = (sum_l w_l) t`` with ``t = -H^+ g`` the output-space Newton target
+  of ``loss`` (:mod:`gnrev.gn.targets`), exactly when every branch feature matrix has full row
+  rank and nothing is truncated. ``D`` is a descent step: use ``params + eta * D``.
+
+  Args:
+    model: a :class:`gnrev.nets.RevMLP` (any ``memory_mode``; the sweep uses its pure blocks).
+    variables: ``{"params": ..., "fixed": ...}`` as returned by ``model.init``.
+    x: inputs ``(n, ...)``; flattened to ``(n, d)``.
+    y: integer labels ``(n,)`` or float targets ``(n, c)`` (one-hot or soft).
+    loss: ``"ce_identity"`` (``p - y``, the official code's rule), ``"ce"`` (exact softmax-CE
+      Hessian pseudo-inverse) or ``"mse"``.
+    allocation: ``"full"`` (every block realises the whole target: step ``L t``, the official
+      code), ``"split"`` (``w_l = 1/L``: step ``t``) or one weight per block.
+    solver: ``"cholesky"`` (exact, needs every feature matrix of full row rank: batch at most
+      expansion + 1 and, for a linear first block, at most half the input size + 1; checked),
+      ``"svd"`` (truncated pseudo-inverse with ``rtol``/``atol``, the official code) or
+      ``"damped"`` (``A^T (A A^T + damping I)^{-1}``, a Levenberg-Marquardt step).
+    rtol, atol: truncation of the ``"svd"`` solver (official configs: 1e-2 and 1e-5).
+    damping: Tikhonov damping of the ``"damped"`` solver.
+    keep_activations: keep each block's inputs and features from the forward pass (faster). If
+      False, they are rebuilt by inverting the blocks from the output, so no activations are held
+      across depth (the paper's memory-saving sweep); both give the same direction.
+    diagnostics: also compute the function-space residual (one jvp through the network) and the
+      singular values of every feature matrix (one ``eigvalsh`` of ``A A^T`` per branch unless
+      the solver is ``"svd"``).
+
+  Returns:
+    ``(direction, info)``: ``direction`` has the structure of ``variables["params"]``; ``info``
+    holds ``finite`` (bool), ``direction_norm``, ``function_space_scale`` (``sum_l w_l``) and,
+    with diagnostics, ``residual`` (``||J D - s t|| / ||s t||``), ``min_singular_value`` and
+    ``rank`` (numerical rank), each ``(L, 2)`` for the F and G branches of every block.
+
+  Example::
+
+    model = nets.RevMLP(num_blocks=2, expansion=512, num_classes=10)
+    variables = model.init(key, x)
+    direction, info = gn.exact_gn_direction(model, variables, x, labels, loss="ce_identity")
+    params = jax.tree.map(lambda p, d: p + 0.1 * d, variables["params"], direction)
+
+  References:
+    Buffelli, McGowan et al., "Exact, Tractable Gauss-Newton Optimization in Deep Reversible
+    Architectures Reveal Poor Generalization", NeurIPS 2024, section 3 (eqs. 16-17).
+  """
+  check_loss(loss)
+  if solver not in SOLVERS:
+    raise ValueError(f"Unknown solver {solver!r}; allowed: {', '.join(SOLVERS)}.")
+  if solver == "cholesky" and isinstance(damping, (int, float)) and damping != 0:
+    raise ValueError("solver='cholesky' solves exactly; for damping > 0 use solver='damped'.")
+  x = jnp.asarray(x)
+  x = x.reshape(x.shape[0], -1)
+  batch_size, features = x.shape
+  check_batch_fits(model, batch_size, features, solver)
+  blocks_params, blocks_fixed, head = model.apply(variables, features,
+                                                  method=model.stack_variables)
+  x = x.astype(head.dtype)
+  weights = allocation_weights(allocation, model.num_blocks, head.dtype)
+  activations = model.activations
+  h1, _ = split_sizes(features)
+
+  stored = []
+  y1, y2 = x[:, :h1], x[:, h1:]
+  if keep_activations:
+    for params, fixed, activation in zip(blocks_params, blocks_fixed, activations):
+      inputs, y2 = _block_forward(params, fixed, y1, y2, activation)
+      stored.append(inputs)
+      y1 = inputs.y1
+  else:
+    y1, y2 = stack_forward(blocks_params, blocks_fixed, y1, y2, activations)
+  logits = jnp.concatenate([y1, y2], axis=-1) @ head
+
+  target = newton_target(loss, logits, y)
+  lifted = target @ head.T  # min-norm change of the last block's output (U^T U = I)
+  t1, t2 = lifted[:, :h1], lifted[:, h1:]
+
+  solve = lambda hidden, t: solve_branch(hidden, t, solver, rtol, atol, damping, diagnostics)
+  blocks_direction, solutions = [None] * model.num_blocks, [None] * model.num_blocks
+  for block in reversed(range(model.num_blocks)):
+    params, fixed, activation = blocks_params[block], blocks_fixed[block], activations[block]
+    inputs = (stored[block] if keep_activations else
+              _inverted_block(params, fixed, y1, y2, activation))
+    blocks_direction[block], solutions[block], pulled_back = _block_gn_step(
+        params, fixed, activation, inputs, t1, t2, weights[block], solve,
+        exact_f=solver == "cholesky", pull_back=block > 0)
+    if block > 0:
+      t1, t2 = pulled_back
+      y1, y2 = inputs.x1, inputs.x2
+  direction = _blocks_as_params(model, variables, features, tuple(blocks_direction))
+
+  info = {**direction_summary(direction), "function_space_scale": jnp.sum(weights)}
+  if diagnostics:
+    autodiff = model.clone(memory_mode="autodiff")
+    apply_fn = lambda p, inputs: autodiff.apply({**variables, "params": p}, inputs)
+    realised = output_jvp(apply_fn, variables["params"], x, direction)
+    wanted = info["function_space_scale"] * target
+    info["residual"] = relative_error(realised, wanted)
+    info["min_singular_value"] = jnp.array(
+        [[solution.min_singular_value for solution in block] for block in solutions])
+    info["rank"] = jnp.array([[solution.rank for solution in block] for block in solutions],
+                             jnp.int32)
+  return direction, info
+

@@ -1,0 +1,162 @@
+"""optax transforms for the exact (RevMLP) and the min-norm (any model) Gauss-Newton steps.
+
+Both compute their direction from the batch, not from the incoming gradient (which only fixes
+the structure of the update), so they are ``GradientTransformationExtraArgs`` that take the batch
+as the keyword-only extra argument ``batch=(x, y)``; unknown extra arguments are ignored, so they
+compose with ``optax.chain`` and ``optax.inject_hyperparams``. Following optax, ``scale_by_*``
+returns a gradient-like direction (``-D``) that ``scale_by_learning_rate`` turns into ``eta D``.
+A direction with a non-finite entry is never applied: the update is zero and the state counts it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gnrev.gn.min_norm import min_norm_gn_direction
+from gnrev.gn.sweep import exact_gn_direction
+
+
+class GNState(NamedTuple):
+  """State of :func:`scale_by_exact_gn` and :func:`scale_by_gauss_newton`."""
+  count: jax.Array                # int32 (): steps taken
+  num_skipped: jax.Array          # int32 (): steps whose direction was not finite (zero update)
+  last_finite: jax.Array          # bool (): whether the last direction was finite
+  last_direction_norm: jax.Array  # float32 (): global norm of the last direction D
+
+
+def _gauss_newton_transform(direction_fn: Callable, name: str,
+                            ) -> optax.GradientTransformationExtraArgs:
+  """Wraps ``direction_fn(params, x, y, extra_args) -> (D, info)`` as an optax transform."""
+
+  def init_fn(params):
+    del params
+    return GNState(count=jnp.zeros([], jnp.int32), num_skipped=jnp.zeros([], jnp.int32),
+                   last_finite=jnp.ones([], jnp.bool_),
+                   last_direction_norm=jnp.zeros([], jnp.float32))
+
+  def update_fn(updates, state, params=None, *, batch=None, **extra_args):
+    if params is None:
+      raise TypeError(f"{name}.update needs params (the current parameters).")
+    if batch is None:
+      raise TypeError(f"{name}.update needs the keyword argument batch=(x, y): the Gauss-Newton "
+                      "direction is computed from the batch, not from the gradient.")
+    x, y = batch
+    direction, info = direction_fn(params, x, y, extra_args)
+    finite = info["finite"]
+    updates = jax.tree.map(lambda d, u: jnp.where(finite, -d, 0).astype(u.dtype), direction,
+                           updates)
+    return updates, GNState(
+        count=optax.safe_increment(state.count),
+        num_skipped=state.num_skipped + jnp.logical_not(finite).astype(jnp.int32),
+        last_finite=finite,
+        last_direction_norm=info["direction_norm"].astype(jnp.float32))
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def scale_by_exact_gn(model, loss: str = "ce_identity",
+                      allocation: Union[str, Sequence[float]] = "full", solver: str = "cholesky",
+                      rtol=0.0, atol=0.0, damping=0.0, keep_activations: bool = True,
+                      ) -> optax.GradientTransformationExtraArgs:
+  """The exact Gauss-Newton direction of a RevMLP (:func:`gnrev.gn.exact_gn_direction`).
+
+  ``update(updates, state, params, *, batch=(x, y), fixed=variables["fixed"])``: ``batch`` and
+  ``fixed`` are required keyword arguments; others are ignored.
+
+  Args:
+    model: the :class:`gnrev.nets.RevMLP` whose ``params`` are optimised.
+    loss, allocation, solver, rtol, atol, damping, keep_activations: as in
+      :func:`gnrev.gn.exact_gn_direction`.
+
+  Returns:
+    A ``GradientTransformationExtraArgs`` with state :class:`GNState`.
+
+  Example::
+
+    tx = optax.chain(gn.scale_by_exact_gn(model), optax.scale_by_learning_rate(0.1))
+    state = tx.init(variables["params"])
+    updates, state = tx.update(grads, state, variables["params"], batch=(x, y),
+                               fixed=variables["fixed"])
+
+  References:
+    Buffelli, McGowan et al., NeurIPS 2024 (arXiv 2411.07979).
+  """
+
+  def direction_fn(params, x, y, extra_args):
+    fixed = extra_args.get("fixed")
+    if fixed is None:
+      raise TypeError("scale_by_exact_gn.update needs the keyword argument "
+                      "fixed=variables['fixed'] (the RevMLP's fixed expansions and head).")
+    return exact_gn_direction(model, {"params": params, "fixed": fixed}, x, y, loss=loss,
+                              allocation=allocation, solver=solver, rtol=rtol, atol=atol,
+                              damping=damping, keep_activations=keep_activations,
+                              diagnostics=False)
+
+  return _gauss_newton_transform(direction_fn, "scale_by_exact_gn")
+
+
+def exact_gn(learning_rate: optax.ScalarOrSchedule, model, loss: str = "ce_identity",
+             allocation: Union[str, Sequence[float]] = "full", solver: str = "cholesky",
+             rtol=0.0, atol=0.0, damping=0.0, keep_activations: bool = True,
+             ) -> optax.GradientTransformationExtraArgs:
+  """Exact Gauss-Newton for a RevMLP: ``params <- params + learning_rate * D``.
+
+  With ``inject_hyperparams`` name the model static (it is callable, so optax would take it for
+  a schedule): ``optax.inject_hyperparams(gn.exact_gn, static_args=("model",))(0.1, model=model)``.
+
+  Example::
+
+    tx = gn.exact_gn(0.1, model=model, loss="ce_identity")
+    state = tx.init(variables["params"])
+    updates, state = tx.update(grads, state, variables["params"], batch=(x, y),
+                               fixed=variables["fixed"])
+    params = optax.apply_updates(variables["params"], updates)
+  """
+  return optax.chain(
+      scale_by_exact_gn(model, loss=loss, allocation=allocation, solver=solver, rtol=rtol,
+                        atol=atol, damping=damping, keep_activations=keep_activations),
+      optax.scale_by_learning_rate(learning_rate))
+
+
+def scale_by_gauss_newton(apply_fn: Callable[[Any, jax.Array], jax.Array], loss: str = "mse",
+                          damping=0.0, maxiter: Optional[int] = None, tol=1e-6,
+                          ) -> optax.GradientTransformationExtraArgs:
+  """The min-norm Gauss-Newton direction of any model (:func:`gnrev.gn.min_norm_gn_direction`).
+
+  ``update(updates, state, params, *, batch=(x, y))``; other extra arguments are ignored.
+
+  Example::
+
+    tx = optax.chain(gn.scale_by_gauss_newton(apply_fn, damping=1e-3),
+                     optax.scale_by_learning_rate(1.0))
+  """
+
+  def direction_fn(params, x, y, extra_args):
+    del extra_args
+    return min_norm_gn_direction(apply_fn, params, x, y, loss=loss, damping=damping,
+                                 maxiter=maxiter, tol=tol)
+
+  return _gauss_newton_transform(direction_fn, "scale_by_gauss_newton")
+
+
+def gauss_newton(learning_rate: optax.ScalarOrSchedule,
+                 apply_fn: Callable[[Any, jax.Array], jax.Array], loss: str = "mse",
+                 damping=0.0, maxiter: Optional[int] = None, tol=1e-6,
+                 ) -> optax.GradientTransformationExtraArgs:
+  """Min-norm (damped) Gauss-Newton for any model: ``params <- params + learning_rate * D``.
+
+  With ``inject_hyperparams`` pass ``static_args=("apply_fn",)``.
+
+  Example::
+
+    apply_fn = lambda p, x: model.apply({"params": p}, x)
+    tx = gn.gauss_newton(1.0, apply_fn=apply_fn, loss="mse", damping=1e-4)
+    updates, state = tx.update(grads, state, params, batch=(x, y))
+  """
+  return optax.chain(
+      scale_by_gauss_newton(apply_fn, loss=loss, damping=damping, maxiter=maxiter, tol=tol),
+      optax.scale_by_learning_rate(learning_rate))

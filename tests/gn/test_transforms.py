@@ -1,0 +1,111 @@
+"""optax behaviour of the GN transforms: composition, hyperparameters, no recompilation, errors."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from gnrev import gn
+from tests.gn.tiny_revmlp import tiny_problem
+
+
+def _zeros_like(tree):
+  return jax.tree.map(jnp.zeros_like, tree)
+
+
+@pytest.mark.x64
+def test_exact_gn_update_is_learning_rate_times_direction_and_chains_with_clipping():
+  model, variables, x, labels, _ = tiny_problem()
+  params, fixed = variables["params"], variables["fixed"]
+  direction, _ = gn.exact_gn_direction(model, variables, x, labels)
+  tx = gn.exact_gn(0.1, model=model)
+  updates, state = tx.update(_zeros_like(params), tx.init(params), params, batch=(x, labels),
+                             fixed=fixed)
+  np.testing.assert_allclose(ravel_pytree(updates)[0], 0.1 * ravel_pytree(direction)[0],
+                             rtol=1e-12)
+  chained = optax.chain(gn.exact_gn(0.1, model=model), optax.clip_by_global_norm(1e-3))
+  updates, _ = chained.update(_zeros_like(params), chained.init(params), params,
+                              batch=(x, labels), fixed=fixed)
+  np.testing.assert_allclose(optax.tree.norm(updates), 1e-3, rtol=1e-10)
+  np.testing.assert_allclose(ravel_pytree(updates)[0] / 1e-3,
+                             ravel_pytree(direction)[0] / jnp.linalg.norm(
+                                 ravel_pytree(direction)[0]), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.x64
+def test_inject_hyperparams_jitted_updates_do_not_recompile():
+  model, variables, x, labels, _ = tiny_problem()
+  params, fixed = variables["params"], variables["fixed"]
+  tx = optax.inject_hyperparams(gn.exact_gn, static_args=("model",))(
+      learning_rate=0.1, model=model, loss="mse", solver="svd", rtol=1e-8)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  dtypes = jax.tree.map(lambda leaf: leaf.dtype, state)
+  for step in range(2):
+    updates, state = update(_zeros_like(params), state, params, batch=(x, labels), fixed=fixed,
+                            unused_extra=step)
+    params = optax.apply_updates(params, updates)
+  assert update._cache_size() == 1
+  assert jax.tree.map(lambda leaf: leaf.dtype, state) == dtypes
+  assert int(state.inner_state[0].count) == 2 and int(state.inner_state[0].num_skipped) == 0
+  state.hyperparams["learning_rate"] = jnp.zeros_like(state.hyperparams["learning_rate"])
+  updates, _ = update(_zeros_like(params), state, params, batch=(x, labels), fixed=fixed,
+                      unused_extra=2)
+  assert float(optax.tree.norm(updates)) == 0.0
+  assert update._cache_size() == 1
+
+
+@pytest.mark.x64
+def test_missing_batch_or_fixed_raise_type_errors_that_name_them():
+  model, variables, x, labels, apply_fn = tiny_problem()
+  params = variables["params"]
+  tx = gn.exact_gn(0.1, model=model)
+  with pytest.raises(TypeError, match="batch=\\(x, y\\)"):
+    tx.update(_zeros_like(params), tx.init(params), params, fixed=variables["fixed"])
+  with pytest.raises(TypeError, match="fixed="):
+    tx.update(_zeros_like(params), tx.init(params), params, batch=(x, labels))
+  tx = gn.gauss_newton(1.0, apply_fn=apply_fn)
+  with pytest.raises(TypeError, match="batch=\\(x, y\\)"):
+    tx.update(_zeros_like(params), tx.init(params), params)
+
+
+@pytest.mark.x64
+def test_non_finite_direction_is_skipped_and_counted():
+  model, variables, x, labels, _ = tiny_problem()
+  params = variables["params"]
+  tx = gn.exact_gn(0.1, model=model)
+  state = tx.init(params)
+  updates, state = tx.update(_zeros_like(params), state, params,
+                             batch=(x.at[0, 0].set(jnp.nan), labels), fixed=variables["fixed"])
+  assert float(jnp.abs(ravel_pytree(updates)[0]).max()) == 0.0
+  assert int(state[0].num_skipped) == 1 and not bool(state[0].last_finite)
+
+
+class _TinyMLP(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(3, param_dtype=jnp.float64)(jnp.tanh(nn.Dense(16, param_dtype=jnp.float64)(x)))
+
+
+@pytest.mark.x64
+def test_gauss_newton_transform_fits_a_flax_mlp_and_composes_with_inject_hyperparams():
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (6, 4), jnp.float64)
+  targets = jax.random.normal(keys[1], (6, 3), jnp.float64)
+  model = _TinyMLP()
+  params = model.init(keys[2], x)["params"]
+  apply_fn = lambda p, inputs: model.apply({"params": p}, inputs)
+  tx = optax.inject_hyperparams(gn.gauss_newton, static_args=("apply_fn",))(
+      learning_rate=1.0, apply_fn=apply_fn, loss="mse", damping=1e-10, tol=1e-12)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  start = float(gn.loss_value("mse", apply_fn(params, x), targets))
+  for _ in range(8):
+    updates, state = update(_zeros_like(params), state, params, batch=(x, targets))
+    params = optax.apply_updates(params, updates)
+  assert float(gn.loss_value("mse", apply_fn(params, x), targets)) < 1e-12 * start
+  assert update._cache_size() == 1
