@@ -50,9 +50,9 @@ def get_config(arg=None):
 
   runs = {"adam": {"name": "adam", "learning_rate": 1e-3},
           "sgd": {"name": "sgd", "learning_rate": 0.05}}
-  if importlib.util.find_spec("gnrev.gn") is not None:
-    runs["gauss_newton"] = {"name": "gauss_newton", "learning_rate": 0.1, "loss": "ce",
-                            "damping": 1e-3}
+  # Min-norm GN: identity-CE target (p - y), damped CG in the 1280-dim output space.
+  runs["gauss_newton"] = {"name": "gauss_newton", "learning_rate": 0.1, "loss": "ce_identity",
+                          "damping": 1e-3, "maxiter": 20}
   if importlib.util.find_spec("gnrev.optim") is not None:
     runs["fishleg"] = {"name": "fishleg", "learning_rate": 0.05, "damping": 0.5,
                        "aux_learning_rate": 1e-4}

@@ -9,6 +9,7 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see gnrev/main.py
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 import pytest  # noqa: E402

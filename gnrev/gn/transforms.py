@@ -127,7 +127,11 @@ def scale_by_gauss_newton(apply_fn: Callable[[Any, jax.Array], jax.Array], loss:
                           ) -> optax.GradientTransformationExtraArgs:
   """The min-norm Gauss-Newton direction of any model (:func:`gnrev.gn.min_norm_gn_direction`).
 
-  ``update(updates, state, params, *, batch=(x, y))``; other extra arguments are ignored.
+  ``update(updates, state, params, *, batch=(x, y), fixed=None)``; other extra arguments are
+  ignored. ``apply_fn(params, x)`` gives the model's outputs; a model with variables that are not
+  trained (a RevMLP's expansions and head, batch statistics) takes them as a third argument,
+  ``apply_fn(params, x, fixed)``, and the update is then given ``fixed=...``. Passing them as an
+  argument rather than closing over them keeps them out of the compiled constants.
 
   Example::
 
@@ -136,8 +140,9 @@ def scale_by_gauss_newton(apply_fn: Callable[[Any, jax.Array], jax.Array], loss:
   """
 
   def direction_fn(params, x, y, extra_args):
-    del extra_args
-    return min_norm_gn_direction(apply_fn, params, x, y, loss=loss, damping=damping,
+    fixed = extra_args.get("fixed")
+    model_fn = apply_fn if fixed is None else (lambda p, inputs: apply_fn(p, inputs, fixed))
+    return min_norm_gn_direction(model_fn, params, x, y, loss=loss, damping=damping,
                                  maxiter=maxiter, tol=tol)
 
   return _gauss_newton_transform(direction_fn, "scale_by_gauss_newton")

@@ -4,19 +4,19 @@ A registry entry is a small factory ``make(opt_config, model) -> OptimizerSetup`
 step calls ``setup.extra_args(params, fixed, batch, rng)`` inside jit and forwards the result as
 keyword arguments to ``tx.update`` (optax's extra-args protocol), so a transform that needs the
 batch (Gauss-Newton), the fixed variables (exact GN) or a Fisher-vector product and a key
-(FishLeg) gets them, and the others ignore them. Entries for wings that are not installed are
-left out, so :data:`OPTIMIZERS` lists exactly what can run.
+(FishLeg) gets them, and the others ignore them.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
+from gnrev import gn
 
 
 class OptimizerSetup(NamedTuple):
@@ -61,21 +61,23 @@ def fisher_vector_product(model: nn.Module, params, fixed: dict, x: jax.Array):
 
 
 def _exact_gn(opt_config: Any, model: nn.Module) -> OptimizerSetup:
-  from gnrev import gn
   tx = gn.exact_gn(opt_config.learning_rate, model=model,
-                   loss=opt_config.get("loss", "ce_identity"))
+                   loss=opt_config.get("loss", "ce_identity"),
+                   allocation=opt_config.get("allocation", "full"),
+                   solver=opt_config.get("solver", "cholesky"), rtol=opt_config.get("rtol", 0.0),
+                   atol=opt_config.get("atol", 0.0), damping=opt_config.get("damping", 0.0))
   return OptimizerSetup(tx, lambda params, fixed, batch, rng: {"batch": batch,
                                                                "fixed": fixed["fixed"]})
 
 
 def _gauss_newton(opt_config: Any, model: nn.Module) -> OptimizerSetup:
-  from gnrev import gn
-  # apply_fn sees the trained params only: models with fixed variables (RevMLP) need them
-  # passed through the step's extra arguments once gn.gauss_newton accepts them.
+  # The model's non-trained variables travel as the step's `fixed` argument (never closed over).
   tx = gn.gauss_newton(opt_config.learning_rate,
-                       apply_fn=lambda p, x: model.apply({"params": p}, x),
-                       loss=opt_config.get("loss", "ce"), damping=opt_config.get("damping", 0.0))
-  return OptimizerSetup(tx, lambda params, fixed, batch, rng: {"batch": batch})
+                       apply_fn=lambda p, x, fixed: model.apply({"params": p, **fixed}, x),
+                       loss=opt_config.get("loss", "ce_identity"),
+                       damping=opt_config.get("damping", 0.0),
+                       maxiter=opt_config.get("maxiter", None), tol=opt_config.get("tol", 1e-6))
+  return OptimizerSetup(tx, lambda params, fixed, batch, rng: {"batch": batch, "fixed": fixed})
 
 
 def _fishleg(opt_config: Any, model: nn.Module) -> OptimizerSetup:
@@ -86,18 +88,12 @@ def _fishleg(opt_config: Any, model: nn.Module) -> OptimizerSetup:
       "fvp_fn": fisher_vector_product(model, params, fixed, batch[0]), "rng": rng})
 
 
-def _available(module: str) -> bool:
-  try:
-    return importlib.util.find_spec(module) is not None
-  except ImportError:
-    return False
-
-
 OPTIMIZERS: dict[str, Callable[[Any, nn.Module], OptimizerSetup]] = {
     "sgd": _sgd,
     "adam": _adam,
-    **({"exact_gn": _exact_gn, "gauss_newton": _gauss_newton} if _available("gnrev.gn") else {}),
-    **({"fishleg": _fishleg} if _available("gnrev.optim") else {}),
+    "exact_gn": _exact_gn,
+    "gauss_newton": _gauss_newton,
+    "fishleg": _fishleg,
 }
 
 

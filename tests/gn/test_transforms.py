@@ -109,3 +109,19 @@ def test_gauss_newton_transform_fits_a_flax_mlp_and_composes_with_inject_hyperpa
     params = optax.apply_updates(params, updates)
   assert float(gn.loss_value("mse", apply_fn(params, x), targets)) < 1e-12 * start
   assert update._cache_size() == 1
+
+
+@pytest.mark.x64
+def test_gauss_newton_passes_fixed_variables_to_the_model_and_matches_the_direction():
+  model, variables, x, labels, _ = tiny_problem()
+  autodiff = model.clone(memory_mode="autodiff")
+  apply_fn = lambda p, inputs, fixed: autodiff.apply({"params": p, "fixed": fixed}, inputs)
+  tx = gn.gauss_newton(0.5, apply_fn=apply_fn, loss="ce_identity", tol=1e-12)
+  params = variables["params"]
+  updates, _ = jax.jit(tx.update)(_zeros_like(params), tx.init(params), params,
+                                  batch=(x, labels), fixed=variables["fixed"])
+  reference, _ = gn.min_norm_gn_direction(
+      lambda p, inputs: apply_fn(p, inputs, variables["fixed"]), params, x, labels,
+      loss="ce_identity", tol=1e-12)
+  np.testing.assert_allclose(ravel_pytree(updates)[0], 0.5 * ravel_pytree(reference)[0],
+                             rtol=1e-8, atol=1e-12)
