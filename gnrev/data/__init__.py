@@ -1,0 +1,1 @@
+"""Datasets: file parsers, offline datasets and synthetic tasks."""
