@@ -77,9 +77,9 @@ class BipartiteGNN(nn.Module):
 
   the means running over the message edges at the node (``x_e``: event features; a node
   without message edges aggregates zeros). An :class:`~gnrev.graphs.MLPClassifier` on
-  ``[h_c, h_v, x_e]`` of a queried edge gives its logit. Node states are computed once per call for the whole graph and
-  gathered for the batch of queried edges, so a call costs one pass over the message edges
-  plus the batch. Node and edge order do not matter (permutation equivariance).
+  ``[h_c, h_v, x_e]`` of a queried edge gives its logit. Node states are computed once per
+  call for the whole graph and gathered for the batch of queried edges, so a call costs one
+  pass over the message edges plus the batch. Node and edge order do not matter (permutation equivariance).
 
   Attributes:
     hidden_size: width of the node states.
