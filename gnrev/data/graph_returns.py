@@ -7,12 +7,15 @@ customer returned at least one item and every variant was bought at least once. 
 prediction is binary classification of the edges.
 
 Both :func:`load_graph_returns` and :func:`synthetic_graph_returns` give a
-:class:`GraphReturns` of numpy arrays with contiguous node indices, and :func:`split_events`
-draws the train / validation / test split of the events.
+:class:`GraphReturns` of numpy arrays with contiguous node indices; :func:`save_graph_returns`
+writes one in the loader's CSV layout, :func:`split_events` draws the train / validation / test
+split of the events and :func:`standardize_features` scales the features. The loader's file and
+column names are a documented choice, each overridable, not the release's own names.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import os
 from typing import NamedTuple, Optional, Sequence
@@ -79,14 +82,23 @@ def _numeric_columns(path: str, header: list[str], rows: list[list[str]],
   """The named columns as a float32 ``(len(rows), len(names))`` array."""
   out = np.empty((len(rows), len(names)), np.float32)
   for j, name in enumerate(names):
-    col = header.index(name)
-    for i, row in enumerate(rows):
-      try:
-        out[i, j] = float(row[col])
-      except ValueError:
-        raise ValueError(f"{path!r} line {i + 2} column {name!r}: {row[col]!r} is not a number; "
-                         f"feature columns must be numeric.") from None
+    column = np.asarray([row[header.index(name)] for row in rows], dtype=str)
+    try:
+      out[:, j] = column.astype(np.float32)
+    except ValueError:
+      bad = next(i for i, value in enumerate(column) if not _is_number(value))
+      raise ValueError(f"{path!r} line {bad + 2} column {name!r}: {column[bad]!r} is not a "
+                       f"number; feature columns must be numeric (pick them with the "
+                       f"*_features arguments).") from None
   return out
+
+
+def _is_number(text: str) -> bool:
+  try:
+    float(text)
+  except ValueError:
+    return False
+  return True
 
 
 def _node_table(path: str, id_column: str, features: Optional[Sequence[str]]):
@@ -96,7 +108,7 @@ def _node_table(path: str, id_column: str, features: Optional[Sequence[str]]):
   ids = [row[header.index(id_column)].strip() for row in rows]
   index = {node_id: i for i, node_id in enumerate(ids)}
   if len(index) != len(ids):
-    duplicated = sorted({node_id for node_id in ids if ids.count(node_id) > 1})[:5]
+    duplicated = sorted(node_id for node_id, n in collections.Counter(ids).items() if n > 1)[:5]
     raise ValueError(f"{path!r} repeats {id_column!r} value(s) {duplicated}; ids must be unique.")
   return np.asarray(ids), _numeric_columns(path, header, rows, names), index
 
@@ -184,6 +196,48 @@ def load_graph_returns(data_dir: str, *,
       customer_ids=customer_ids, variant_ids=variant_ids)
 
 
+def save_graph_returns(data: GraphReturns, data_dir: str, *,
+                       customer_columns: Optional[Sequence[str]] = None,
+                       variant_columns: Optional[Sequence[str]] = None,
+                       event_columns: Optional[Sequence[str]] = None) -> None:
+  """Writes ``data`` as the three CSV files :func:`load_graph_returns` reads (default names).
+
+  Feature values are written exactly (float32 round-trips), so loading gives ``data`` back.
+
+  Args:
+    data: the graph.
+    data_dir: directory to write into (created if missing).
+    customer_columns, variant_columns, event_columns: feature column names, or ``None`` for
+      ``x0, x1, ...`` (customers), ``y0, ...`` (variants), ``e0, ...`` (events).
+  """
+  def names(given, prefix, width):
+    given = [f"{prefix}{i}" for i in range(width)] if given is None else list(given)
+    if len(given) != width:
+      raise ValueError(f"{len(given)} column names given for {width} {prefix!r} features.")
+    return given
+
+  def write(name, header, columns):
+    with open(os.path.join(data_dir, name), "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(header)
+      writer.writerows(zip(*columns))
+
+  def features(x):
+    return [[repr(float(v)) for v in column] for column in np.asarray(x).T]
+
+  os.makedirs(data_dir, exist_ok=True)
+  write("customers.csv", ["customer_id", *names(customer_columns, "x",
+                                                data.customer_features.shape[1])],
+        [data.customer_ids, *features(data.customer_features)])
+  write("variants.csv", ["variant_id", *names(variant_columns, "y",
+                                              data.variant_features.shape[1])],
+        [data.variant_ids, *features(data.variant_features)])
+  write("events.csv", ["customer_id", "variant_id", "returned",
+                       *names(event_columns, "e", data.event_features.shape[1])],
+        [data.customer_ids[data.customer], data.variant_ids[data.variant], data.returned,
+         *features(data.event_features)])
+
+
 def synthetic_graph_returns(seed: int = 0, *, num_customers: int = 1000,
                             num_variants: int = 300, events_per_customer: float = 8.0,
                             feature_noise: float = 1.0) -> GraphReturns:
@@ -191,9 +245,10 @@ def synthetic_graph_returns(seed: int = 0, *, num_customers: int = 1000,
 
   Latent traits: each customer has a true size ``s_c``, a price sensitivity ``p_c`` and a
   return propensity ``r_c``; each variant has a labelled size ``z_v``, a price ``q_v`` and a
-  fit bias ``b_v`` (it runs small or large). A customer buys near their size: the variant is
-  drawn among those whose size ``z_v + b_v / 2`` (shoppers half-know the fit) is nearest to
-  ``s_c + 0.8 eps``. The return logit is
+  fit bias ``b_v`` (it runs small or large). A customer buys near their size: each purchase
+  aims at ``t = s_c + 0.8 eps`` and takes a variant uniformly among the ``2 w + 1`` (``w =
+  max(1, num_variants // 50)``) whose size ``z_v + b_v / 2`` (shoppers half-know the fit) is
+  nearest to ``t``. Customers make ``1 + Poisson(events_per_customer - 1)`` purchases. The return logit is
 
   .. math::
     -3.0 + 4.0 |z_v + b_v - s_c| + 0.8 p_c q_v + r_c + 0.8 d_e - 0.4 m_e

@@ -84,6 +84,15 @@ def test_loader_rejects_a_ragged_row(tmp_path):
     gr.load_graph_returns(_write(tmp_path, variants=VARIANTS.replace("v3,5.0,0", "v3,5.0")))
 
 
+def test_saved_synthetic_graph_loads_back_exactly(tmp_path):
+  data = gr.synthetic_graph_returns(1, num_customers=30, num_variants=10)
+  gr.save_graph_returns(data, str(tmp_path / "graph"))
+  loaded = gr.load_graph_returns(str(tmp_path / "graph"))
+  for name, original, back in zip(gr.GraphReturns._fields, data, loaded):
+    np.testing.assert_array_equal(back, original, err_msg=name)
+    assert back.dtype.kind == original.dtype.kind, name
+
+
 def test_synthetic_graph_is_a_deterministic_function_of_the_seed():
   a, b = (gr.synthetic_graph_returns(3, num_customers=60, num_variants=20) for _ in range(2))
   c = gr.synthetic_graph_returns(4, num_customers=60, num_variants=20)
