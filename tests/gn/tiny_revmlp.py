@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gnrev import nets
 
@@ -19,3 +20,18 @@ def tiny_problem(batch_size=8, features=12, expansion=32, num_blocks=3, num_clas
   autodiff = model.clone(memory_mode="autodiff")
   apply_fn = lambda params, inputs: autodiff.apply({**variables, "params": params}, inputs)
   return model, variables, x, labels, apply_fn
+
+
+def feature_matrix_ranks(model, variables, x):
+  """Numerical ranks (numpy's default tolerance) of every branch feature matrix, ``(L, 2)``."""
+  blocks_params, blocks_fixed, _ = model.apply(variables, x.shape[-1],
+                                               method=model.stack_variables)
+  h1, _ = nets.split_sizes(x.shape[-1])
+  x1, x2 = x[:, :h1], x[:, h1:]
+  ranks = []
+  for params, fixed, activation in zip(blocks_params, blocks_fixed, model.activations):
+    y1, y2 = nets.coupling_block(params, fixed, x1, x2, activation)
+    ranks.append([np.linalg.matrix_rank(np.asarray(nets.feature_matrix(u, fixed[b], activation)))
+                  for u, b in ((x2, "F"), (y1, "G"))])
+    x1, x2 = y1, y2
+  return np.array(ranks)
