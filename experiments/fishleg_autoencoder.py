@@ -170,12 +170,12 @@ def plot(results: dict, path: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-  for name, runs in results.items():
+  for color, (name, runs) in enumerate(results.items()):
     for x_key, ax in zip(("step", "time"), axes):
       for i, run in enumerate(runs):
         kwargs = {"label": name} if i == 0 else {}
-        line, = ax.plot(run[x_key], run["train_loss"], alpha=0.8, lw=1, **kwargs)
-        ax.plot(run[x_key], run["test_loss"], ls="--", color=line.get_color(), alpha=0.6, lw=1)
+        ax.plot(run[x_key], run["train_loss"], color=f"C{color}", alpha=0.8, lw=1, **kwargs)
+        ax.plot(run[x_key], run["test_loss"], color=f"C{color}", ls="--", alpha=0.6, lw=1)
   for ax, xlabel in zip(axes, ("step", "wall-clock (s, training only)")):
     ax.set_xlabel(xlabel)
     ax.set_ylabel("NLL (solid train, dashed test)")
