@@ -1,7 +1,14 @@
-"""Matrix-free curvature products shared by the wings."""
+"""Curvature shared by every wing: Jacobian products, likelihoods, GGN/Fisher/Hessian products."""
 
 from gnrev.curvature.jacobian import (dense_jacobian, gram_vector_product, linearize_output,
                                       output_jvp, output_vjp)
+from gnrev.curvature.likelihoods import (LIKELIHOODS, Likelihood, bernoulli, categorical,
+                                         gaussian, get_likelihood)
+from gnrev.curvature.products import (ggn_vector_product, hessian_vector_product,
+                                      sampled_fisher_vector_product)
 
-__all__ = ["dense_jacobian", "gram_vector_product", "linearize_output", "output_jvp",
-           "output_vjp"]
+__all__ = [
+    "LIKELIHOODS", "Likelihood", "bernoulli", "categorical", "dense_jacobian", "gaussian",
+    "get_likelihood", "ggn_vector_product", "gram_vector_product", "hessian_vector_product",
+    "linearize_output", "output_jvp", "output_vjp", "sampled_fisher_vector_product",
+]

@@ -1,0 +1,291 @@
+"""Reference and behavioural tests for gnrev.optim's FishLeg transform and its Q blocks."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from gnrev import curvature, optim
+from gnrev.optim.q_blocks import DiagonalBlock, FullBlock, KroneckerBlock
+from tests import optax_battery
+
+
+class _ConvNet(nn.Module):
+  """Conv (with bias) -> LayerNorm -> Dense without bias -> Dense: every block kind."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.LayerNorm()(nn.Conv(3, (2, 2))(x))
+    x = nn.Dense(4, use_bias=False)(x.reshape(x.shape[0], -1))
+    return nn.Dense(2)(jnp.tanh(x))
+
+
+def _conv_net_params():
+  params = _ConvNet().init(jax.random.key(0), jnp.ones((1, 3, 3, 2)))["params"]
+  return jax.tree.map(lambda p: p.astype(jnp.result_type(float)), params)
+
+
+def _random_lam(structure, key):
+  """Random (non-identity, non-symmetric) factors for every block."""
+  lam = {}
+  for block in structure.blocks:
+    key, *subkeys = jax.random.split(key, 4)
+    factors = block.factors_for_diagonal(jnp.ones(_layout_shape(block)))
+    lam[block.name] = {k: jax.random.normal(sk, f.shape)
+                       for (k, f), sk in zip(sorted(factors.items()), subkeys)}
+  return lam
+
+
+def _layout_shape(block):
+  if isinstance(block, KroneckerBlock):
+    return block.shape
+  if isinstance(block, DiagonalBlock):
+    return block.leaf_shape
+  return (sum(int(np.prod(s)) for s in block.leaf_shapes),)
+
+
+def _dense_q_from_factors(block, factors):
+  """The explicit matrix each block stands for, from its factors (row-major vec of its layout)."""
+  if isinstance(block, KroneckerBlock):
+    d_a = jnp.diag(factors["A"].reshape(-1))
+    core = jnp.kron(factors["L"] @ factors["L"].T, factors["R"].T @ factors["R"])
+    return d_a @ core @ d_a
+  if isinstance(block, DiagonalBlock):
+    return jnp.diag(factors["d"].reshape(-1)**2)
+  return factors["C"] @ factors["C"].T
+
+
+def _blocks_under_test():
+  return [KroneckerBlock("dense", 0, 1, (3, 2)), KroneckerBlock("dense_no_bias", 0, None, (4, 3)),
+          KroneckerBlock("conv", 0, 1, (2, 2, 2, 3)), DiagonalBlock("scale", 0, (2, 3)),
+          FullBlock("full", ((2, 2), (3,)))]
+
+
+@pytest.mark.x64
+@pytest.mark.parametrize("block", _blocks_under_test(), ids=lambda b: b.name)
+def test_block_qv_and_diagonal_equal_dense_q_built_from_factors(block):
+  structure = optim.QStructure(None, (block,))
+  factors = _random_lam(structure, jax.random.key(0))[block.name]
+  dense = _dense_q_from_factors(block, factors)
+  x = jax.random.normal(jax.random.key(1), _layout_shape(block))
+  np.testing.assert_allclose(block.q_product(factors, x).reshape(-1), dense @ x.reshape(-1),
+                             rtol=1e-10, atol=1e-10)
+  np.testing.assert_allclose(block.diagonal(factors).reshape(-1), jnp.diag(dense), rtol=1e-12)
+  assert jnp.linalg.eigvalsh(dense).min() > -1e-10 * jnp.abs(dense).max()
+
+
+def test_q_structure_finds_blocks_from_flax_tree_without_registration():
+  params = _conv_net_params()
+  blocks = {b.name: b for b in optim.q_structure(params).blocks}
+  assert blocks["Conv_0"].shape == (2 * 2 * 2 + 1, 3)
+  assert blocks["Dense_0"].shape == (27, 4) and blocks["Dense_0"].bias_index is None
+  assert blocks["Dense_1"].shape == (5, 2)
+  assert isinstance(blocks["LayerNorm_0/scale"], DiagonalBlock)
+  assert isinstance(blocks["LayerNorm_0/bias"], DiagonalBlock)
+  assert len(blocks) == 5
+  assert [type(b) for b in optim.q_structure(params, "diagonal").blocks] == [DiagonalBlock] * 7
+  with pytest.raises(ValueError, match="allowed"):
+    optim.q_structure(params, "block-tridiagonal")
+
+
+@pytest.mark.x64
+@pytest.mark.parametrize("q_family", optim.Q_FAMILIES)
+def test_state_helpers_q_vector_and_diagonal_match_materialised_q(q_family):
+  params = _conv_net_params()
+  tx = optim.fishleg(0.1, q_family=q_family)
+  state = tx.init(params)
+  fishleg_state = state[0]
+  lam = _random_lam(optim.q_structure(params, q_family), jax.random.key(2))
+  state = (fishleg_state._replace(lam=lam),) + state[1:]
+  flat, unravel = ravel_pytree(params)
+  dense = jax.jacfwd(lambda f: ravel_pytree(optim.fishleg_q_vector(state, unravel(f)))[0])(flat)
+  np.testing.assert_allclose(dense, dense.T, atol=1e-10)
+  assert jnp.linalg.eigvalsh(dense).min() > -1e-9 * jnp.abs(dense).max()
+  np.testing.assert_allclose(ravel_pytree(optim.fishleg_diagonal(state))[0], jnp.diag(dense),
+                             rtol=1e-10)
+
+
+@pytest.mark.x64
+def test_first_update_equals_sgd_with_rate_learning_rate_times_init_scale():
+  params = _conv_net_params()
+  grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(3), p.shape), params)
+  tx = optim.fishleg(0.05, damping=0.1, init_scale=0.2)
+  updates, _ = tx.update(grads, tx.init(params), params, fvp_fn=lambda v: v)
+  expected, _ = optax.sgd(0.05 * 0.2).update(grads, optax.sgd(0.01).init(params), params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14), updates, expected)
+
+
+@pytest.mark.x64
+def test_warm_start_sets_diagonal_to_inverse_damped_squared_gradients():
+  params = _conv_net_params()
+  squared = jax.tree.map(lambda p: jax.random.uniform(jax.random.key(4), p.shape), params)
+  state = optim.fishleg_warm_start(optim.fishleg(0.1).init(params), squared, damping=0.1)
+  jax.tree.map(lambda d, s: np.testing.assert_allclose(d, 1 / (s + 0.1), rtol=1e-12),
+               optim.fishleg_diagonal(state), squared)
+
+
+def _frozen_tiny_model():
+  """3-4-2 tanh MLP (26 parameters), Bernoulli likelihood, exact GGN and dense F."""
+  keys = jax.random.split(jax.random.key(0), 3)
+  params = {"hidden": {"kernel": jax.random.normal(keys[0], (3, 4)), "bias": jnp.zeros(4)},
+            "out": {"kernel": jax.random.normal(keys[1], (4, 2)), "bias": jnp.zeros(2)}}
+  x = jax.random.normal(keys[2], (64, 3))
+
+  def apply_fn(p, xb):
+    hidden = jnp.tanh(xb @ p["hidden"]["kernel"] + p["hidden"]["bias"])
+    return hidden @ p["out"]["kernel"] + p["out"]["bias"]
+
+  flat, unravel = ravel_pytree(params)
+  fvp = curvature.ggn_vector_product(apply_fn, params, x, curvature.bernoulli())
+  fisher = jax.vmap(lambda e: ravel_pytree(fvp(unravel(e)))[0])(jnp.eye(flat.size))
+  return apply_fn, params, x, fvp, fisher, unravel
+
+
+def _materialise_q(state, params):
+  flat, unravel = ravel_pytree(params)
+  return jax.vmap(lambda e: ravel_pytree(optim.fishleg_q_vector(state, unravel(e)))[0])(
+      jnp.eye(flat.size))
+
+
+@pytest.mark.x64
+@pytest.mark.parametrize("precondition_aux", [True, False])
+def test_full_q_learns_the_damped_inverse_fisher_with_gaussian_probes(precondition_aux):
+  _, params, _, fvp, fisher, unravel = _frozen_tiny_model()
+  damping, num_steps = 0.1, 3000
+  target = jnp.linalg.inv(fisher + damping * jnp.eye(fisher.shape[0]))
+  tx = optim.scale_by_fishleg(
+      damping=damping, update_aux_every=1, probe="gaussian", q_family="full",
+      precondition_aux=precondition_aux,
+      aux_optimizer=optax.adam(optax.exponential_decay(1e-2, num_steps, 0.01)))
+
+  @jax.jit
+  def fit(state, keys):
+    step = lambda s, key: (tx.update(params, s, params, fvp_fn=fvp, rng=key)[1], None)
+    return jax.lax.scan(step, state, keys)[0]
+
+  state = fit(tx.init(params), jax.random.split(jax.random.key(1), num_steps))
+  q = _materialise_q(state, params)
+  assert jnp.linalg.norm(q - target) / jnp.linalg.norm(target) < 0.05
+  # The aux loss at the learned Q reaches its analytic minimum -1/2 u^T F_g^{-1} u (unit u).
+  probes = jax.random.normal(jax.random.key(2), (8, q.shape[0]))
+  probes /= jnp.linalg.norm(probes, axis=1, keepdims=True)
+  damped = fisher + damping * jnp.eye(q.shape[0])
+  aux = jax.vmap(lambda u: 0.5 * u @ q @ damped @ q @ u - u @ q @ u)(probes)
+  minimum = jax.vmap(lambda u: -0.5 * u @ target @ u)(probes)
+  np.testing.assert_allclose(aux, minimum, rtol=1e-2)
+
+
+@pytest.mark.x64
+def test_kronecker_q_error_on_gradient_probes_falls_steadily():
+  apply_fn, params, x, fvp, fisher, unravel = _frozen_tiny_model()
+  damping = 0.1
+  target = jnp.linalg.inv(fisher + damping * jnp.eye(fisher.shape[0]))
+  lik = curvature.bernoulli()
+  y = jax.random.bernoulli(jax.random.key(3), 0.5, (x.shape[0], 2)).astype(x.dtype)
+  batch_grad = lambda idx: jax.grad(lambda p: lik.nll(apply_fn(p, x[idx]), y[idx]))(params)
+  batches = jax.random.randint(jax.random.key(4), (400, 8), 0, x.shape[0])
+  grads = jax.vmap(batch_grad)(batches)
+  held_out_batches = jax.random.randint(jax.random.key(5), (32, 8), 0, x.shape[0])
+  held_out = jax.vmap(lambda idx: ravel_pytree(batch_grad(idx))[0])(held_out_batches)
+  tx = optim.scale_by_fishleg(damping=damping, update_aux_every=1,
+                              aux_optimizer=optax.adam(optax.exponential_decay(3e-2, 400, 0.05)))
+
+  def error(state):
+    q = _materialise_q(state, params)
+    return jnp.mean(jnp.linalg.norm(held_out @ (q - target), axis=1) /
+                    jnp.linalg.norm(held_out @ target, axis=1))
+
+  @jax.jit
+  def fit(state, grads):
+    step = lambda s, g: (tx.update(g, s, params, fvp_fn=fvp)[1], None)
+    return jax.lax.scan(step, state, grads)[0]
+
+  state = tx.init(params)
+  errors = [error(state)]
+  for chunk in range(4):
+    state = fit(state, jax.tree.map(lambda g: g[chunk * 100:(chunk + 1) * 100], grads))
+    errors.append(error(state))
+  assert all(b < a for a, b in zip(errors, errors[1:])), errors
+  assert errors[-1] < 0.5 * errors[0], errors
+
+
+def test_non_finite_fisher_product_skips_the_aux_step():
+  params = {"x": jnp.array([1.0, 2.0])}
+  tx = optim.scale_by_fishleg(damping=0.1, aux_learning_rate=0.1, update_aux_every=1)
+  state = tx.init(params)
+  healthy = tx.update(params, state, params, fvp_fn=lambda v: v)[1]
+  assert not np.allclose(healthy.lam["x"]["d"], state.lam["x"]["d"])
+  _, poisoned = tx.update(params, healthy, params, fvp_fn=lambda v: jax.tree.map(
+      lambda a: a * jnp.nan, v))
+  jax.tree.map(np.testing.assert_array_equal, poisoned.lam, healthy.lam)
+  jax.tree.map(np.testing.assert_array_equal, poisoned.aux_opt_state, healthy.aux_opt_state)
+  assert poisoned.count == 2 and np.isfinite(poisoned.aux_loss)
+
+
+def test_bad_arguments_raise_clear_errors():
+  with pytest.raises(ValueError, match="probe"):
+    optim.fishleg(0.1, probe="rademacher")
+  with pytest.raises(ValueError, match="update_aux_every"):
+    optim.fishleg(0.1, update_aux_every=0)
+  with pytest.raises(ValueError, match="damping"):
+    optim.fishleg(0.1, damping=-1.0)
+  with pytest.raises(ValueError, match="exactly one"):
+    optim.fishleg_diagonal(optax.adam(0.1).init({"x": jnp.zeros(2)}))
+
+
+# --- optax battery --------------------------------------------------------------------------
+
+def _hessian_extra_args(loss_fn, params, rng):
+  return {"fvp_fn": curvature.hessian_vector_product(loss_fn, params), "rng": rng}
+
+
+_SETTINGS = dict(learning_rate=0.3, damping=1.0, aux_learning_rate=0.05, update_aux_every=2,
+                 momentum=0.5)
+# Rosenbrock's Hessian (condition ~2500 at the minimum, indefinite away from it) needs the full
+# 2x2 Q and a small SGD warm start.
+_ROSENBROCK_SETTINGS = dict(learning_rate=0.1, damping=1.0, aux_learning_rate=0.05,
+                            update_aux_every=1, momentum=0.5, init_scale=1e-3, q_family="full")
+
+
+@pytest.mark.parametrize("probe", optim.PROBES)
+def test_battery_works_in_chain(probe):
+  tx = optim.fishleg(**_SETTINGS, probe=probe)
+  optax_battery.check_works_in_chain(tx, optax_battery.QUADRATIC, _hessian_extra_args)
+
+
+def test_battery_works_in_inject_hyperparams():
+  optax_battery.check_works_in_inject_hyperparams(
+      optim.fishleg, _SETTINGS, optax_battery.QUADRATIC, _hessian_extra_args)
+
+
+def test_battery_ignores_unknown_extra_args():
+  optax_battery.check_ignores_unknown_extra_args(
+      optim.fishleg(**_SETTINGS), optax_battery.QUADRATIC, _hessian_extra_args)
+
+
+@pytest.mark.parametrize("probe, name", [("gradient", "fvp_fn"), ("gaussian", "fvp_fn"),
+                                         ("gaussian", "rng")])
+def test_battery_missing_required_kwarg_is_type_error(probe, name):
+  optax_battery.check_missing_kwarg_raises(
+      optim.fishleg(**_SETTINGS, probe=probe), optax_battery.QUADRATIC, _hessian_extra_args, name)
+
+
+def test_battery_no_recompilation_on_second_step():
+  optax_battery.check_no_recompilation(
+      optim.fishleg(**_SETTINGS), optax_battery.QUADRATIC, _hessian_extra_args)
+
+
+@pytest.mark.parametrize("problem, settings, num_steps", [
+    (optax_battery.QUADRATIC, _SETTINGS, 200),
+    (optax_battery.ROSENBROCK, _ROSENBROCK_SETTINGS, 1000)], ids=["quadratic", "rosenbrock"])
+def test_battery_converges(problem, settings, num_steps):
+  optax_battery.check_converges(optim.fishleg(**settings), problem, _hessian_extra_args,
+                                num_steps, tol=1e-2)
+
+
+def test_battery_state_stays_finite():
+  optax_battery.check_state_finite(
+      optim.fishleg(**_ROSENBROCK_SETTINGS), optax_battery.ROSENBROCK, _hessian_extra_args)
