@@ -1,8 +1,8 @@
 """Optimizers on a non-reversible model: a small CNN on MNIST-1D (generated locally, offline).
 
-Compares Adam and SGD, plus the curvature methods that apply to any model when their wings are
-installed (``gauss_newton`` from gnrev.gn, ``fishleg`` from gnrev.optim), so that GN and FishLeg
-can be compared outside reversible architectures.
+Compares Adam and SGD with the curvature methods that apply to any model (``gauss_newton``, the
+min-norm GN step of gnrev.gn, and ``fishleg`` from gnrev.optim), so that GN and FishLeg can be
+compared outside reversible architectures.
 
 Run (under a minute on 2 CPU cores):
 
@@ -11,8 +11,6 @@ Run (under a minute on 2 CPU cores):
 Smoke run (seconds): ``--config=configs/cnn_mnist1d.py:smoke``; an MLP instead of the CNN:
 ``--config.model.name=mlp`` is not enough (fields differ), use ``:mlp``.
 """
-
-import importlib.util
 
 import ml_collections
 
@@ -53,8 +51,7 @@ def get_config(arg=None):
   # Min-norm GN: identity-CE target (p - y), damped CG in the 1280-dim output space.
   runs["gauss_newton"] = {"name": "gauss_newton", "learning_rate": 0.1, "loss": "ce_identity",
                           "damping": 1e-3, "maxiter": 20}
-  if importlib.util.find_spec("gnrev.optim") is not None:
-    runs["fishleg"] = {"name": "fishleg", "learning_rate": 0.05, "damping": 0.5,
-                       "aux_learning_rate": 1e-4}
+  runs["fishleg"] = {"name": "fishleg", "learning_rate": 0.05, "damping": 0.5,
+                     "aux_learning_rate": 1e-4}
   config.optimizers = ml_collections.ConfigDict(runs)
   return shrink_for_smoke(config) if options.smoke else config

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import jax
 
+from gnrev.curvature.jacobian import linearize_output
 from gnrev.curvature.likelihoods import Likelihood
 
 PyTree = Any
@@ -42,14 +43,8 @@ def ggn_vector_product(apply_fn: Callable, params: PyTree, x: Any,
     >>> gv = ggn_vector_product(model.apply, params, x, likelihoods.bernoulli())
     >>> fv = gv(v)
   """
-  outputs, jvp_fn = jax.linearize(lambda p: apply_fn(p, x), params)
-  vjp_fn = jax.linear_transpose(jvp_fn, params)
-
-  def product(v):
-    (result,) = vjp_fn(likelihood.output_fisher_product(outputs, jvp_fn(v)))
-    return result
-
-  return product
+  outputs, jvp_fn, vjp_fn = linearize_output(apply_fn, params, x)
+  return lambda v: vjp_fn(likelihood.output_fisher_product(outputs, jvp_fn(v)))
 
 
 def hessian_vector_product(loss_fn: Callable[[PyTree], jax.Array], params: PyTree) -> LinearMap:

@@ -13,10 +13,9 @@ from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 
-from gnrev import gn
+from gnrev import curvature, gn, optim
 
 
 class OptimizerSetup(NamedTuple):
@@ -48,16 +47,9 @@ def apply_fn_of(model: nn.Module, fixed: dict) -> Callable[[Any, jax.Array], jax
 
 
 def fisher_vector_product(model: nn.Module, params, fixed: dict, x: jax.Array):
-  """``v -> F v`` for the softmax likelihood, ``F = J^T (diag p - p p^T) J / n`` (= the GGN)."""
-  apply_fn = apply_fn_of(model, fixed)
-
-  def fvp(v):
-    logits, jv = jax.jvp(lambda p: apply_fn(p, x), (params,), (v,))
-    probs = jax.nn.softmax(logits)
-    hjv = probs * jv - probs * jnp.sum(probs * jv, axis=-1, keepdims=True)
-    return jax.vjp(lambda p: apply_fn(p, x), params)[1](hjv / x.shape[0])[0]
-
-  return fvp
+  """``v -> F v`` for the softmax likelihood on the batch ``x`` (exact, = the GGN)."""
+  return curvature.ggn_vector_product(apply_fn_of(model, fixed), params, x,
+                                      curvature.categorical())
 
 
 def _exact_gn(opt_config: Any, model: nn.Module) -> OptimizerSetup:
@@ -81,9 +73,12 @@ def _gauss_newton(opt_config: Any, model: nn.Module) -> OptimizerSetup:
 
 
 def _fishleg(opt_config: Any, model: nn.Module) -> OptimizerSetup:
-  from gnrev import optim
   tx = optim.fishleg(opt_config.learning_rate, damping=opt_config.get("damping", 0.5),
-                     aux_learning_rate=opt_config.get("aux_learning_rate", 1e-4))
+                     aux_learning_rate=opt_config.get("aux_learning_rate", 1e-4),
+                     update_aux_every=opt_config.get("update_aux_every", 10),
+                     momentum=opt_config.get("momentum", 0.9),
+                     init_scale=opt_config.get("init_scale", 1.0),
+                     probe=opt_config.get("probe", "gradient"))
   return OptimizerSetup(tx, lambda params, fixed, batch, rng: {
       "fvp_fn": fisher_vector_product(model, params, fixed, batch[0]), "rng": rng})
 
