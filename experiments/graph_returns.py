@@ -36,6 +36,7 @@ from gnrev.data import graph_returns
 from gnrev.train import build_optimizer, cross_entropy
 
 METRICS = ("precision", "recall", "f1", "cross_entropy")
+EVAL_CHUNK = 1024
 
 
 class TwoClassLogits(nn.Module):
@@ -99,8 +100,13 @@ def make_steps(model: TwoClassLogits, select: Callable, setup):
     return optax.apply_updates(params, updates), opt_state, loss
 
   @jax.jit
+  def edge_logits(params, shared, events):
+    return model.apply({"params": params}, select(shared, events))[:, 1]
+
   def evaluate(params, shared, labels, events):
-    logits = model.apply({"params": params}, select(shared, events))[:, 1]
+    # Padded to a multiple of EVAL_CHUNK so the validation and test splits share a compilation.
+    padded = np.resize(events, -(-len(events) // EVAL_CHUNK) * EVAL_CHUNK)
+    logits = edge_logits(params, shared, jnp.asarray(padded))[:len(events)]
     return graphs.binary_classification_metrics(logits, labels[events])
 
   return train_step, evaluate
@@ -118,7 +124,6 @@ def train_run(run: str, seed: int, data: graph_returns.GraphReturns,
   model, select = edge_model(model_name, config.models[model_name])
   setup = build_optimizer(config.optimizers[optimizer], model)
   shared, labels = shared_inputs(model_name, data), jnp.asarray(data.returned)
-  val, test = jnp.asarray(split.val), jnp.asarray(split.test)
   params = model.init(jax.random.key(seed), select(shared, jnp.zeros(1, jnp.int32)))["params"]
   opt_state = setup.tx.init(params)
   train_step, evaluate = make_steps(model, select, setup)
@@ -128,7 +133,7 @@ def train_run(run: str, seed: int, data: graph_returns.GraphReturns,
   jax.block_until_ready(train_step(params, opt_state, shared, labels, draw(), keys[0]))
 
   def record(step, seconds, losses):
-    metrics = {k: float(v) for k, v in evaluate(params, shared, labels, val).items()}
+    metrics = {k: float(v) for k, v in evaluate(params, shared, labels, split.val).items()}
     curves["step"].append(step)
     curves["time"].append(seconds)
     curves["train_loss"].append(float(np.mean(losses)) if losses else None)
@@ -152,7 +157,7 @@ def train_run(run: str, seed: int, data: graph_returns.GraphReturns,
       best, stale = {"step": step, "params": params, "val": metrics}, 0
     else:
       stale += 1
-  test_metrics = evaluate(best["params"], shared, labels, test)
+  test_metrics = evaluate(best["params"], shared, labels, split.test)
   return {"curves": curves, "best_step": best["step"], "stopped_step": step,
           "train_seconds": seconds, "val": best["val"],
           "test": {k: float(v) for k, v in test_metrics.items()}}
@@ -202,7 +207,7 @@ def summarise(results: dict) -> dict:
                    "best_step": mean_std([r["best_step"] for r in seeds])}
              for run, seeds in runs.items()}
     entry = {"table": table}
-    per_event = [r for r in ("logreg/adam", "mlp/adam") if r in runs]
+    per_event = [r for r in ("logreg/adam", "mlp/adam", "mlp/gauss_newton") if r in runs]
     if "gnn/adam" in runs and per_event:
       best_f1 = max(per_event, key=lambda r: table[r]["f1"]["mean"])
       best_ce = min(per_event, key=lambda r: table[r]["cross_entropy"]["mean"])

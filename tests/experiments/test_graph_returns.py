@@ -67,6 +67,7 @@ def test_registry_fisher_of_two_class_model_equals_dense_bernoulli_fisher_of_edg
 
 def test_config_model_argument_keeps_only_that_models_runs():
   assert load_config(CONFIG, "model=gnn").runs == ("gnn/adam", "gnn/fishleg")
+  assert load_config(CONFIG, "model=mlp").runs == ("mlp/adam", "mlp/gauss_newton")
   assert load_config(CONFIG, "model=logreg").runs == ("logreg/adam",)
   with pytest.raises(ValueError, match="Unknown model 'rf'"):
     load_config(CONFIG, "model=rf")
@@ -87,6 +88,7 @@ def test_real_files_in_data_dir_add_a_dataset_next_to_the_synthetic_one(tmp_path
 
 def test_smoke_experiment_writes_table_race_json_and_plot(tmp_path):
   config = load_config(CONFIG, "smoke")
+  config.runs = ("logreg/adam", "mlp/gauss_newton", "gnn/adam", "gnn/fishleg")
   summary = gr.run_experiment(config, str(tmp_path))
   assert {"graph_returns.json", "graph_returns.png"} <= set(os.listdir(tmp_path))
   synthetic = summary["synthetic"]
