@@ -9,7 +9,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _run(script, *args, timeout=240):
+def _run(script, *args, timeout=900):
   env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="", JAX_PLATFORMS="cpu")
   result = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
