@@ -254,7 +254,7 @@ def plot(results: dict, summary: dict, path: str) -> None:
   for k, metric in enumerate(METRICS):
     bars.bar(np.arange(len(names)) + k * width, [table[n][metric]["mean"] for n in names], width,
              yerr=[table[n][metric]["std"] for n in names], label=metric)
-  bars.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, fontsize=8)
+  bars.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, fontsize=8, rotation=20)
   bars.set(title="synthetic graph, test (mean, std over seeds)")
   bars.legend(fontsize=7)
   figure.savefig(path, dpi=80)
