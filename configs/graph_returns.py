@@ -64,7 +64,7 @@ def get_config(arg=None):
                        "damping": 100.0, "maxiter": 10},
   })
   # Gauss-Newton's system has batch x 2 unknowns: run where that is below the parameter count
-  # (the MLP's ~4.9k; logistic regression has 12 parameters, and the GNN's 10 CG iterations
+  # (the MLP's 4,993; logistic regression has 12 parameters, and the GNN's 10 CG iterations
   # over the whole graph per step cost more than this budget).
   config.runs = ("logreg/adam", "mlp/adam", "mlp/gauss_newton", "gnn/adam", "gnn/fishleg")
   if options.model != "all":
