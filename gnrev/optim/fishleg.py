@@ -145,7 +145,8 @@ def scale_by_fishleg(
         [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
   def aux_step(structure, lam, aux_opt_state, previous_loss, u, fvp_fn):
-    u = jax.tree.map(lambda x: x / optax.tree.norm(u), u)
+    norm = optax.tree.norm(u)
+    u = jax.tree.map(lambda x: x / norm, u)
     v, q_vjp = jax.vjp(lambda l: structure.q_vector(l, u), lam)
     damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_fn(v), v)
     aux_loss = 0.5 * _tree_vdot(v, damped_fv) - _tree_vdot(u, v)
@@ -161,21 +162,26 @@ def scale_by_fishleg(
             jnp.where(finite, aux_loss, previous_loss).astype(jnp.float32))
 
   def update_fn(updates, state, params=None, *, fvp_fn: Callable | None = None,
-                rng: jax.Array | None = None, **extra_args):
+                rng: jax.Array | None = None, update_aux: bool | jax.Array | None = None,
+                **extra_args):
     del params, extra_args
-    if fvp_fn is None:
+    if update_aux is None:
+      update_aux = state.count % update_aux_every == 0
+    if fvp_fn is None and update_aux is not False:
       raise TypeError("fishleg update needs the keyword argument fvp_fn (a function v -> F v "
                       "at the current params, e.g. gnrev.curvature.ggn_vector_product(...)).")
-    if probe == "gaussian" and rng is None:
+    if probe == "gaussian" and rng is None and update_aux is not False:
       raise TypeError("fishleg update with probe='gaussian' needs the keyword argument rng.")
     structure = q_structure(updates, q_family)
     direction = structure.q_vector(state.lam, updates)
     trace = jax.tree.map(lambda m, d: momentum * m + d, state.momentum, direction)
-    u = draw_probe(updates, rng, state.count)
-    lam, aux_opt_state, aux_loss = jax.lax.cond(
-        state.count % update_aux_every == 0,
-        lambda: aux_step(structure, state.lam, state.aux_opt_state, state.aux_loss, u, fvp_fn),
-        lambda: (state.lam, state.aux_opt_state, state.aux_loss))
+    take_aux_step = lambda: aux_step(structure, state.lam, state.aux_opt_state, state.aux_loss,
+                                     draw_probe(updates, rng, state.count), fvp_fn)
+    skip_aux_step = lambda: (state.lam, state.aux_opt_state, state.aux_loss)
+    if isinstance(update_aux, bool):
+      lam, aux_opt_state, aux_loss = take_aux_step() if update_aux else skip_aux_step()
+    else:
+      lam, aux_opt_state, aux_loss = jax.lax.cond(update_aux, take_aux_step, skip_aux_step)
     new_state = ScaleByFishLegState(
         count=optax.safe_increment(state.count), lam=lam, aux_opt_state=aux_opt_state,
         momentum=trace, aux_loss=aux_loss)
