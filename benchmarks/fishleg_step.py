@@ -28,7 +28,7 @@ step without and one with the aux step (separate programs, no ``lax.cond``), amo
 ``(n, m)`` for ``Q U = A (L L^T (A U) R^T R)``; aux step ``~10 B W`` for the GGN product plus
 ``~4`` Q products' worth for ``Q u``, its vjp and the preconditioned residual).
 
-    python -m benchmarks.fishleg_step            # from the repository root; ~3 CPU minutes
+    python -m benchmarks.fishleg_step      # from the repository root; ~8 min on 2 CPU cores
 """
 
 import functools
@@ -48,7 +48,7 @@ from gnrev import curvature
 SIZES = {
     # name: (encoder widths, batch size, steps per timed chunk, repeats)
     "digits": ((128, 64), 100, 200, 7),
-    "mnist_paper": ((1000, 500, 250), 1000, 10, 3),
+    "mnist_paper": ((1000, 500, 250), 1000, 10, 5),
 }
 
 

@@ -260,6 +260,8 @@ def test_update_aux_false_needs_no_fisher_product_and_keeps_lam():
                                               rng=jax.random.key(0), update_aux=flag)[1])
   assert not np.allclose(stepped(state, jnp.array(True)).lam["x"]["d"], state.lam["x"]["d"])
   jax.tree.map(np.testing.assert_array_equal, stepped(state, jnp.array(False)).lam, state.lam)
+  with pytest.raises(TypeError, match="update_aux"):
+    tx.update(params, state, params, update_aux="every other step")
 
 
 def test_bad_arguments_raise_clear_errors():
