@@ -31,13 +31,14 @@ plus one Q product, ``4 n m (n + m)`` per Kronecker block of shape ``(n, m)``, w
 matches the gradient's ``6 B W`` at the paper's MNIST autoencoder with batch 1000 (no-aux floor
 ~2.2x Adam); an aux step adds one Fisher product (``~10 B W``) and three Q products' worth
 (forward, vjp, preconditioned residual), ~3 plain steps; amortised over ``k = 10`` the floor is
-~2.8x Adam there (~3.0x for the digits autoencoder). Above the floor, the ``lax.cond`` path pays
-for XLA copying every lam and aux-optimizer buffer into and out of the conditional on every
-step (~120 copy operations per step for six layers, which dominate at tiny sizes; ~3 lam-sized
-buffers in and out per step, ~0.2 GB at the paper size), compare the benchmark's
-``fishleg_cond`` and ``fishleg_split``. A ``fvp_fn`` linearised outside ``update``
-(``curvature.ggn_vector_product(...)`` built in the step) also makes the aux batch's forward
-pass, whose residuals are the conditional's operands, run on every step. Therefore: build
+~2.8x Adam there (~3.0x for the digits autoencoder). Measured on CPU at the paper size both
+paths sit at the floor (split 2.7x, ``lax.cond`` 2.8x). At the digits size (0.2-0.4 ms per Adam
+step) the split stays at the floor (3.05x) but the ``lax.cond`` path pays ~1x Adam more (4.0x):
+XLA copies every lam and aux-optimizer buffer into and out of the conditional on every step
+(~120 copy operations per step for six layers; cheap in bytes, costly in count). A ``fvp_fn``
+linearised outside ``update`` (``curvature.ggn_vector_product(...)`` built in the step) also
+makes the aux batch's forward pass, whose residuals are the conditional's operands, run on
+every step (4.2x instead of 4.0x at the digits size). Therefore: build
 ``fvp_fn`` lazily (``lambda v: curvature.ggn_vector_product(...)(v)``) when the aux batch
 differs from the gradient's; keep the default ``lax.cond`` path for convenience (chains,
 launchers, tests); use the split where step time matters (a Python loop jitting
