@@ -1,59 +1,203 @@
-"""Amortised FishLeg step time over Adam step time on the digits deep autoencoder.
+"""Amortised FishLeg step time over Adam step time, measured and as a FLOP floor, at two sizes.
 
-Both optimizers run the same jitted ``lax.scan`` of training steps (batch 100; FishLeg with its
-exact-GGN aux step every ``update_aux_every`` steps on a separate batch of 100), timed in one run
-after compilation; the ratio of median chunk times is the amortised per-step cost. Target <= 1.5.
+Sizes (Bernoulli autoencoder, ReLU, linear 30-unit code, exact-GGN aux products on a separate
+batch of the same size, one aux step every ``update_aux_every = 10`` updates):
 
-    python -m benchmarks.fishleg_step            # from the repository root
+* ``digits``: 64-128-64-30-64-128-64, batch 100, scikit-learn digits (the experiment's network);
+* ``mnist_paper``: 784-1000-500-250-30-250-500-1000-784, batch 1000 (Garcia et al. 2023's MNIST
+  autoencoder) on **synthetic uniform random pixels** of MNIST's shape: step time does not depend
+  on the pixel values, and no dataset is downloaded.
+
+Every optimizer runs as one jitted ``lax.scan`` over ``steps`` training steps, timed after
+compilation (median of ``repeats`` chunks). FishLeg variants:
+
+* ``fishleg_cond``: the single transform, aux step gated by ``lax.cond`` on the step count,
+  ``fvp_fn`` built lazily (linearisation inside the call, so its forward pass runs only on
+  aux steps);
+* ``fishleg_cond_eager_fvp``: as above but with the GGN product linearised before ``update``
+  (``curvature.ggn_vector_product(...)`` called outside): the aux batch's forward pass then
+  runs on every step (digits only; the cost the previous benchmark measured);
+* ``fishleg_split``: no ``lax.cond``: ``update(..., update_aux=True)`` once, then ``k - 1``
+  steps with ``update_aux=False`` (an outer scan over groups of ``k`` steps);
+* ``fishleg_no_aux``: ``update_aux=False`` on every step (the Q product alone).
+
+FLOP floor: XLA's own FLOP count (``compiled.cost_analysis()``) of one Adam step, one FishLeg
+step without and one with the aux step (separate programs, no ``lax.cond``), amortised as
+``((k - 1) plain + aux) / k``; next to it the analytic count of the dominant matrix products
+(``6 B W`` for forward + backward with ``W`` weights; ``4 n m (n + m)`` per Kronecker block
+``(n, m)`` for ``Q U = A (L L^T (A U) R^T R)``; aux step ``~10 B W`` for the GGN product plus
+``~4`` Q products' worth for ``Q u``, its vjp and the preconditioned residual).
+
+    python -m benchmarks.fishleg_step      # from the repository root; ~8 min on 2 CPU cores
 """
 
+import functools
 import json
 import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from configs.fishleg_autoencoder import get_config
-from experiments.fishleg_autoencoder import (Autoencoder, load_pixels, make_optimizer,
-                                             make_train_chunk)
+from experiments.fishleg_autoencoder import LIKELIHOOD, Autoencoder, load_pixels, make_optimizer
+from gnrev import curvature
 
-STEPS_PER_CHUNK = 200
-REPEATS = 7
+SIZES = {
+    # name: (encoder widths, batch size, steps per timed chunk, repeats)
+    "digits": ((128, 64), 100, 200, 7),
+    "mnist_paper": ((1000, 500, 250), 1000, 10, 5),
+}
 
 
-def median_chunk_seconds(name: str, config, train: np.ndarray) -> float:
-  model = Autoencoder(tuple(config.encoder_widths), config.code_size, train.shape[1])
-  params = model.init(jax.random.key(0), train[:1])["params"]
-  tx = make_optimizer(name, config)
-  opt_state = tx.init(params)
-  chunk = make_train_chunk(model, tx, uses_fisher=name == "fishleg")
+def _grads(model, params, x):
+  return jax.grad(lambda p: LIKELIHOOD.nll(model.apply({"params": p}, x), x))(params)
+
+
+def _fvp_fn(model, params, x_aux, lazy: bool):
+  build = lambda: curvature.ggn_vector_product(
+      lambda p, xb: model.apply({"params": p}, xb), params, x_aux, LIKELIHOOD)
+  if lazy:
+    return lambda v: build()(v)
+  return build()
+
+
+def make_step(model, tx, variant: str, update_aux=None):
+  """``(params, opt_state, pixels, idx, aux_idx, key) -> (params, opt_state)``, one variant."""
+
+  def step(params, opt_state, pixels, idx, aux_idx, key):
+    grads = _grads(model, params, pixels[idx])
+    extra = {}
+    if variant != "adam":
+      lazy = variant != "fishleg_cond_eager_fvp"
+      extra = {"fvp_fn": _fvp_fn(model, params, pixels[aux_idx], lazy), "rng": key}
+      if update_aux is not None:
+        extra["update_aux"] = update_aux
+    updates, opt_state = tx.update(grads, opt_state, params, **extra)
+    return optax.apply_updates(params, updates), opt_state
+
+  return step
+
+
+def _scan_steps(step, carry, pixels, inputs):
+  body = lambda carry, inputs: (step(*carry, pixels, *inputs), None)
+  return jax.lax.scan(body, carry, inputs)[0]
+
+
+def make_chunk(model, tx, variant: str, every: int):
+  """Jitted ``(params, opt_state, pixels, batch_idx, aux_idx, keys) -> (params, opt_state)``."""
+  if variant == "fishleg_split":
+    with_aux = make_step(model, tx, variant, update_aux=True)
+    without_aux = make_step(model, tx, variant, update_aux=False)
+
+    def group(carry, pixels, inputs):
+      carry = with_aux(*carry, pixels, *(a[0] for a in inputs))
+      return _scan_steps(without_aux, carry, pixels, tuple(a[1:] for a in inputs))
+
+    def run(carry, pixels, inputs):
+      grouped = tuple(a.reshape(-1, every, *a.shape[1:]) for a in inputs)
+      body = lambda carry, group_inputs: (group(carry, pixels, group_inputs), None)
+      return jax.lax.scan(body, carry, grouped)[0]
+  else:
+    update_aux = False if variant == "fishleg_no_aux" else None
+    run = functools.partial(_scan_steps, make_step(model, tx, variant, update_aux))
+
+  @jax.jit
+  def chunk(params, opt_state, pixels, batch_idx, aux_idx, keys):
+    return run((params, opt_state), pixels, (batch_idx, aux_idx, keys))
+
+  return chunk
+
+
+def median_chunk_seconds(model, optimizers: dict, params, pixels, batch: int, steps: int,
+                         repeats: int, every: int) -> dict:
+  """Median seconds per chunk for every ``variant -> tx``, timed round-robin.
+
+  All chunks are compiled and run once first; then each repeat times every variant in turn,
+  so that load from other processes falls on all variants alike.
+  """
   rng = np.random.default_rng(0)
-  keys = jax.random.split(jax.random.key(1), STEPS_PER_CHUNK)
-  draw = lambda: rng.integers(0, len(train), (STEPS_PER_CHUNK, config.batch_size)).astype(np.int32)
-  jax.block_until_ready(chunk(params, opt_state, train, draw(), draw(), keys))
-  times = []
-  for _ in range(REPEATS):
+  keys = jax.random.split(jax.random.key(1), steps)
+  draw = lambda: rng.integers(0, len(pixels), (steps, batch)).astype(np.int32)
+  chunks, carries = {}, {}
+  for variant, tx in optimizers.items():
+    chunks[variant] = make_chunk(model, tx, variant, every)
+    carries[variant] = jax.block_until_ready(
+        chunks[variant](params, tx.init(params), pixels, draw(), draw(), keys))
+  times = {variant: [] for variant in optimizers}
+  for _ in range(repeats):
     batch_idx, aux_idx = draw(), draw()
-    tic = time.perf_counter()
-    params, opt_state = jax.block_until_ready(
-        chunk(params, opt_state, train, batch_idx, aux_idx, keys))
-    times.append(time.perf_counter() - tic)
-  return statistics.median(times)
+    for variant, chunk in chunks.items():
+      tic = time.perf_counter()
+      carries[variant] = jax.block_until_ready(
+          chunk(*carries[variant], pixels, batch_idx, aux_idx, keys))
+      times[variant].append(time.perf_counter() - tic)
+  return {variant: statistics.median(t) for variant, t in times.items()}
+
+
+def xla_flops(model, tx, variant, params, pixels, batch, update_aux=None) -> float:
+  step = jax.jit(make_step(model, tx, variant, update_aux))
+  idx = jnp.arange(batch)
+  compiled = step.lower(params, tx.init(params), pixels, idx, idx, jax.random.key(0)).compile()
+  return float(compiled.cost_analysis()["flops"])
+
+
+def analytic_flops(widths, batch, every) -> dict:
+  layers = list(zip(widths[:-1], widths[1:]))
+  weights = sum(n * m for n, m in layers)
+  grad = 6 * batch * weights - 2 * batch * widths[0] * widths[1]
+  q_blocks = {f"Dense_{i}({n + 1}x{m})": 4 * (n + 1) * m * (n + 1 + m)
+              for i, (n, m) in enumerate(layers)}
+  q_product = sum(q_blocks.values())
+  aux = 10 * batch * weights + 4 * q_product
+  return {"grad": grad, "q_product": q_product, "q_product_per_block": q_blocks,
+          "aux_step": aux, "fishleg_over_adam_floor": (grad + q_product + aux / every) / grad}
+
+
+def measure(size: str, config) -> dict:
+  encoder_widths, batch, steps, repeats = SIZES[size]
+  every = config.fishleg.update_aux_every
+  if size == "digits":
+    pixels = load_pixels("")[0]
+  else:
+    pixels = np.random.default_rng(0).uniform(size=(4 * batch, 784)).astype(np.float32)
+  model = Autoencoder(encoder_widths, config.code_size, pixels.shape[1])
+  params = model.init(jax.random.key(0), pixels[:1])["params"]
+  adam, fishleg = make_optimizer("adam", config), make_optimizer("fishleg", config)
+  flops = {"adam": xla_flops(model, adam, "adam", params, pixels, batch),
+           "fishleg_without_aux": xla_flops(model, fishleg, "fishleg_split", params, pixels,
+                                              batch, False),
+           "fishleg_with_aux": xla_flops(model, fishleg, "fishleg_split", params, pixels,
+                                           batch, True)}
+  amortised = ((every - 1) * flops["fishleg_without_aux"] + flops["fishleg_with_aux"]) / every
+  variants = ["fishleg_no_aux", "fishleg_cond", "fishleg_split"]
+  if size == "digits":
+    variants.append("fishleg_cond_eager_fvp")
+  seconds = median_chunk_seconds(model, {"adam": adam, **{v: fishleg for v in variants}}, params,
+                                 pixels, batch, steps, repeats, every)
+  widths = (pixels.shape[1],) + encoder_widths + (config.code_size,) + encoder_widths[::-1] + (
+      pixels.shape[1],)
+  return {
+      "network": "-".join(map(str, widths)), "batch_size": batch, "aux_batch_size": batch,
+      "data": "sklearn digits" if size == "digits" else "synthetic uniform pixels (784)",
+      "steps_per_chunk": steps, "repeats": repeats,
+      "step_ms": {v: 1e3 * s / steps for v, s in seconds.items()},
+      "measured_over_adam": {v: s / seconds["adam"] for v, s in seconds.items() if v != "adam"},
+      "xla_flops_per_step": dict(flops, fishleg_amortised=amortised),
+      "flop_floor_over_adam": {"fishleg_no_aux": flops["fishleg_without_aux"] / flops["adam"],
+                               "fishleg_amortised": amortised / flops["adam"]},
+      "analytic_flops": analytic_flops(widths, batch, every),
+  }
 
 
 def main():
   config = get_config()
-  train, _ = load_pixels(config.data_dir)
-  adam = median_chunk_seconds("adam", config, train)
-  fishleg = median_chunk_seconds("fishleg", config, train)
   print(json.dumps({
       "benchmark": "fishleg_step", "device": jax.devices()[0].platform,
-      "update_aux_every": config.fishleg.update_aux_every, "batch_size": config.batch_size,
-      "adam_step_ms": 1e3 * adam / STEPS_PER_CHUNK,
-      "fishleg_step_ms": 1e3 * fishleg / STEPS_PER_CHUNK,
-      "fishleg_over_adam": fishleg / adam, "target": 1.5,
-  }))
+      "update_aux_every": config.fishleg.update_aux_every, "target": 1.5,
+      **{size: measure(size, config) for size in SIZES}}))
 
 
 if __name__ == "__main__":

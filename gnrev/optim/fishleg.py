@@ -16,18 +16,33 @@ optionally preconditioned ``r <- Q r``, lam-gradient ``J_lam(Q(lam) u)^T r``. A 
 residual (e.g. a NaN Fisher product) skips the aux step and leaves lam and its optimizer state
 untouched.
 
-Gating: the aux step runs under ``lax.cond`` inside ``update``, not as a kfac-jax-style
-separate ``maybe_update_curvature`` call. Reasons: FishLeg's curvature step is one Fisher product
-plus one backprop through Q (no factor accumulation or inversion that would benefit from its own
-jitted program), so the per-step graph stays small; the transform stays a single optax
-``GradientTransformationExtraArgs`` that works in ``optax.chain`` and ``inject_hyperparams``
-with the state in one place; and only the taken branch executes, so the Fisher product costs
-nothing on the other ``k - 1`` steps. Measured cost (``benchmarks/fishleg_step.py``, CPU,
-digits autoencoder, batch 100): without aux steps FishLeg is ~1.4x an Adam step (the Q product);
-with the cond-gated aux step every 10 steps ~2.4x (Python loop) to ~4x (inside ``lax.scan``),
-more than the aux step's own FLOPs explain, so on CPU XLA's conditional inside a loop is costly.
-If that matters, the kfac-jax split (aux step as its own jitted call every k steps) is the
-remedy; it was not adopted here to keep the one-transform API.
+Gating, two ways (``update``'s keyword ``update_aux``):
+
+* ``update_aux=None`` (default): one transform, the aux step runs under ``lax.cond`` when
+  ``count % update_aux_every == 0``. Works unchanged in ``optax.chain``, ``inject_hyperparams``
+  and any jitted step; only the taken branch executes.
+* ``update_aux=True`` / ``False`` (Python bools): the aux step is traced in / left out, with no
+  ``lax.cond``; the caller compiles the two programs and picks one per step (kfac-jax's split
+  into curvature update and preconditioning, with the state kept in one place). ``fvp_fn`` is
+  then not needed on ``False`` steps. An array flag gates with ``lax.cond`` on it.
+
+Cost (``benchmarks/fishleg_step.py``, XLA FLOP counts): a plain FishLeg step costs the gradient
+plus one Q product, ``4 n m (n + m)`` per Kronecker block of shape ``(n, m)``, which already
+matches the gradient's ``6 B W`` at the paper's MNIST autoencoder with batch 1000 (no-aux floor
+~2.2x Adam); an aux step adds one Fisher product (``~10 B W``) and three Q products' worth
+(forward, vjp, preconditioned residual), ~3 plain steps; amortised over ``k = 10`` the floor is
+~2.8x Adam there (~3.0x for the digits autoencoder). Measured on CPU at the paper size both
+paths sit at the floor (split 2.7x, ``lax.cond`` 2.8x). At the digits size (0.2-0.4 ms per Adam
+step) the split stays at the floor (3.05x) but the ``lax.cond`` path pays ~1x Adam more (4.0x):
+XLA copies every lam and aux-optimizer buffer into and out of the conditional on every step
+(~120 copy operations per step for six layers; cheap in bytes, costly in count). A ``fvp_fn``
+linearised outside ``update`` (``curvature.ggn_vector_product(...)`` built in the step) also
+makes the aux batch's forward pass, whose residuals are the conditional's operands, run on
+every step (4.2x instead of 4.0x at the digits size). Therefore: build
+``fvp_fn`` lazily (``lambda v: curvature.ggn_vector_product(...)(v)``) when the aux batch
+differs from the gradient's; keep the default ``lax.cond`` path for convenience (chains,
+launchers, tests); use the split where step time matters (a Python loop jitting
+``update_aux=True`` and ``False`` steps, or a scan over groups of ``k`` steps).
 
 Deviations from the official code, on purpose (section 4.1 of our notes):
 
@@ -95,7 +110,8 @@ def scale_by_fishleg(
   Args:
     damping: ``gamma`` in ``Q ~ (F + gamma I)^{-1}``.
     aux_learning_rate: learning rate of the default aux optimizer ``optax.adam``.
-    update_aux_every: one aux step every this many updates (at counts 0, k, 2k, ...).
+    update_aux_every: one aux step every this many updates (at counts 0, k, 2k, ...), unless
+      ``update`` gets ``update_aux``.
     momentum: heavy-ball coefficient on ``Q g`` (0 disables it).
     init_scale: ``s`` in ``Q_0 = s I``; the first step is SGD with rate ``learning_rate * s``.
     probe: ``"gradient"`` (u = normalised gradient: Q accurate on the gradient subspace, for
@@ -107,15 +123,20 @@ def scale_by_fishleg(
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update(grads, state, params=None, *,
-    fvp_fn, rng=None)`` needs ``fvp_fn``: ``v -> F v`` (params-shaped, without damping) at the
-    current params on an auxiliary batch, and ``rng`` when ``probe="gaussian"``. Other extra
-    arguments are ignored.
+    fvp_fn, rng=None, update_aux=None)`` needs ``fvp_fn``: ``v -> F v`` (params-shaped, without
+    damping) at the current params on an auxiliary batch, called once and only on aux steps,
+    and ``rng`` when ``probe="gaussian"``. ``update_aux`` overrides the schedule: ``True`` /
+    ``False`` run / skip the aux step without ``lax.cond`` (``fvp_fn`` and ``rng`` may then be
+    omitted on ``False`` steps), a boolean array gates it with ``lax.cond`` (see the module
+    docstring for when to use which). Other extra arguments are ignored.
 
   Example:
     >>> tx = scale_by_fishleg(damping=0.1)
     >>> state = tx.init(params)
     >>> fvp = curvature.ggn_vector_product(model.apply, params, x_aux, curvature.bernoulli())
     >>> direction, state = tx.update(grads, state, params, fvp_fn=fvp, rng=key)
+    >>> # Split schedule: two jitted programs, the aux step every 10 steps, no lax.cond.
+    >>> direction, state = tx.update(grads, state, params, update_aux=False)
 
   References:
     Garcia et al., "Fisher-Legendre (FishLeg) optimization of deep neural networks", ICLR 2023.
@@ -145,7 +166,8 @@ def scale_by_fishleg(
         [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
   def aux_step(structure, lam, aux_opt_state, previous_loss, u, fvp_fn):
-    u = jax.tree.map(lambda x: x / optax.tree.norm(u), u)
+    norm = optax.tree.norm(u)
+    u = jax.tree.map(lambda x: x / norm, u)
     v, q_vjp = jax.vjp(lambda l: structure.q_vector(l, u), lam)
     damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_fn(v), v)
     aux_loss = 0.5 * _tree_vdot(v, damped_fv) - _tree_vdot(u, v)
@@ -161,21 +183,29 @@ def scale_by_fishleg(
             jnp.where(finite, aux_loss, previous_loss).astype(jnp.float32))
 
   def update_fn(updates, state, params=None, *, fvp_fn: Callable | None = None,
-                rng: jax.Array | None = None, **extra_args):
+                rng: jax.Array | None = None, update_aux: bool | jax.Array | None = None,
+                **extra_args):
     del params, extra_args
-    if fvp_fn is None:
+    if update_aux is None:
+      update_aux = state.count % update_aux_every == 0
+    if not isinstance(update_aux, bool) and getattr(update_aux, "shape", None) != ():
+      raise TypeError(f"fishleg update_aux must be None, a Python bool or a scalar boolean "
+                      f"array; got {update_aux!r}.")
+    if fvp_fn is None and update_aux is not False:
       raise TypeError("fishleg update needs the keyword argument fvp_fn (a function v -> F v "
                       "at the current params, e.g. gnrev.curvature.ggn_vector_product(...)).")
-    if probe == "gaussian" and rng is None:
+    if probe == "gaussian" and rng is None and update_aux is not False:
       raise TypeError("fishleg update with probe='gaussian' needs the keyword argument rng.")
     structure = q_structure(updates, q_family)
     direction = structure.q_vector(state.lam, updates)
     trace = jax.tree.map(lambda m, d: momentum * m + d, state.momentum, direction)
-    u = draw_probe(updates, rng, state.count)
-    lam, aux_opt_state, aux_loss = jax.lax.cond(
-        state.count % update_aux_every == 0,
-        lambda: aux_step(structure, state.lam, state.aux_opt_state, state.aux_loss, u, fvp_fn),
-        lambda: (state.lam, state.aux_opt_state, state.aux_loss))
+    take_aux_step = lambda: aux_step(structure, state.lam, state.aux_opt_state, state.aux_loss,
+                                     draw_probe(updates, rng, state.count), fvp_fn)
+    skip_aux_step = lambda: (state.lam, state.aux_opt_state, state.aux_loss)
+    if isinstance(update_aux, bool):
+      lam, aux_opt_state, aux_loss = take_aux_step() if update_aux else skip_aux_step()
+    else:
+      lam, aux_opt_state, aux_loss = jax.lax.cond(update_aux, take_aux_step, skip_aux_step)
     new_state = ScaleByFishLegState(
         count=optax.safe_increment(state.count), lam=lam, aux_opt_state=aux_opt_state,
         momentum=trace, aux_loss=aux_loss)

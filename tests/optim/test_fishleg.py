@@ -225,6 +225,45 @@ def test_non_finite_fisher_product_skips_the_aux_step():
   assert poisoned.count == 2 and np.isfinite(poisoned.aux_loss)
 
 
+def _poisoned_fvp(v):
+  raise AssertionError("fvp_fn was called on a step without an aux step")
+
+
+@pytest.mark.x64
+def test_explicit_update_aux_schedule_reproduces_the_cond_gated_schedule():
+  _, params, _, fvp, _, _ = _frozen_tiny_model()
+  tx = optim.fishleg(0.05, damping=0.1, aux_learning_rate=1e-2, update_aux_every=3,
+                     probe="gaussian")
+  grads = [jax.tree.map(lambda p, i=i: jnp.sin(p + i), params) for i in range(7)]
+  rng = jax.random.key(7)
+  gated = split = tx.init(params)
+  for count, g in enumerate(grads):
+    gated_updates, gated = tx.update(g, gated, params, fvp_fn=fvp, rng=rng)
+    aux_now = count % 3 == 0
+    split_updates, split = tx.update(g, split, params, fvp_fn=fvp if aux_now else _poisoned_fvp,
+                                     rng=rng, update_aux=aux_now)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), split_updates,
+                 gated_updates)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), split, gated)
+  assert not np.allclose(gated[0].lam["hidden"]["L"], tx.init(params)[0].lam["hidden"]["L"])
+
+
+def test_update_aux_false_needs_no_fisher_product_and_keeps_lam():
+  params = {"x": jnp.array([1.0, 2.0])}
+  tx = optim.scale_by_fishleg(damping=0.1, aux_learning_rate=0.1, probe="gaussian")
+  state = tx.init(params)
+  for _ in range(2):
+    _, state = tx.update(params, state, params, update_aux=False)
+  jax.tree.map(np.testing.assert_array_equal, state.lam, tx.init(params).lam)
+  assert state.count == 2
+  stepped = jax.jit(lambda s, flag: tx.update(params, s, params, fvp_fn=lambda v: v,
+                                              rng=jax.random.key(0), update_aux=flag)[1])
+  assert not np.allclose(stepped(state, jnp.array(True)).lam["x"]["d"], state.lam["x"]["d"])
+  jax.tree.map(np.testing.assert_array_equal, stepped(state, jnp.array(False)).lam, state.lam)
+  with pytest.raises(TypeError, match="update_aux"):
+    tx.update(params, state, params, update_aux="every other step")
+
+
 def test_bad_arguments_raise_clear_errors():
   with pytest.raises(ValueError, match="probe"):
     optim.fishleg(0.1, probe="rademacher")
