@@ -88,8 +88,9 @@ def make_train_chunk(model: Autoencoder, tx: optax.GradientTransformation, uses_
     extra = {}
     if uses_fisher:
       apply_fn = lambda p, xb: model.apply({"params": p}, xb)
-      extra = {"fvp_fn": curvature.ggn_vector_product(apply_fn, params, pixels[aux_idx],
-                                                      LIKELIHOOD), "rng": key}
+      # Linearised inside fvp_fn, so the aux batch's forward pass runs only on aux steps.
+      extra = {"fvp_fn": lambda v: curvature.ggn_vector_product(
+          apply_fn, params, pixels[aux_idx], LIKELIHOOD)(v), "rng": key}
     updates, opt_state = tx.update(grads, opt_state, params, **extra)
     return (optax.apply_updates(params, updates), opt_state, pixels), None
 

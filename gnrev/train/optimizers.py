@@ -79,8 +79,10 @@ def _fishleg(opt_config: Any, model: nn.Module) -> OptimizerSetup:
                      momentum=opt_config.get("momentum", 0.9),
                      init_scale=opt_config.get("init_scale", 1.0),
                      probe=opt_config.get("probe", "gradient"))
+  # fvp_fn linearises when called, i.e. inside FishLeg's aux-step branch: its forward pass then
+  # runs on aux steps only (benchmarks/fishleg_step.py measures the difference).
   return OptimizerSetup(tx, lambda params, fixed, batch, rng: {
-      "fvp_fn": fisher_vector_product(model, params, fixed, batch[0]), "rng": rng})
+      "fvp_fn": lambda v: fisher_vector_product(model, params, fixed, batch[0])(v), "rng": rng})
 
 
 OPTIMIZERS: dict[str, Callable[[Any, nn.Module], OptimizerSetup]] = {
