@@ -14,6 +14,9 @@ first-order, Adam 3e-3, 3000 meta-steps, 2 seeds. Validation query MSE of MAML a
 3e-3 1.44; 3000 at 1e-2 2.53; second order 3000 at 3e-3 3.74 and at 1e-3 5.26 (unstable, step-1
 MSE 53); second order with inner lr 0.02 diverged (NaN). See experiments/README.md#treemaml.
 The learned tree reuses the linear config's clustering constants (not tuned here).
+First-order TreeMAML is unstable with a pooled first step (the init drifts to huge outputs);
+second-order TreeMAML with the true tree trains well (validation 0.56), so the results also
+hold a second-order run (``--config.first_order=False --config.tag=_second_order``).
 
 The paper's generator and constants are unknown to us (notes section 3.2, TO-FILL); the
 amplitude/phase ranges follow MAML's sinusoid, the tree constants are our defaults.
