@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from absl import app, flags
 from ml_collections import config_flags
+from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gnrev import meta  # noqa: E402  (repo root on the path for script use)
@@ -29,8 +30,10 @@ from gnrev import meta  # noqa: E402  (repo root on the path for script use)
 _CONFIG = config_flags.DEFINE_config_file("config", None, "TreeMAML experiment config.")
 _WORKDIR = flags.DEFINE_string("workdir", "experiments/results", "Where JSON and PNG go.")
 
+# "shared_first_step" pools the whole meta-batch at step 1, then runs singleton (MAML) steps: it
+# isolates the gain of sharing the batch's root from the gain of the tree below it.
 LABEL_MODES = {"no_adaptation": "singleton", "maml": "singleton", "treemaml_true": "true",
-               "treemaml_learned": "learned"}
+               "treemaml_learned": "learned", "shared_first_step": "root"}
 
 
 def linear_loss(params, batch):
@@ -71,11 +74,17 @@ def make_learner(config, method):
 def schedule(mode, true_labels):
   if mode == "singleton":
     return meta.singleton_labels(*true_labels.shape)
+  if mode == "root":
+    return meta.singleton_labels(*true_labels.shape).at[0].set(0)
   return true_labels if mode == "true" else None
 
 
 def run_method(config, gen, method, seeds):
-  """Query MSE after each inner step, ``(len(seeds) * num_test_batches, K + 1)``."""
+  """Query MSE after each inner step, ``(len(seeds) * num_test_batches, K + 1)``, and the
+  adjusted Rand index of the used vs the true labels per inner step, ``(..., K)``.
+
+  The true labels have one row per tree level, ``(D, n)``; ARI rows beyond ``D`` compare with
+  singletons."""
   learner = make_learner(config, method)
   mode = LABEL_MODES[method]
   optimizer = optax.adam(config.outer_lr)
@@ -90,20 +99,26 @@ def run_method(config, gen, method, seeds):
   def evaluate(theta, keys):
     def one(key):
       support, query, labels = gen.sample(key)
-      return learner.query_losses(theta, support, query, schedule(mode, labels))
+      path, used = learner.adaptation_path(theta, support, schedule(mode, labels))
+      losses = jax.vmap(lambda p: jnp.mean(jax.vmap(learner.loss_fn)(p, query)))(path)
+      return losses, used, labels
     return jax.lax.map(one, keys, batch_size=config.eval_chunk)
 
-  # The test meta-batches are the same for every method and seed.
+  # The test meta-batches are the same for every method and seed; tuning used other keys.
   test_keys = jax.random.split(jax.random.key(10_000), config.num_test_batches)
-  losses = []
+  losses, aris = [], []
   for seed in seeds:
     theta = init_params(config, jax.random.key(seed))
     opt_state = optimizer.init(theta)
     train_key = jax.random.fold_in(jax.random.key(seed), 1)
     for step in range(config.meta_steps):
       theta, opt_state, _ = train_step(theta, opt_state, jax.random.fold_in(train_key, step))
-    losses.append(np.asarray(evaluate(theta, test_keys)))
-  return np.concatenate(losses)
+    loss, used, true = map(np.asarray, evaluate(theta, test_keys))
+    losses.append(loss)
+    true = np.concatenate([true, np.broadcast_to(np.arange(true.shape[-1]), (
+        true.shape[0], used.shape[1] - true.shape[1], true.shape[-1]))], axis=1)
+    aris.append([[adjusted_rand_score(t, u) for t, u in zip(tb, ub)] for tb, ub in zip(true, used)])
+  return np.concatenate(losses), np.concatenate(aris)
 
 
 def main(argv):
@@ -115,11 +130,13 @@ def main(argv):
   methods = str(config.methods).split(",")
   results, start = {}, time.time()
   for method in methods:
-    losses = run_method(config, gen, method, seeds)
+    losses, aris = run_method(config, gen, method, seeds)
     mean = losses.mean(0)
     half = 1.96 * losses.std(0) / np.sqrt(len(losses))
-    results[method] = {"mean": mean.tolist(), "ci95": half.tolist()}
-    print(f"{method:18s} " + " ".join(f"{m:.4f}±{h:.4f}" for m, h in zip(mean, half)), flush=True)
+    results[method] = {"mean": mean.tolist(), "ci95": half.tolist(),
+                       "ari_vs_true_tree_per_step": aris.mean(0).tolist()}
+    print(f"{method:18s} " + " ".join(f"{m:.4f}±{h:.4f}" for m, h in zip(mean, half))
+          + "  ARI " + " ".join(f"{a:.3f}" for a in aris.mean(0)), flush=True)
   final = {m: r["mean"][-1] for m, r in results.items()}
   summary = {
       "task": task, "seeds": seeds, "meta_steps": config.meta_steps,
@@ -132,7 +149,8 @@ def main(argv):
       if {"maml", "treemaml_learned"} <= set(final) else None,
       "wall_seconds": time.time() - start,
   }
-  name = f"treemaml_{task['kind']}" + ("" if task["hierarchical"] else "_flat")
+  name = (f"treemaml_{task['kind']}" + ("" if task["hierarchical"] else "_flat")
+          + config.get("tag", ""))
   os.makedirs(_WORKDIR.value, exist_ok=True)
   with open(os.path.join(_WORKDIR.value, name + ".json"), "w") as f:
     json.dump(summary, f, indent=1, default=list)

@@ -35,6 +35,8 @@ def test_treemaml_synthetic_smoke_reports_every_method(tmp_path):
   [json_file] = list(tmp_path.glob("treemaml_*.json"))
   results = json.loads(json_file.read_text())
   text = json.dumps(results)
-  for method in ("no_adaptation", "maml", "treemaml_true", "treemaml_learned"):
+  for method in ("no_adaptation", "maml", "shared_first_step", "treemaml_true", "treemaml_learned"):
     assert method in text
+  runs = results["query_mse_per_inner_step"]
+  assert runs["treemaml_true"]["ari_vs_true_tree_per_step"] == [1.0, 1.0, 1.0]
   assert list(tmp_path.glob("treemaml_*.png"))

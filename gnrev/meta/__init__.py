@@ -1,15 +1,15 @@
 """TreeMAML: MAML whose inner steps pool task gradients down a task tree, and the clustering
 that learns the tree (Garcia et al., arXiv 2103.04691; notes: shared/notes/treemaml.md)."""
 
-from gnrev.meta.clustering import (cluster_tasks, cosine_similarity, otd_labels,
-                                   threshold_labels)
+from gnrev.meta.clustering import (average_linkage_labels, cluster_tasks, cosine_similarity,
+                                   otd_labels, threshold_labels)
 from gnrev.meta.pooling import (TreePoolState, check_labels, nest_labels, pool_by_labels,
                                 singleton_labels, tree_pool)
 from gnrev.meta.tasks import HierarchicalRegression, tree_labels
 from gnrev.meta.treemaml import TreeMAML
 
 __all__ = [
-    "HierarchicalRegression", "TreeMAML", "TreePoolState", "check_labels", "cluster_tasks",
-    "cosine_similarity", "nest_labels", "otd_labels", "pool_by_labels", "singleton_labels",
-    "threshold_labels", "tree_labels", "tree_pool",
+    "HierarchicalRegression", "TreeMAML", "TreePoolState", "average_linkage_labels", "check_labels",
+    "cluster_tasks", "cosine_similarity", "nest_labels", "otd_labels", "pool_by_labels",
+    "singleton_labels", "threshold_labels", "tree_labels", "tree_pool",
 ]

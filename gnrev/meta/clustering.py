@@ -1,12 +1,16 @@
 """Learning the task tree by clustering task gradients (TreeMAML's Algorithm 2, notes section 2).
 
-Tasks are compared by the cosine similarity of their flattened gradients. Two clusterings
+Tasks are compared by the cosine similarity of their flattened gradients. Three clusterings
 produce a ``(depth, n)`` label schedule, coarse to fine:
 
 * ``"otd"``: a non-binary top-down insertion in the spirit of Online Top-Down clustering
   (Menon et al. 2019), run on the host (through ``jax.pure_callback`` under ``jit``);
+* ``"average"``: cuts of one average-linkage dendrogram at increasing thresholds on the mean
+  similarity between clusters (the offline analogue of OTD's averaged similarities), on the
+  host;
 * ``"threshold"``: nested single-linkage cuts of the cosine graph at increasing thresholds,
-  fully jittable.
+  fully jittable. Single linkage chains: one similar pair is enough to merge two clusters, so
+  on noisy few-shot gradients a low threshold joins the whole meta-batch into one cluster.
 
 The paper's exact insertion rule and its constants are unknown to us (notes section 2.2,
 TO-FILL); the rule below and every default (``margin``, ``split_threshold``, ``thresholds``,
@@ -15,11 +19,13 @@ TO-FILL); the rule below and every default (``margin``, ``split_threshold``, ``t
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-METHODS = ("otd", "threshold")
+METHODS = ("otd", "average", "threshold")
 
 
 def cosine_similarity(task_grads, center: bool = True) -> jax.Array:
@@ -54,6 +60,32 @@ def threshold_labels(similarity: jax.Array, thresholds) -> jax.Array:
     return jnp.argmax(reach, axis=1).astype(jnp.int32)
 
   return jnp.stack([level(tau) for tau in thresholds])
+
+
+def average_linkage_labels(similarity: np.ndarray, thresholds) -> np.ndarray:
+  """Nested average-linkage cuts: level ``k`` merges clusters whose mean similarity is ``>= tau_k``.
+
+  Agglomerative clustering on the distance ``1 - similarity`` with average linkage, i.e. two
+  clusters merge while the mean similarity over all their cross pairs is at least ``tau``.
+  Average linkage has no inversions, so cuts at ``tau_1 < tau_2 < ...`` of the one dendrogram
+  are nested. Host-side (numpy/scipy).
+
+  Args:
+    similarity: ``(n, n)`` numpy similarity matrix.
+    thresholds: increasing similarity thresholds, one per level.
+
+  Returns:
+    int32 ``(len(thresholds), n)`` labels; ids are each cluster's smallest task index.
+  """
+  from scipy.cluster import hierarchy
+  from scipy.spatial.distance import squareform
+
+  similarity = np.asarray(similarity, np.float64)
+  distance = np.clip(1.0 - 0.5 * (similarity + similarity.T), 0.0, None)
+  np.fill_diagonal(distance, 0.0)
+  tree = hierarchy.linkage(squareform(distance, checks=False), method="average")
+  rows = [hierarchy.fcluster(tree, 1.0 - tau, criterion="distance") for tau in thresholds]
+  return np.stack([np.argmax(r[:, None] == r[None, :], axis=1) for r in rows]).astype(np.int32)
 
 
 class _Node:
@@ -178,15 +210,16 @@ def cluster_tasks(task_grads, depth: int, *, method: str = "otd", num_steps: int
   Args:
     task_grads: pytree of per-task gradients with a leading task axis ``n``.
     depth: number of learned levels (the tree's internal depth).
-    method: ``"otd"`` (host-side non-binary top-down insertion, via ``jax.pure_callback`` so it
-      works under ``jit`` and ``vmap``) or ``"threshold"`` (jittable nested single-linkage).
+    method: ``"otd"`` (host-side non-binary top-down insertion), ``"average"`` (host-side
+      average-linkage cuts) or ``"threshold"`` (jittable nested single-linkage). Host methods
+      run through ``jax.pure_callback``, so they work under ``jit`` and ``vmap``.
     num_steps: number of rows to return (default ``depth``); rows after ``depth`` are
       singletons, i.e. plain MAML steps at the leaves.
     center: remove the mean task gradient before the cosine (see :func:`cosine_similarity`).
     margin, split_threshold: constants of :func:`otd_labels` (our defaults; the paper's are
       unknown).
-    thresholds: increasing cosine thresholds, one per level, for ``"threshold"``; the default
-      ``k / (depth + 1)`` spacing is our choice.
+    thresholds: increasing cosine thresholds, one per level, for ``"threshold"`` and
+      ``"average"``; the default ``k / (depth + 1)`` spacing is our choice.
 
   Returns:
     int32 labels ``(num_steps, n)``; no gradient flows through them.
@@ -208,17 +241,21 @@ def cluster_tasks(task_grads, depth: int, *, method: str = "otd", num_steps: int
     raise ValueError(f"num_steps={num_steps} must be >= depth={depth}.")
   similarity = cosine_similarity(jax.lax.stop_gradient(task_grads), center=center)
   num_tasks = similarity.shape[0]
-  if method == "threshold":
+  if method in ("threshold", "average"):
     thresholds = [k / (depth + 1) for k in range(1, depth + 1)] if thresholds is None else list(
         thresholds)
     if len(thresholds) != depth or any(b <= a for a, b in zip(thresholds, thresholds[1:])):
       raise ValueError(f"thresholds must be {depth} strictly increasing values, got {thresholds}.")
+  if method == "threshold":
     learned = threshold_labels(similarity, thresholds)
   else:
+    host = (functools.partial(average_linkage_labels, thresholds=thresholds)
+            if method == "average" else
+            functools.partial(otd_labels, depth=depth, margin=margin,
+                              split_threshold=split_threshold))
     learned = jax.pure_callback(
-        lambda s: otd_labels(np.asarray(s), depth, margin, split_threshold),
-        jax.ShapeDtypeStruct((depth, num_tasks), jnp.int32), similarity,
-        vmap_method="sequential")
+        lambda s: host(np.asarray(s)), jax.ShapeDtypeStruct((depth, num_tasks), jnp.int32),
+        similarity, vmap_method="sequential")
   singles = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32),
                              (num_steps - depth, num_tasks))
   return jnp.concatenate([learned, singles])

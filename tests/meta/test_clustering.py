@@ -24,7 +24,7 @@ def level_aris(num_support, method, seed=0):
   return [adjusted_rand_score(labels[k], learned[k]) for k in range(3)]
 
 
-@pytest.mark.parametrize("method", ["otd", "threshold"])
+@pytest.mark.parametrize("method", ["otd", "average", "threshold"])
 def test_clustering_recovers_the_tree_at_high_snr_and_degrades_with_noise(method):
   high = level_aris(2000, method)
   assert min(high) >= 0.9, high
@@ -33,9 +33,24 @@ def test_clustering_recovers_the_tree_at_high_snr_and_degrades_with_noise(method
   assert high[2] == low[2] == 1.0  # the padded leaf level is singletons, as in the true tree
 
 
-def test_threshold_cut_is_jittable_and_nested():
+def test_average_linkage_does_not_chain_two_groups_through_one_similar_pair():
+  # Two groups of 4 tasks (similarity 0.9 inside, 0 across) plus one cross pair at 0.8: single
+  # linkage at 0.5 merges everything through that pair, average linkage keeps the groups.
+  similarity = np.kron(np.eye(2), np.full((4, 4), 0.9))
+  np.fill_diagonal(similarity, 1.0)
+  similarity[3, 4] = similarity[4, 3] = 0.8
+  single = meta.threshold_labels(jnp.asarray(similarity), (0.5,))[0]
+  average = meta.average_linkage_labels(similarity, (0.5,))[0]
+  assert len(set(single.tolist())) == 1
+  assert average.tolist() == [0, 0, 0, 0, 4, 4, 4, 4]
+
+
+@pytest.mark.parametrize("method", ["average", "threshold"])
+def test_threshold_cuts_are_jittable_and_nested(method):
   grads = jax.random.normal(jax.random.key(1), (12, 5))
-  labels = jax.jit(lambda g: meta.cluster_tasks(g, depth=3, method="threshold"))(grads)
+  labels = jax.jit(lambda g: meta.cluster_tasks(g, depth=3, method=method,
+                                                thresholds=(0.2, 0.5, 0.8)))(grads)
+  assert 1 < len(set(np.asarray(labels[1]).tolist())) < 12  # a non-trivial middle level
   for k in range(2):
     fine, coarse = np.asarray(labels[k + 1]), np.asarray(labels[k])
     assert np.all(coarse[:, None] == coarse[None, :], where=fine[:, None] == fine[None, :])
