@@ -47,11 +47,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.surgeon.q_family = "kronecker"
   config.surgeon.aux_learning_rate = 3e-3
   config.surgeon.aux_batch_size = 128
-  config.surgeon.fit_steps = 2000  # one-shot: aux steps fitting Q with theta frozen
-  config.surgeon.refine_steps = 100  # gradual: aux steps refining Q after each fine-tuning
+  config.surgeon.fit_steps = 1000  # one-shot: aux steps fitting Q with theta frozen
+  config.surgeon.refine_steps = 50  # gradual: aux steps refining Q after each fine-tuning
 
   config.gradual = ml_collections.ConfigDict()
-  config.gradual.num_pruning_steps = 5
+  config.gradual.num_pruning_steps = 4
   config.gradual.fine_tune_steps = 100
   config.gradual.learning_rate = 1e-3
 
