@@ -32,6 +32,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.sparsities = (0.5, 0.7, 0.8, 0.9, 0.95)
   config.methods = ("fishleg", "diagonal_fisher", "magnitude")
   config.ranking = "global"
+  config.exact_obs_max_params = 5000  # one-shot exact OBS for models up to this size (0: never)
+  config.exact_obs_batch = 256  # examples in its dense Fisher
 
   config.models = ml_collections.ConfigDict()
   config.models.mlp = {"name": "mlp", "hidden": (64,)}

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -100,6 +101,24 @@ def make_prune_step(method: str, apply_fn, train_set, config, fitted, rng):
   return step
 
 
+def exact_obs_oneshot(apply_fn, params, train_set, test_set, config, fitted):
+  """Exact OBS (dense inverse Fisher on ``exact_obs_batch`` examples) and FLS's diag error."""
+  dense = prune.dense_masks(params)
+  exact = prune.exact_inverse_fisher(apply_fn, params, dense, train_set[0][:config.exact_obs_batch],
+                                     LIKELIHOOD, config.surgeon.damping)
+  accuracy = accuracy_fn(apply_fn)
+  accs = {}
+  for target in config.sparsities:
+    _, pruned = prune.obs_prune(params, dense, target, exact, config.ranking)
+    accs[str(target)] = float(accuracy(pruned, *test_set))
+  error = None
+  if fitted is not None:
+    learned = ravel_pytree(prune.fishleg_inverse(fitted, params, dense).diagonal)[0]
+    reference = ravel_pytree(exact.diagonal)[0]
+    error = float(jnp.linalg.norm(learned - reference) / jnp.linalg.norm(reference))
+  return accs, error
+
+
 def run_seed(model_name: str, config, seed: int, train_set, test_set, apply_fn, init_fn) -> dict:
   """Dense training, then one-shot and gradual pruning of every method at every sparsity."""
   x, y = train_set
@@ -116,6 +135,10 @@ def run_seed(model_name: str, config, seed: int, train_set, test_set, apply_fn, 
       p, m, x, y, next(tune_keys), config.gradual.fine_tune_steps, config.train.batch_size)
   fitted = (fit_surgeon(apply_fn, train_set, config, params, prune_key)
             if "fishleg" in config.methods else None)
+  num_params = sum(p.size for p in jax.tree.leaves(params))
+  if config.exact_obs_max_params and num_params <= config.exact_obs_max_params:
+    result["oneshot"]["exact_obs"], result["fls_diagonal_error"] = exact_obs_oneshot(
+        apply_fn, params, train_set, test_set, config, fitted)
   for method in config.methods:
     start = time.time()
     # One-shot: one fit of the curvature at the dense model serves every sparsity.
@@ -131,21 +154,28 @@ def run_seed(model_name: str, config, seed: int, train_set, test_set, apply_fn, 
       masks, pruned = prune.gradual_pruning(prune_step, fine_tune, params, schedule)
       assert abs(float(prune.sparsity(masks)) - target) < 1e-3
       result["gradual"][method][str(target)] = float(accuracy(pruned, *test_set))
+    result.setdefault("gradual_layer_sparsity", {})[method] = {
+        "/".join(str(getattr(k, "key", k)) for k in path): float(jnp.mean(~m))
+        for path, m in jax.tree_util.tree_flatten_with_path(masks)[0] if m.ndim >= 2}
     print(f"{model_name} seed {seed} {method}: {time.time() - start:.1f}s "
           f"oneshot {result['oneshot'][method]} gradual {result['gradual'][method]}", flush=True)
   return result
 
 
-def summarise(per_seed: list[dict], config) -> dict:
+def summarise(per_seed: list[dict]) -> dict:
   summary = {"dense": [r["dense"] for r in per_seed]}
+  for key in ("fls_diagonal_error", "gradual_layer_sparsity"):
+    if key in per_seed[0]:
+      summary[key] = [r[key] for r in per_seed]
   for mode in ("oneshot", "gradual"):
-    summary[mode] = {m: {s: [r[mode][m][s] for r in per_seed] for s in per_seed[0][mode][m]}
-                     for m in config.methods}
+    methods = per_seed[0][mode]
+    summary[mode] = {m: {s: [r[mode][m][s] for r in per_seed] for s in methods[m]}
+                     for m in methods}
     summary[f"{mode}_fls_margin"] = {
         baseline: {str(s): float(np.mean(summary[mode]["fishleg"][str(s)]) -
                                  np.mean(summary[mode][baseline][str(s)]))
                    for s in MARGIN_SPARSITIES if str(s) in summary[mode]["fishleg"]}
-        for baseline in config.methods if baseline != "fishleg" and "fishleg" in config.methods}
+        for baseline in methods if baseline != "fishleg" and "fishleg" in methods}
   return summary
 
 
@@ -153,11 +183,11 @@ def plot(results: dict, config, path: str) -> None:
   import matplotlib.pyplot as plt
   names = list(results)
   fig, axes = plt.subplots(len(names), 2, figsize=(9, 3.2 * len(names)), squeeze=False)
-  colours = {"fishleg": "C0", "diagonal_fisher": "C1", "magnitude": "C2"}
+  colours = {"fishleg": "C0", "diagonal_fisher": "C1", "magnitude": "C2", "exact_obs": "C3"}
   for row, name in enumerate(names):
     for col, mode in enumerate(("oneshot", "gradual")):
       ax = axes[row, col]
-      for method in config.methods:
+      for method in results[name][mode]:
         accs = np.array([results[name][mode][method][str(s)] for s in config.sparsities])
         mean, std = accs.mean(1), accs.std(1)
         ax.errorbar(config.sparsities, mean, std, label=method, color=colours.get(method),
@@ -182,7 +212,7 @@ def run_experiment(config, workdir: str) -> dict:
     init_fn = lambda key, model=model: model.init(key, train_xy[0][:1])["params"]
     per_seed = [run_seed(name, config, seed, train_xy, test_xy, apply_fn, init_fn)
                 for seed in config.seeds]
-    results[name] = summarise(per_seed, config)
+    results[name] = summarise(per_seed)
   results["config"] = config.to_dict()
   results["wall_seconds"] = time.time() - start
   os.makedirs(workdir, exist_ok=True)

@@ -120,3 +120,14 @@ def test_masked_q_is_zero_on_pruned_weights_and_matches_warm_start_diagonal():
   np.testing.assert_allclose(flat(inverse.diagonal), 1 / (flat(squared) + DAMPING), rtol=1e-5)
   product = inverse.vector(jax.tree.map(jnp.ones_like, params))
   np.testing.assert_array_equal(flat(product) == 0, ~flat(masks))
+
+
+def test_fishleg_surgeon_prunes_kernels_to_target_and_compensates_survivors():
+  params, x = tiny_problem()
+  masks, pruned = prune.fishleg_surgeon(apply_fn, params, x, LIKELIHOOD, 0.5,
+                                        rng=jax.random.key(3), damping=DAMPING, num_aux_steps=20,
+                                        batch_size=8, ranking="layer")
+  assert int(jnp.sum(~masks["Dense_0"]["kernel"])) == 6
+  assert int(jnp.sum(~masks["Dense_1"]["kernel"])) == 6
+  kept, original = flat(pruned)[flat(masks)], flat(params)[flat(masks)]
+  assert jnp.all(flat(pruned)[~flat(masks)] == 0) and not jnp.allclose(kept, original)
