@@ -165,11 +165,13 @@ def init_surgeon(params: PyTree, damping: float, mean_squared_grads: PyTree | No
   structure = optim.q_structure(params, q_family)
   lam = structure.lam_for_diagonal(jax.tree.map(lambda s: 1.0 / (s + damping),
                                                 mean_squared_grads))
+  # Adam's state has the same structure for every step size; refine_q picks the step size.
   return SurgeonState(lam, optax.adam(1.0).init(lam), jnp.zeros([], jnp.int32),
                       jnp.zeros([], jnp.float32))
 
 
 def _q_family(lam: dict) -> str:
+  """The Q family that built ``lam``, read off its factor names (as gnrev.optim does)."""
   blocks = [set(factors) for factors in lam.values()]
   return ("full" if any("C" in b for b in blocks) else
           "kronecker" if any("L" in b for b in blocks) else "diagonal")
