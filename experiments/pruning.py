@@ -230,18 +230,17 @@ def run_experiment(config, workdir: str) -> dict:
   return results
 
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/pruning.py", "Experiment config.")
-flags.DEFINE_string("workdir", "/tmp/pruning", "Where pruning.json and pruning.png go.")
-
-
 def main(argv):
   del argv
-  results = run_experiment(FLAGS.config, FLAGS.workdir)
-  for name in FLAGS.config.models:
+  config = flags.FLAGS.config
+  results = run_experiment(config, flags.FLAGS.workdir)
+  for name in config.models:
     for mode in ("oneshot", "gradual"):
       print(name, mode, "FLS margin:", results[name][f"{mode}_fls_margin"])
 
 
 if __name__ == "__main__":
+  # Flags defined here only, so importing this module (smoke test) leaves absl's flags alone.
+  config_flags.DEFINE_config_file("config", "configs/pruning.py", "Experiment config.")
+  flags.DEFINE_string("workdir", "/tmp/pruning", "Where pruning.json and pruning.png go.")
   app.run(main)

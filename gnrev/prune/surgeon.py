@@ -130,7 +130,8 @@ def exact_inverse_fisher(apply_fn: Callable, params: PyTree, masks: PyTree, x: j
   fisher_vector = ggn_vector_product(apply_fn, params, x, likelihood)
   fisher = jax.jacfwd(lambda v: ravel_pytree(fisher_vector(unravel(v)))[0])(jnp.zeros_like(flat))
   keep = ravel_pytree(jax.tree.map(lambda m: m.astype(flat.dtype), masks))[0]
-  restricted = keep[:, None] * fisher * keep[None, :] + damping * jnp.eye(flat.size, dtype=flat.dtype)
+  identity = jnp.eye(flat.size, dtype=flat.dtype)
+  restricted = keep[:, None] * fisher * keep[None, :] + damping * identity
   inverse = jnp.linalg.inv(restricted) * keep[:, None] * keep[None, :]
   return InverseFisher(unravel(jnp.diag(inverse)),
                        lambda v: unravel(inverse @ ravel_pytree(v)[0]))
