@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gnrev.optim.q_blocks import q_structure
+from gnrev.optim.q_blocks import q_family_of, q_structure
 
 PyTree = Any
 PROBES = ("gradient", "gaussian")
@@ -92,6 +92,42 @@ def _tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
 
 def _all_finite(tree: PyTree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def fishleg_aux_loss_and_gradient(q_vector: Callable[[PyTree, PyTree], PyTree], lam: PyTree,
+                                  probe: PyTree, fvp_fn: Callable[[PyTree], PyTree], damping,
+                                  precondition_aux: bool = True) -> tuple[jax.Array, PyTree]:
+  """FishLeg's auxiliary loss at ``lam`` for one probe, and the (preconditioned) gradient.
+
+  .. math::
+
+      A(\\lambda) = \\tfrac12 v^\\top (F + \\gamma I) v - u^\\top v, \\qquad v = Q(\\lambda) u,
+
+  with ``u`` the probe normalised to unit norm; its minimiser over ``Q`` is ``(F + gamma I)^{-1}``
+  (Garcia et al. 2023, eq. for the auxiliary loss; notes section 1.2). The gradient is
+  ``dv/dlam^T r`` with ``r = (F + gamma I) v - u``, or ``Q r`` when ``precondition_aux``.
+
+  Args:
+    q_vector: ``(lam, v) -> Q(lam) v`` (e.g. ``q_structure(params).q_vector``, or a masked one).
+    lam: the Q factors.
+    probe: params-shaped ``u`` (any norm).
+    fvp_fn: ``v -> F v`` (no damping).
+    damping: ``gamma``.
+    precondition_aux: use ``Q r`` instead of ``r``.
+
+  Returns:
+    ``(aux_loss, lam_grad)``.
+  """
+  norm = optax.tree.norm(probe)
+  u = jax.tree.map(lambda x: x / norm, probe)
+  v, q_vjp = jax.vjp(lambda l: q_vector(l, u), lam)
+  damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_fn(v), v)
+  aux_loss = 0.5 * _tree_vdot(v, damped_fv) - _tree_vdot(u, v)
+  residual = jax.tree.map(jnp.subtract, damped_fv, u)
+  if precondition_aux:
+    residual = q_vector(lam, residual)
+  (lam_grad,) = q_vjp(residual)
+  return aux_loss, lam_grad
 
 
 def scale_by_fishleg(
@@ -166,15 +202,8 @@ def scale_by_fishleg(
         [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
   def aux_step(structure, lam, aux_opt_state, previous_loss, u, fvp_fn):
-    norm = optax.tree.norm(u)
-    u = jax.tree.map(lambda x: x / norm, u)
-    v, q_vjp = jax.vjp(lambda l: structure.q_vector(l, u), lam)
-    damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_fn(v), v)
-    aux_loss = 0.5 * _tree_vdot(v, damped_fv) - _tree_vdot(u, v)
-    residual = jax.tree.map(jnp.subtract, damped_fv, u)
-    if precondition_aux:
-      residual = structure.q_vector(lam, residual)
-    (lam_grad,) = q_vjp(residual)
+    aux_loss, lam_grad = fishleg_aux_loss_and_gradient(structure.q_vector, lam, u, fvp_fn,
+                                                       damping, precondition_aux)
     lam_step, new_aux_opt_state = aux_opt.update(lam_grad, aux_opt_state, lam)
     new_lam = optax.apply_updates(lam, lam_step)
     finite = jnp.isfinite(aux_loss) & _all_finite(lam_grad)
@@ -268,10 +297,7 @@ def _fishleg_state(state) -> ScaleByFishLegState:
 
 
 def _structure(fishleg_state: ScaleByFishLegState):
-  blocks = [set(factors) for factors in fishleg_state.lam.values()]
-  family = ("full" if any("C" in b for b in blocks) else
-            "kronecker" if any("L" in b for b in blocks) else "diagonal")
-  return q_structure(fishleg_state.momentum, family)
+  return q_structure(fishleg_state.momentum, q_family_of(fishleg_state.lam))
 
 
 def fishleg_q_vector(state, v: PyTree) -> PyTree:

@@ -163,6 +163,16 @@ class QStructure:
             for block in self.blocks}
 
 
+def q_family_of(lam: dict) -> str:
+  """The Q family (``"full"``, ``"kronecker"`` or ``"diagonal"``) whose blocks made ``lam``.
+
+  Read off the factor names: a full block holds ``C``, a Kronecker block ``L`` (and ``R``, ``A``).
+  """
+  blocks = [set(factors) for factors in lam.values()]
+  return ("full" if any("C" in b for b in blocks) else
+          "kronecker" if any("L" in b for b in blocks) else "diagonal")
+
+
 def q_structure(params: PyTree, q_family: str = "kronecker") -> QStructure:
   """Finds FishLeg's Q blocks for a parameter tree (arrays or ``jax.ShapeDtypeStruct``).
 

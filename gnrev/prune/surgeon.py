@@ -171,32 +171,21 @@ def init_surgeon(params: PyTree, damping: float, mean_squared_grads: PyTree | No
                       jnp.zeros([], jnp.float32))
 
 
-def _q_family(lam: dict) -> str:
-  """The Q family that built ``lam``, read off its factor names (as gnrev.optim does)."""
-  blocks = [set(factors) for factors in lam.values()]
-  return ("full" if any("C" in b for b in blocks) else
-          "kronecker" if any("L" in b for b in blocks) else "diagonal")
-
-
 def _masked(tree: PyTree, masks: PyTree) -> PyTree:
   return jax.tree.map(lambda x, m: x * m.astype(x.dtype), tree, masks)
 
 
 def masked_q_vector(state: SurgeonState, masks: PyTree, v: PyTree) -> PyTree:
   """``M Q(lam) M v``: the learned inverse Fisher of the surviving sub-network applied to ``v``."""
-  structure = optim.q_structure(v, _q_family(state.lam))
+  structure = optim.q_structure(v, optim.q_family_of(state.lam))
   return _masked(structure.q_vector(state.lam, _masked(v, masks)), masks)
 
 
 def fishleg_inverse(state: SurgeonState, params: PyTree, masks: PyTree) -> InverseFisher:
   """FishLeg Surgeon's :class:`InverseFisher`: closed-form ``diag(Q)`` and one Q product."""
-  structure = optim.q_structure(params, _q_family(state.lam))
+  structure = optim.q_structure(params, optim.q_family_of(state.lam))
   return InverseFisher(structure.diagonal(state.lam, params),
                        functools.partial(masked_q_vector, state, masks))
-
-
-def _tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
-  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -214,15 +203,10 @@ def _q_refiner(apply_fn: Callable, likelihood: Likelihood, batch_size: int | Non
     keys = jax.random.split(probe_key, len(leaves))
     u = _masked(treedef.unflatten([jax.random.normal(k, p.shape, p.dtype)
                                    for k, p in zip(keys, leaves)]), masks)
-    u = jax.tree.map(lambda t: t / optax.tree.norm(u), u)
-    q = lambda lam, w: masked_q_vector(state._replace(lam=lam), masks, w)
-    v, q_vjp = jax.vjp(lambda lam: q(lam, u), state.lam)
-    damped = jax.tree.map(lambda f, w: f + damping * w, _masked(fisher_vector(v), masks), v)
-    aux_loss = 0.5 * _tree_vdot(v, damped) - _tree_vdot(u, v)
-    residual = jax.tree.map(jnp.subtract, damped, u)
-    if precondition_aux:
-      residual = q(state.lam, residual)
-    (lam_grad,) = q_vjp(residual)
+    # Masks everywhere: probes, Q and the Fisher product live on the surviving weights.
+    aux_loss, lam_grad = optim.fishleg_aux_loss_and_gradient(
+        lambda lam, w: masked_q_vector(state._replace(lam=lam), masks, w), state.lam, u,
+        lambda v: _masked(fisher_vector(v), masks), damping, precondition_aux)
     step, aux_opt_state = aux_opt.update(lam_grad, state.aux_opt_state, state.lam)
     return SurgeonState(optax.apply_updates(state.lam, step), aux_opt_state,
                         optax.safe_increment(state.count), aux_loss.astype(jnp.float32))
