@@ -45,7 +45,11 @@ class RevMLP(nn.Module):
     linear_first_block: use the identity instead of ReLU in the first block (the paper's choice).
     init_std: standard deviation of the trained ``W`` at init (biases start at zero).
     memory_mode: ``"invert"`` (recompute block inputs by inversion in the backward pass),
-      ``"autodiff"`` (plain autodiff; required for ``jax.jvp``) or ``"remat"``.
+      ``"autodiff"`` (plain autodiff; required for ``jax.jvp``) or ``"remat"``. Inversion is
+      only as accurate as the blocks are well conditioned: at depth 16 in float32 the
+      reconstruction error is 2e-8 (relative) with ``init_std=1e-3`` but O(100) with
+      ``init_std=0.3`` and ``expansion=256``, where the forward map amplifies by orders of
+      magnitude; use ``"remat"`` or float64 for such weights.
     param_dtype: dtype of every variable.
 
   Inputs carry a leading batch axis ``(n, ...)``; a 1-D input is treated as one example.
