@@ -17,6 +17,7 @@ deviations over seeds, summaries, GN's function-space residual) and ``.png``.
   python experiments/gn_generalization.py                          # all findings, digits (~10 min)
   python experiments/gn_generalization.py --findings fullbatch --size smoke --out /tmp/x
   python experiments/gn_generalization.py --size paper_mnist       # needs MNIST files and a GPU
+  python experiments/gn_generalization.py --lr_sweep --findings fullbatch,minibatch   # step sizes
 """
 
 import os
@@ -42,6 +43,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "gn_generalization.py")
 FINDINGS = ("fullbatch", "minibatch", "nobottleneck", "ablations")
 SIZES = ("default", "smoke", "paper_mnist", "paper_cifar")
+PER_STEP_KEYS = ("train_loss", "train_accuracy", "loss_change_pct")
 COLOURS = {"exact_gn": "C0", "adam": "C1", "sgd": "C2"}
 
 
@@ -58,7 +60,10 @@ def train_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, li
   for seed in config.seeds:
     seed_config = ml_collections.ConfigDict(config.to_dict())
     seed_config.seed, seed_config.data.seed = seed, seed
-    seed_config.checkpoint_every = per_epoch   # one checkpoint per epoch (max_to_keep=None)
+    if config.analysis.laziness:   # one checkpoint per epoch (max_to_keep=None)
+      seed_config.checkpoint_every = per_epoch
+    else:                          # only the last (the GN residual at the end)
+      seed_config.checkpoint_every, seed_config.max_to_keep = config.num_epochs * per_epoch, 1
     seed_dir = os.path.join(workdir, f"seed_{seed}")
     train.train_and_evaluate(seed_config, seed_dir)
     records[seed] = train.read_metrics(seed_dir)
@@ -222,7 +227,8 @@ def plot(panels: list[tuple[str, str, str]], curves: dict, path: str, title: str
       if key not in metrics:
         continue
       stacked = np.asarray(metrics[key], dtype=float)
-      epochs = np.arange(stacked.shape[1])
+      # Per-step metrics summarise epochs 1..E; test metrics and laziness start at the init.
+      epochs = np.arange(stacked.shape[1]) + (key in PER_STEP_KEYS)
       colour = COLOURS.get(run, f"C{index + 3}")
       with warnings.catch_warnings():   # all-NaN columns are simply not drawn
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -234,6 +240,12 @@ def plot(panels: list[tuple[str, str, str]], curves: dict, path: str, title: str
   axes[0].legend(fontsize=7)
   figure.suptitle(title, fontsize=9)
   figure.savefig(path, dpi=80)
+
+
+def _stem(out: str, finding: str, dataset: str) -> str:
+  """``<out>/gn_generalization_<finding>``, plus ``_<dataset>`` for data other than digits."""
+  return os.path.join(out, f"gn_generalization_{finding}" +
+                      ("" if dataset == "digits" else f"_{dataset}"))
 
 
 def run_finding(finding: str, size: str, dataset: str, workdir: str, out: str) -> dict:
@@ -278,16 +290,15 @@ def run_finding(finding: str, size: str, dataset: str, workdir: str, out: str) -
   result["curves"] = {run: {k: mean_std([np.asarray(c, dtype=float) for c in v])
                             for k, v in m.items()} for run, m in curves.items()}
   result["seconds"] = round(time.time() - start, 1)
-  _figures(finding, config, curves, out)
-  with open(os.path.join(out, f"gn_generalization_{finding}.json"), "w") as f:
+  _figures(finding, config, curves, _stem(out, finding, dataset))
+  with open(_stem(out, finding, dataset) + ".json", "w") as f:
     json.dump(_json_safe(result), f, indent=1)
   return result
 
 
-def _figures(finding, config, curves, out):
+def _figures(finding, config, curves, stem):
   name = f"{config.data.name}, RevMLP L={config.model.num_blocks} M={config.model.expansion}, " \
          f"batch {config.data.batch_size}, seeds {list(config.seeds)}"
-  stem = os.path.join(out, f"gn_generalization_{finding}")
   if finding == "fullbatch":
     panels = [("train_loss", "train loss (full batch)", "log"),
               ("train_accuracy", "train accuracy", "linear"),
@@ -305,6 +316,46 @@ def _figures(finding, config, curves, out):
     plot(laz, curves, stem + "_laziness.png", f"laziness ({finding}): {name}")
 
 
+def lr_sweep(finding: str, size: str, dataset: str, workdir: str, out: str) -> dict:
+  """Every step size of ``config.lr_grid`` for each base run of the finding, seed 42 only.
+
+  Reports, per step size, the final train loss (full batch: the criterion) and the final and
+  best test loss and accuracy (mini-batch: final test loss is the criterion). There is no
+  validation split: the mini-batch choice looks at the test set of seed 42, the same way for
+  every optimizer; the reported comparisons use seeds 42, 43 and 44.
+  """
+  config = finding_config(finding, size, dataset)
+  base = {run: config.optimizers[run].to_dict() for run in ("exact_gn", "adam", "sgd")
+          if run in config.optimizers}
+  config.optimizers = ml_collections.ConfigDict({
+      f"{run}_lr{lr:.0e}": {**opt, "learning_rate": lr}
+      for run, opt in base.items() for lr in config.lr_grid[run]})
+  config.seeds, config.max_to_keep = (config.seeds[0],), 1
+  records = train_seeds(config, os.path.join(workdir, f"lr_sweep_{finding}_{size}_{dataset}"))
+  records = records[config.seeds[0]]
+  criterion = "final_train_loss" if finding == "fullbatch" else "final_test_loss"
+  table = {}
+  for run in config.optimizers:
+    train_loss = epoch_curve(records, run, "epoch_train_loss")[1:]
+    test_loss = epoch_curve(records, run, "test_loss")
+    table[run] = {"learning_rate": config.optimizers[run].learning_rate,
+                  "final_train_loss": float(np.mean(train_loss[-5:])),
+                  "final_test_loss": float(np.mean(test_loss[-5:])),
+                  "min_test_loss": float(np.nanmin(test_loss)),
+                  "final_test_accuracy": float(np.mean(
+                      epoch_curve(records, run, "test_accuracy")[-5:]))}
+  best = {}
+  for run in base:
+    tried = {k: v for k, v in table.items() if k.startswith(f"{run}_lr")}
+    finite = {k: v for k, v in tried.items() if math.isfinite(v[criterion])}
+    best[run] = tried[min(finite, key=lambda k: finite[k][criterion])]["learning_rate"]
+  result = {"finding": finding, "size": size, "dataset": config.data.name, "criterion": criterion,
+            "seed": config.seeds[0], "runs": table, "best_learning_rate": best}
+  with open(_stem(out, finding, dataset) + "_lr_sweep.json", "w") as f:
+    json.dump(_json_safe(result), f, indent=1)
+  return result
+
+
 def _protocol(config):
   return {"num_epochs": config.num_epochs, "batch_size": config.data.batch_size,
           "train_subset": config.data.train_subset, "model": config.model.to_dict(),
@@ -318,6 +369,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--dataset", default="digits")
   parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "gn_generalization"))
   parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results"))
+  parser.add_argument("--lr_sweep", action="store_true",
+                      help="try config.lr_grid on seed 42 instead of the comparison")
   args = parser.parse_args(argv)
   findings = args.findings.split(",")
   unknown = sorted(set(findings) - set(FINDINGS))
@@ -327,6 +380,10 @@ def main(argv=None) -> dict:
   os.makedirs(args.out, exist_ok=True)
   results = {}
   for finding in findings:
+    if args.lr_sweep:
+      results[finding] = lr_sweep(finding, args.size, args.dataset, args.workdir, args.out)
+      print(json.dumps({finding: results[finding]["best_learning_rate"]}))
+      continue
     results[finding] = run_finding(finding, args.size, args.dataset, args.workdir, args.out)
     print(json.dumps(_json_safe({finding: {"summary": results[finding]["summary"],
                                            "seconds": results[finding]["seconds"]}})))
