@@ -237,6 +237,8 @@ def plot(panels: list[tuple[str, str, str]], curves: dict, path: str, title: str
           axis.fill_between(epochs, np.nanmin(stacked, 0), np.nanmax(stacked, 0),
                             color=colour, alpha=0.2, linewidth=0)
     axis.set(title=label, xlabel="epoch", yscale=scale)
+    if key.endswith("loss") and axis.get_ylim()[1] > 10:   # a diverged run hides the others
+      axis.set_ylim(top=10)
   axes[0].legend(fontsize=7)
   figure.suptitle(title, fontsize=9)
   figure.savefig(path, dpi=80)
