@@ -25,6 +25,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/jax: no BLAS oversubscription
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -179,12 +180,12 @@ def gn_residual(config: ml_collections.ConfigDict, workdir: str, seed: int, run:
   variables = model.init(jax.random.key(seed), train_split.x[:1])
   directory = os.path.join(workdir, f"seed_{seed}", run, "checkpoints")
   final = jax.tree.map(jnp.asarray, train.load_params(directory))
+  direction_fn = jax.jit(functools.partial(
+      gn.exact_gn_direction, model, loss=opt.loss, allocation=opt.allocation, solver=opt.solver,
+      rtol=opt.get("rtol", 0.0), atol=opt.get("atol", 0.0), damping=opt.get("damping", 0.0)))
   out = {}
   for name, params in (("init", variables["params"]), ("final", final)):
-    _, info = gn.exact_gn_direction(
-        model, {**variables, "params": params}, x, y, loss=opt.loss, allocation=opt.allocation,
-        solver=opt.solver, rtol=opt.get("rtol", 0.0), atol=opt.get("atol", 0.0),
-        damping=opt.get("damping", 0.0))
+    _, info = direction_fn({**variables, "params": params}, x, y)
     out[name] = {"residual": float(info["residual"]),
                  "rank": np.asarray(info["rank"]).tolist(),
                  "min_singular_value": np.asarray(info["min_singular_value"]).tolist()}
