@@ -92,6 +92,19 @@ def step_curve_by_epoch(records: list[dict], run: str, key: str) -> np.ndarray:
   return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
+def run_curves(records: dict[int, list[dict]], run: str) -> dict[str, list[np.ndarray]]:
+  """Per-seed curves of ``run``: train metrics and % loss change for epochs 1..E (means over
+  the epoch's steps, pre-step batches), test metrics for epochs 0..E (0: the init)."""
+  seeds = list(records)
+  return {
+      "train_loss": [epoch_curve(records[s], run, "epoch_train_loss")[1:] for s in seeds],
+      "train_accuracy": [epoch_curve(records[s], run, "epoch_train_accuracy")[1:] for s in seeds],
+      "test_loss": [epoch_curve(records[s], run, "test_loss") for s in seeds],
+      "test_accuracy": [epoch_curve(records[s], run, "test_accuracy") for s in seeds],
+      "loss_change_pct": [step_curve_by_epoch(records[s], run, "loss_change_pct")[1:]
+                          for s in seeds]}
+
+
 def mean_std(curves: list[np.ndarray]) -> dict:
   stacked = np.stack(curves)
   with warnings.catch_warnings():   # all-NaN columns (e.g. no NTK change at epoch 0) stay NaN
@@ -198,8 +211,6 @@ def summarise(curves: dict, final_window: int = 5) -> dict:
   for run, metrics in curves.items():
     summary[run] = {}
     for key, per_seed in metrics.items():
-      if key.startswith("laz_"):
-        continue
       finals = [np.nanmean(np.asarray(c)[-final_window:]) for c in per_seed]
       summary[run][f"final_{key}"] = {"mean": float(np.mean(finals)), "std": float(np.std(finals))}
     if "test_loss" in metrics:
@@ -257,24 +268,13 @@ def run_finding(finding: str, size: str, dataset: str, workdir: str, out: str) -
   finding_dir = os.path.join(workdir, f"{finding}_{size}_{dataset}")
   records = train_seeds(config, finding_dir)
   runs = list(config.optimizers)
-  keys = ["epoch_train_loss", "epoch_train_accuracy", "test_loss", "test_accuracy"]
-  curves = {run: {key.replace("epoch_", ""): [epoch_curve(records[s], run, key)[1:]
-                                              if key.startswith("epoch_") else
-                                              epoch_curve(records[s], run, key)
-                                              for s in config.seeds] for key in keys}
-            for run in runs}
-  for run in runs:
-    curves[run]["loss_change_pct"] = [step_curve_by_epoch(records[s], run, "loss_change_pct")[1:]
-                                      for s in config.seeds]
-    curves[run]["skipped_steps"] = [float(np.nansum(
-        step_curve_by_epoch(records[s], run, "skipped")[1:])) for s in config.seeds]
+  curves = {run: run_curves(records, run) for run in runs}
   result = {"finding": finding, "size": size, "dataset": config.data.name,
-            "seeds": list(config.seeds), "protocol": _protocol(config)}
-  # train curves are indexed by epoch 1..E (pre-step batch losses); test curves by 0..E.
-  result["summary"] = summarise({run: {k: v for k, v in m.items() if k != "skipped_steps"}
-                                 for run, m in curves.items()})
+            "seeds": list(config.seeds), "protocol": _protocol(config),
+            "summary": summarise(curves)}
   for run in runs:
-    result["summary"][run]["skipped_steps_per_seed"] = curves[run].pop("skipped_steps")
+    result["summary"][run]["skipped_steps_per_seed"] = [
+        float(np.nansum(step_curve_by_epoch(records[s], run, "skipped"))) for s in config.seeds]
   if finding == "fullbatch":
     result["epochs_to_train_loss_below"] = {
         str(t): epochs_to_reach(curves, "train_loss", t) for t in (0.5, 0.1, 0.01)}
