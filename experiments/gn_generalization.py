@@ -138,8 +138,9 @@ def laziness(config: ml_collections.ConfigDict, workdir: str, seed: int, run: st
   fixed = {k: v for k, v in variables.items() if k != "params"}
   features = int(np.prod(x.shape[1:]))
   h1, _ = nets.split_sizes(features)
+  key = jax.random.key(0)
 
-  def block_outputs(params):
+  def block_outputs(params, fixed, x):
     blocks_params, blocks_fixed, _ = model.apply({"params": params, **fixed}, features,
                                                  method=model.stack_variables)
     flat = x.reshape(x.shape[0], -1)
@@ -149,15 +150,14 @@ def laziness(config: ml_collections.ConfigDict, workdir: str, seed: int, run: st
       outputs.append(jnp.concatenate([y1, y2], axis=-1))
     return outputs
 
-  hidden = lambda p, inputs: model.apply({"params": p, **fixed}, inputs, method=model.hidden)
-  key = jax.random.key(0)
-
+  # The fixed variables and the probe batch are arguments, not compiled-in constants.
   @jax.jit
-  def measure(params, previous, initial):
+  def measure(params, previous, initial, fixed, x, key):
+    hidden = lambda p, inputs: model.apply({"params": p, **fixed}, inputs, method=model.hidden)
     ntk = lambda a, b, estimator: analysis.sketched_ntk_similarity(
         hidden, a, b, x, key, config.analysis.num_probes, estimator)
     cka = jnp.stack([analysis.linear_cka(a, b) for a, b in
-                     zip(block_outputs(params), block_outputs(initial))])
+                     zip(block_outputs(params, fixed, x), block_outputs(initial, fixed, x))])
     return {"ntk_to_init": ntk(params, initial, "frobenius"),
             "ntk_to_init_paper": ntk(params, initial, "paper"),
             "ntk_change": 1.0 - ntk(params, previous, "frobenius"), "cka_to_init": cka}
@@ -171,7 +171,7 @@ def laziness(config: ml_collections.ConfigDict, workdir: str, seed: int, run: st
   previous = initial
   for epoch in range(1, config.num_epochs + 1):
     params = jax.tree.map(jnp.asarray, train.load_params(directory, step=epoch * per_epoch))
-    for name, value in measure(params, previous, initial).items():
+    for name, value in measure(params, previous, initial, fixed, x, key).items():
       out[name].append(np.asarray(value).tolist())
     previous = params
   # Global only: the per-tensor ratios of the zero-initialised biases are undefined.
