@@ -9,7 +9,7 @@ chosen by the colon argument, at one of four sizes:
 * sizes: the default (offline digits, 2 CPU cores, minutes), ``smoke`` (seconds, for the tests),
   ``paper_mnist`` and ``paper_cifar`` (the paper's protocol; need the data files in
   ``$GNREV_DATA_DIR`` and a GPU).
-* ``dataset=mnist1d`` swaps the offline data set at the default size.
+* ``dataset=mnist1d`` swaps the offline data set at the default size (digits' step sizes).
 
 ``experiments/gn_generalization.py`` trains every entry of ``seeds`` with the launcher and
 analyses the runs; ``python -m gnrev.main --config=configs/gn_generalization.py:fullbatch``
