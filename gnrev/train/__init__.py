@@ -1,6 +1,6 @@
 """Experiment launcher: training loop, registries, checkpoints, metrics, plots, sharding."""
 
-from gnrev.train.checkpoint import load_params
+from gnrev.train.checkpoint import checkpoint_steps, load_params
 from gnrev.train.configs import load_config, parse_arg, shrink_for_smoke
 from gnrev.train.loop import (check_config, evaluate, load_data, make_eval_step,
                               make_train_step, train_and_evaluate, train_run)
@@ -12,8 +12,9 @@ from gnrev.train.sharding import make_mesh
 
 __all__ = [
     "CNN", "MLP", "MODELS", "OPTIMIZERS", "OptimizerSetup", "build_model", "build_optimizer",
-    "check_config", "cross_entropy", "evaluate", "fisher_vector_product", "load_config",
-    "load_data", "load_params", "make_eval_step", "make_mesh", "make_train_step", "parse_arg",
+    "check_config", "checkpoint_steps", "cross_entropy", "evaluate", "fisher_vector_product",
+    "load_config", "load_data", "load_params", "make_eval_step", "make_mesh", "make_train_step",
+    "parse_arg",
     "plot_curves", "read_metrics", "save_plots", "shrink_for_smoke", "train_and_evaluate",
     "train_run",
 ]

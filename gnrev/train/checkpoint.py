@@ -37,10 +37,25 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
-def load_params(directory: str) -> Any:
-  """The params of the latest checkpoint in ``directory``, as numpy arrays (for inspection)."""
+def checkpoint_steps(directory: str) -> list[int]:
+  """The steps of the checkpoints kept in ``directory``, ascending.
+
+  A run keeps every checkpoint with ``config.max_to_keep = None``; with ``checkpoint_every``
+  equal to the steps per epoch these are the per-epoch parameters (plus step 1 and the last).
+  """
   with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
-    step = manager.latest_step()
-    if step is None:
+    return sorted(manager.all_steps())
+
+
+def load_params(directory: str, step: int | None = None) -> Any:
+  """The params of checkpoint ``step`` (default: the latest) in ``directory``, as numpy arrays."""
+  with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
+    steps = manager.all_steps()
+    if not steps:
       raise FileNotFoundError(f"No checkpoint in {directory!r}.")
+    if step is None:
+      step = max(steps)
+    elif step not in steps:
+      raise ValueError(f"No checkpoint for step {step} in {directory!r}; kept steps: "
+                       f"{sorted(steps)}.")
     return manager.restore(step, args=ocp.args.StandardRestore())["params"]

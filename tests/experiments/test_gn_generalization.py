@@ -1,0 +1,65 @@
+"""experiments/gn_generalization.py: smoke mode end to end, and its configs."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from gnrev import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(REPO, "configs", "gn_generalization.py")
+
+
+def load_experiment():
+  path = os.path.join(REPO, "experiments", "gn_generalization.py")
+  spec = importlib.util.spec_from_file_location("gn_generalization", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_smoke_run_writes_figures_and_numbers_for_every_finding_it_ran(tmp_path):
+  experiment = load_experiment()
+  out = tmp_path / "out"
+  results = experiment.main(["--findings", "fullbatch,minibatch", "--size", "smoke",
+                             "--out", str(out), "--workdir", str(tmp_path / "runs")])
+  expected = ["gn_generalization_fullbatch.json", "gn_generalization_fullbatch.png",
+              "gn_generalization_minibatch.json", "gn_generalization_minibatch.png",
+              "gn_generalization_minibatch_laziness.png"]
+  assert sorted(os.listdir(out)) == expected
+  for name in expected:
+    assert os.path.getsize(out / name) < 300_000
+  minibatch = json.loads((out / "gn_generalization_minibatch.json").read_text())  # strict JSON
+  assert set(minibatch["summary"]) == {"exact_gn", "adam", "sgd"}
+  for run, curves in minibatch["curves"].items():
+    # Epoch 0 is the init: similarity 1; later epochs moved away from it but stay in [-1, 1].
+    assert curves["laz_ntk_to_init"]["mean"][0] == 1.0
+    assert curves["laz_cka_block_2"]["mean"][0] == 1.0
+    assert all(abs(v) <= 1.0 + 1e-5 for v in curves["laz_cka_block_1"]["mean"])
+    assert len(curves["test_loss"]["mean"]) == 3       # init + 2 epochs
+    assert len(curves["loss_change_pct"]["mean"]) == 2
+  assert 0.0 <= minibatch["gn_residual"]["exact_gn"]["42"]["init"]["residual"] < 1.0
+  # Full batch: every seed ran every optimizer and GN decreased the training loss.
+  fullbatch = results["fullbatch"]
+  gn_loss = fullbatch["curves"]["exact_gn"]["train_loss"]["mean"]
+  assert gn_loss[-1] < gn_loss[0]
+
+
+@pytest.mark.parametrize("finding", ["fullbatch", "minibatch", "nobottleneck", "ablations"])
+@pytest.mark.parametrize("size", ["", ",smoke", ",paper_mnist", ",paper_cifar"])
+def test_every_finding_and_size_gives_a_valid_launcher_config(finding, size):
+  config = train.load_config(CONFIG, finding + size)
+  train.check_config(config)
+  assert config.finding == finding
+  assert (config.model.expansion is None) == (finding == "nobottleneck")
+  gn_runs = [c for c in config.optimizers.values() if c.name == "exact_gn"]
+  assert gn_runs and all(c.solver in ("svd", "damped") for c in gn_runs)
+
+
+def test_conflicting_config_arguments_are_rejected():
+  with pytest.raises(ValueError, match="at most one finding"):
+    train.load_config(CONFIG, "fullbatch,minibatch")
+  with pytest.raises(ValueError, match="Unknown config argument"):
+    train.load_config(CONFIG, "fulbatch")
