@@ -9,7 +9,8 @@ held-out events: ``test_loss`` (binary cross-entropy), ``test_precision``, ``tes
 :func:`gnrev.data.graph_returns.synthetic_graph_returns` (``config.data.options``), or the
 GraphReturns CSV files when ``--config.data.data_dir`` (or its ``graph_returns/``) holds them.
 
-Run (one model per command; ``model=gnn`` (default), ``edge_mlp`` or ``logreg``):
+Run (one model per command; ``model=gnn`` (default), ``edge_mlp`` or ``logreg``; 20 s, 10 s,
+7 s for all its optimizers on 2 shared CPU cores):
 
   python -m gnrev.main --config=configs/graph_returns_launcher.py:model=gnn \\
       --workdir=runs/graph_returns_gnn
@@ -19,8 +20,10 @@ validation split); ``edge_mlp`` adds ``gauss_newton``: its system has batch x 2 
 than the MLP's 4,993 parameters (logistic regression has 12; on the GNN each CG iteration runs
 over the whole graph). Smoke run (seconds): ``:smoke`` (combine as ``:smoke,model=edge_mlp``).
 Artefacts in the workdir: config.json, metrics.jsonl, curves.png (with precision / recall / F1
-panels), <run>/checkpoints/. For several seeds, early stopping and the GNN-vs-per-event table
-use ``experiments/graph_returns.py``.
+panels), <run>/checkpoints/. Measured (synthetic graph, seed 0, 20 epochs, test F1 / BCE):
+gnn adam 0.667 / 0.578, fishleg 0.665 / 0.586; edge_mlp adam 0.561 / 0.672, fishleg
+0.574 / 0.679, gauss_newton 0.524 / 0.664; logreg adam 0.403 / 0.690. For several seeds,
+early stopping and the GNN-vs-per-event table use ``experiments/graph_returns.py``.
 """
 
 import ml_collections
@@ -71,6 +74,9 @@ def get_config(arg=None):
                                       "loss": "ce_identity", "damping": 100.0, "maxiter": 10}
   if options.smoke:
     shrink_for_smoke(config)
+    # One device: compiling the GNN for an 8-device mesh doubles the smoke run's time; the
+    # graph's replication over a mesh is tested in tests/graphs/test_events.py.
+    config.num_devices = 1
     config.data.options.num_customers = 100
     config.data.options.num_variants = 40
     if options.model == "gnn":

@@ -54,7 +54,8 @@ def test_missing_dataset_names_expected_files_and_offline_alternatives(tmp_path,
 
 
 def test_unknown_dataset_and_split_list_the_valid_ones():
-  with pytest.raises(ValueError, match="allowed: cifar10, digits, fashion_mnist, graph_returns, mnist"):
+  with pytest.raises(ValueError,
+                     match="allowed: cifar10, digits, fashion_mnist, graph_returns, mnist"):
     data.load_dataset("imagenet", "train")
   with pytest.raises(ValueError, match="allowed: train, test"):
     data.load_dataset("digits", "validation")

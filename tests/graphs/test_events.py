@@ -9,6 +9,7 @@ import pytest
 
 from gnrev import data, graphs, train
 from gnrev.data import graph_returns
+from gnrev.train import loop, sharding
 
 OPTIONS = {"num_customers": 12, "num_variants": 6, "events_per_customer": 3.0}
 
@@ -59,6 +60,27 @@ def test_launcher_train_step_on_gnn_is_sgd_on_the_library_gnns_binary_cross_entr
   _, moved_metrics = step(state, moved, dataset.x, targets)
   assert abs(float(moved_metrics["train_loss"]) - float(metrics["train_loss"])) > 1e-6
   assert step._cache_size() == 1
+
+
+def test_launcher_replicates_the_graph_and_a_sharded_step_matches_the_single_device_one():
+  dataset = data.load_dataset("graph_returns", "train", **OPTIONS)
+  model = launcher_model("gnn", hidden_size=4, num_rounds=1, edge_hidden_sizes=[5])
+  setup = train.build_optimizer(ml_collections.ConfigDict({"name": "adam",
+                                                           "learning_rate": 0.1}), model)
+  config = ml_collections.ConfigDict({"seed": 0})
+  x, y = dataset.x[:8], data.one_hot(dataset.y[:8], 2)
+  results = []
+  for num_devices in (1, 2):
+    mesh = train.make_mesh(num_devices)
+    state, fixed = loop._initial_state(config, model, setup, dataset, mesh)
+    assert all(leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == num_devices
+               for leaf in jax.tree.leaves(fixed[graphs.GRAPH]))
+    state, metrics = train.make_train_step(model, setup)(
+        state, fixed, *sharding.shard_batch(mesh, x, y))
+    results.append((metrics["train_loss"], state["params"]))
+  np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               results[0][1], results[1][1])
 
 
 @pytest.mark.parametrize("name,fields,hidden", [("edge_mlp", {"hidden_sizes": [7]}, (7,)),
