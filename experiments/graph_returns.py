@@ -5,14 +5,14 @@ Trains :class:`gnrev.graphs.BipartiteGNN`, an MLP and logistic regression
 precision / recall / F1 / cross-entropy table of McGowan et al. (arXiv 2302.14096, Table 2) and
 compares FishLeg with Adam on the GNN. Config and runbook: ``configs/graph_returns.py``.
 
-Why a loop of its own rather than ``gnrev.train.train_and_evaluate``: the launcher trains array
-batches ``(x, y)`` (``model.init(x[:1])``, batch sharding, accuracy), while an edge model needs
-the whole message graph as an unbatched argument next to the batch of queried events, and
-precision / recall / F1 on a validation split for early stopping. This script reuses the
-launcher's optimizer registry unchanged instead: :class:`TwoClassLogits` presents a binary edge
-model as a two-class softmax classifier whose inputs are a pytree ``(graph, events...)``, so
-every registry entry (Adam, FishLeg's Fisher-vector products, Gauss-Newton's batch) works on it
-as on any launcher model, and the graph travels as a jit argument, never a closed-over constant.
+Single runs (one model, one seed, fixed number of epochs) also go through the launcher:
+``configs/graph_returns_launcher.py``. This script keeps a loop of its own for what the launcher
+does not do: several seeds and datasets per command, early stopping on the validation split's
+cross-entropy and the summary table. It reuses the launcher's optimizer registry unchanged:
+:class:`gnrev.graphs.TwoClassLogits` presents a binary edge model as a two-class softmax
+classifier whose inputs are a pytree ``(graph, events...)``, so every registry entry (Adam,
+FishLeg's Fisher-vector products, Gauss-Newton's batch) works on it as on any launcher model,
+and the graph travels as a jit argument, never a closed-over constant.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import os
 import time
 from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -39,28 +38,7 @@ METRICS = ("precision", "recall", "f1", "cross_entropy")
 EVAL_CHUNK = 1024
 
 
-class TwoClassLogits(nn.Module):
-  """A binary edge model as a two-class classifier: logits ``[0, l]`` for its logit ``l``.
-
-  ``softmax([0, l]) = [1 - sigmoid(l), sigmoid(l)]``, so softmax cross-entropy on one-hot labels
-  is the binary cross-entropy of ``l``, and the categorical Fisher ``J^T (diag p - p p^T) J``
-  (the first logit is constant, its Jacobian row zero) is the Bernoulli one,
-  ``sigmoid(l) (1 - sigmoid(l)) J_l^T J_l``. The launcher's optimizers, built for softmax
-  classifiers, thus train the edge model with its own likelihood.
-
-  Attributes:
-    edge_model: maps ``*inputs`` to ``(n,)`` logits (a ``BipartiteGNN`` or ``MLPClassifier``).
-  """
-  edge_model: nn.Module
-
-  @nn.compact
-  def __call__(self, inputs: tuple) -> jax.Array:
-    """``inputs``: the edge model's arguments as a tuple; returns ``(n, 2)`` logits."""
-    logit = self.edge_model(*inputs)
-    return jnp.stack([jnp.zeros_like(logit), logit], axis=-1)
-
-
-def edge_model(name: str, model_config: Any) -> tuple[TwoClassLogits, Callable]:
+def edge_model(name: str, model_config: Any) -> tuple[graphs.TwoClassLogits, Callable]:
   """The model ``name`` (``logreg``, ``mlp``, ``gnn``) and ``(shared, events) -> inputs``.
 
   ``shared`` is what all queries read (the message graph, or the events' tabular features);
@@ -69,10 +47,10 @@ def edge_model(name: str, model_config: Any) -> tuple[TwoClassLogits, Callable]:
   fields = {k: tuple(v) if isinstance(v, (list, tuple)) else v
             for k, v in dict(model_config).items()}
   if name == "gnn":
-    return TwoClassLogits(graphs.BipartiteGNN(**fields)), lambda graph, events: (
+    return graphs.TwoClassLogits(graphs.BipartiteGNN(**fields)), lambda graph, events: (
         graph, graph.customer[events], graph.variant[events], graph.event_features[events])
   if name in ("logreg", "mlp"):
-    return TwoClassLogits(graphs.MLPClassifier(**fields)), lambda table, events: (
+    return graphs.TwoClassLogits(graphs.MLPClassifier(**fields)), lambda table, events: (
         table[events],)
   raise ValueError(f"Unknown model {name!r}; allowed: gnn, logreg, mlp.")
 
@@ -84,7 +62,7 @@ def shared_inputs(name: str, data: graph_returns.GraphReturns):
   return jnp.asarray(graphs.tabular_features(data))
 
 
-def make_steps(model: TwoClassLogits, select: Callable, setup):
+def make_steps(model: graphs.TwoClassLogits, select: Callable, setup):
   """Jitted train step ``(params, opt_state, shared, labels, events, rng)`` and evaluation."""
 
   def loss_fn(params, inputs, targets):

@@ -9,11 +9,11 @@ per-channel mean/std; offline sets are standardised with statistics of their tra
 from __future__ import annotations
 
 import os
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from gnrev.data import files, mnist1d
+from gnrev.data import files, graph_returns as graph_returns_data, mnist1d
 
 OFFLINE_DATASETS = ("digits", "mnist1d", "teacher_student")
 DATA_DIR_ENV = "GNREV_DATA_DIR"
@@ -25,6 +25,9 @@ class Dataset(NamedTuple):
   x: np.ndarray            # (n, ...) float32, normalised
   y: np.ndarray            # (n,) int32 class labels
   num_classes: int
+  # Non-trained flax variable collections every example reads (e.g. the message graph of
+  # ``graph_returns``); the launcher replicates them and passes them to its steps.
+  variables: Optional[dict[str, Any]] = None
 
 
 def _standardise(train_x: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -66,6 +69,42 @@ def teacher_student(split: str, data_dir: str | None = None, seed: int = 0,
   w2 = rng.standard_normal((teacher_width, num_classes)) / np.sqrt(teacher_width)
   y = np.argmax(np.tanh(x @ w1) @ w2, axis=-1)
   return _split(x, y, split, num_test=num_test, num_classes=num_classes)
+
+
+def graph_returns(split: str, data_dir: str | None = None, seed: int = 0,
+                  fractions: Sequence[float] = (0.8, 0.1, 0.1), num_customers: int = 1000,
+                  num_variants: int = 300, events_per_customer: float = 8.0,
+                  feature_noise: float = 1.0) -> Dataset:
+  """Return prediction on a customer-variant purchase graph: one example per purchase event.
+
+  The GraphReturns CSV files (:func:`gnrev.data.graph_returns.load_graph_returns`) when
+  ``data_dir/graph_returns`` or ``data_dir`` holds ``events.csv``, else the synthetic graph of
+  :func:`~gnrev.data.graph_returns.synthetic_graph_returns` (``seed`` and the size options).
+  Events are split by ``fractions`` (train, validation, test; ``seed``); the launcher trains on
+  the first and tests on the last (held-out) part. Node and event features are standardised
+  with training-event statistics.
+
+  Returns:
+    ``x``: float32 rows ``[customer index, variant index, event features...]``
+    (:func:`gnrev.graphs.event_inputs`); ``y``: 1 if returned, else 0; ``num_classes`` 2;
+    ``variables``: the message graph over all events, labels dropped
+    (:func:`gnrev.graphs.graph_variables`), identical for both splits.
+  """
+  from gnrev import graphs  # gnrev.graphs imports gnrev.data
+  root = resolve_data_dir(data_dir)
+  found = [d for d in (os.path.join(root, "graph_returns"), root)
+           if os.path.isfile(os.path.join(d, "events.csv"))]
+  if found:
+    data = graph_returns_data.load_graph_returns(found[0])
+  else:
+    data = graph_returns_data.synthetic_graph_returns(
+        seed, num_customers=num_customers, num_variants=num_variants,
+        events_per_customer=events_per_customer, feature_noise=feature_noise)
+  parts = graph_returns_data.split_events(data.num_events, fractions, seed=seed)
+  data = graph_returns_data.standardize_features(data, parts.train)
+  events = parts.train if split == "train" else parts.test
+  return Dataset(graphs.event_inputs(data, events), data.returned[events].astype(np.int32), 2,
+                 graphs.graph_variables(data))
 
 
 def _missing(name: str, directory: str, expected: list[str]) -> FileNotFoundError:
@@ -124,6 +163,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "mnist": _idx_loader("mnist", "mnist", 0.1307, 0.3081),
     "fashion_mnist": _idx_loader("fashion_mnist", "fashion_mnist", 0.2860, 0.3530),
     "cifar10": cifar10,
+    "graph_returns": graph_returns,
 }
 
 
@@ -136,10 +176,12 @@ def load_dataset(name: str, split: str, data_dir: str | None = None, **options) 
   """Loads one split of a dataset by name.
 
   Args:
-    name: one of :data:`DATASETS` (``digits``, ``mnist1d`` and ``teacher_student`` need no files).
+    name: one of :data:`DATASETS` (``digits``, ``mnist1d``, ``teacher_student`` and synthetic
+      ``graph_returns`` need no files).
     split: ``"train"`` or ``"test"``.
     data_dir: where file-backed datasets live; defaults to ``$GNREV_DATA_DIR``.
-    **options: dataset-specific options (e.g. ``seed`` or ``dim`` for ``teacher_student``).
+    **options: dataset-specific options (e.g. ``seed`` or ``dim`` for ``teacher_student``;
+      the launcher passes ``config.data.options``).
 
   Returns:
     A :class:`Dataset`.

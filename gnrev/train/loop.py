@@ -101,34 +101,49 @@ def make_train_step(model: nn.Module, setup: OptimizerSetup):
 
 
 def make_eval_step(model: nn.Module):
-  """A jitted ``(params, fixed, x, y, mask) -> (loss sum, correct count)`` over a padded chunk."""
+  """A jitted ``(params, fixed, x, y, mask) -> {name: sum}`` over a padded chunk.
+
+  The sums: ``loss``, ``correct`` and the counts of :func:`metrics.binary_counts` (class 1
+  positive; meaningful for two-class datasets).
+  """
 
   @jax.jit
   def eval_step(params, fixed, x, y, mask):
     logits = model.apply({"params": params, **fixed}, x)
     losses = -jnp.sum(y * jax.nn.log_softmax(logits), axis=-1)
-    correct = jnp.argmax(logits, -1) == jnp.argmax(y, -1)
-    return jnp.sum(losses * mask), jnp.sum(correct * mask)
+    predicted, actual = jnp.argmax(logits, -1), jnp.argmax(y, -1)
+    return {"loss": jnp.sum(losses * mask), "correct": jnp.sum((predicted == actual) * mask),
+            **metrics.binary_counts(predicted, actual, mask)}
 
   return eval_step
 
 
 def evaluate(eval_step, params, fixed, test: data.Dataset, targets: np.ndarray,
              batch_size: int, mesh) -> dict:
-  """Test loss and accuracy over the whole split, in fixed-size chunks (one compilation)."""
-  loss_sum = correct = 0.0
+  """Test loss and accuracy over the whole split, in fixed-size chunks (one compilation).
+
+  Two-class datasets also get ``test_precision``, ``test_recall`` and ``test_f1`` of class 1
+  (``test_loss`` is then the binary cross-entropy).
+  """
+  sums = {}
   for start in range(0, len(test.y), batch_size):
     rows = np.arange(start, start + batch_size)
     mask = (rows < len(test.y)).astype(np.float32)
     rows = np.minimum(rows, len(test.y) - 1)
     x, y, m = sharding.shard_batch(mesh, test.x[rows], targets[rows], mask)
-    batch_loss, batch_correct = eval_step(params, fixed, x, y, m)
-    loss_sum, correct = loss_sum + float(batch_loss), correct + float(batch_correct)
-  return {"test_loss": loss_sum / len(test.y), "test_accuracy": correct / len(test.y)}
+    for name, value in eval_step(params, fixed, x, y, m).items():
+      sums[name] = sums.get(name, 0.0) + float(value)
+  out = {"test_loss": sums["loss"] / len(test.y), "test_accuracy": sums["correct"] / len(test.y)}
+  if test.num_classes == 2:
+    out.update({f"test_{k}": v for k, v in metrics.binary_scores(sums).items()})
+  return out
 
 
 def _initial_state(config, model, setup, train: data.Dataset, mesh):
-  variables = model.init(jax.random.key(config.seed), train.x[:1])
+  # Initialised as model.init would, but with the dataset's collections (e.g. the message
+  # graph) in place; they then travel in `fixed`, replicated, as an argument of every step.
+  _, variables = model.apply(dict(train.variables or {}), train.x[:1],
+                             rngs={"params": jax.random.key(config.seed)}, mutable=True)
   params = variables["params"]
   fixed = {k: v for k, v in variables.items() if k != "params"}
   state = {"params": params, "opt_state": setup.tx.init(params), "step": jnp.int32(0),
@@ -197,10 +212,14 @@ def train_run(config: ml_collections.ConfigDict, run: str, train: data.Dataset,
 
 
 def load_data(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
-  """The train split (its first ``train_subset`` examples if > 0: the paper's full batch), test."""
+  """The train split (its first ``train_subset`` examples if > 0: the paper's full batch), test.
+
+  ``config.data.options`` (if present) are the dataset's own options, e.g. sizes and seed.
+  """
   data_dir = config.data.data_dir or None
-  train = data.load_dataset(config.data.name, "train", data_dir)
-  test = data.load_dataset(config.data.name, "test", data_dir)
+  options = dict(config.data.get("options", {}))
+  train = data.load_dataset(config.data.name, "train", data_dir, **options)
+  test = data.load_dataset(config.data.name, "test", data_dir, **options)
   if config.data.train_subset:
     train = train._replace(x=train.x[:config.data.train_subset],
                            y=train.y[:config.data.train_subset])

@@ -1,4 +1,5 @@
-"""Run artefacts: JSON-lines metrics, a console progress bar and PNG plots of the curves."""
+"""Run artefacts: JSON-lines metrics, a console progress bar, PNG plots of the curves, and the
+binary precision / recall / F1 of two-class runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import sys
 from typing import Iterable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 from matplotlib.figure import Figure
@@ -48,18 +51,50 @@ def progress_bar(total: int, initial: int, run: str) -> tqdm.tqdm:
                    disable=not sys.stderr.isatty(), dynamic_ncols=True)
 
 
+def binary_counts(predicted: jax.Array, actual: jax.Array, mask: jax.Array) -> dict:
+  """Masked counts of class 1 (positive): true, predicted and actual positives.
+
+  Args:
+    predicted, actual: ``(n,)`` int class labels.
+    mask: ``(n,)`` weights, 1 for real and 0 for padding rows.
+
+  Returns:
+    ``{"true_positives", "predicted_positives", "actual_positives"}`` scalars (jittable).
+  """
+  predicted, actual = (predicted == 1) * mask, (actual == 1) * mask
+  return {"true_positives": jnp.sum(predicted * actual),
+          "predicted_positives": jnp.sum(predicted), "actual_positives": jnp.sum(actual)}
+
+
+def binary_scores(counts: dict) -> dict[str, float]:
+  """``{"precision", "recall", "f1"}`` from :func:`binary_counts` summed over a split.
+
+  ``TP / predicted``, ``TP / actual`` and ``2 TP / (predicted + actual)``; 0 where the
+  denominator is 0, as :mod:`gnrev.graphs.metrics` and scikit-learn's ``zero_division=0``.
+  """
+  ratio = lambda num, den: float(num) / float(den) if den > 0 else 0.0
+  tp, predicted, actual = (counts[k] for k in ("true_positives", "predicted_positives",
+                                               "actual_positives"))
+  return {"precision": ratio(tp, predicted), "recall": ratio(tp, actual),
+          "f1": ratio(2 * tp, predicted + actual)}
+
+
 PANELS = (("train_loss", "train loss (pre-step batch)", "log"),
           ("test_loss", "test loss", "log"),
           ("test_accuracy", "test accuracy", "linear"),
-          ("loss_change_pct", "% loss change on the same batch", "linear"))
+          ("loss_change_pct", "% loss change on the same batch", "linear"),
+          ("test_precision", "test precision (class 1)", "linear"),
+          ("test_recall", "test recall (class 1)", "linear"),
+          ("test_f1", "test F1 (class 1)", "linear"))
 
 
 def plot_curves(records: Iterable[dict]) -> Figure:
-  """One panel per metric in :data:`PANELS`, one curve per run, against the step."""
+  """One panel per metric of :data:`PANELS` that the records hold, one curve per run."""
   records = list(records)
   runs = list(dict.fromkeys(r["run"] for r in records))
-  figure = Figure(figsize=(4 * len(PANELS), 3.4), layout="constrained")
-  for axis, (key, title, scale) in zip(figure.subplots(1, len(PANELS)), PANELS):
+  panels = [p for p in PANELS if any(p[0] in r for r in records)] or PANELS[:1]
+  figure = Figure(figsize=(4 * len(panels), 3.4), layout="constrained")
+  for axis, (key, title, scale) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels):
     for run in runs:
       points = [(r["step"], r[key]) for r in records if r["run"] == run and key in r]
       if points:

@@ -1,6 +1,9 @@
-"""Models by name: the reversible RevMLP and two ordinary baselines (an MLP and a small CNN).
+"""Models by name: the reversible RevMLP, two ordinary baselines (an MLP and a small CNN) and
+the return models of :mod:`gnrev.graphs` (``gnn``, ``edge_mlp``, ``logreg``).
 
-The baselines let GN and FishLeg be compared on non-reversible models. Every model maps a batch
+The baselines let GN and FishLeg be compared on non-reversible models. The return models
+classify purchase events of the ``graph_returns`` dataset and read its message graph from the
+non-trained ``graph`` collection (:class:`gnrev.graphs.EventClassifier`). Every model maps a batch
 ``(n, ...)`` to logits ``(n, num_classes)``; its config fields (``config.model`` minus ``name``)
 are the module's attributes.
 """
@@ -13,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gnrev import nets
+from gnrev import graphs, nets
 
 
 class MLP(nn.Module):
@@ -63,6 +66,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "revmlp": nets.RevMLP,
     "mlp": MLP,
     "cnn": CNN,
+    "gnn": graphs.gnn_classifier,
+    "edge_mlp": graphs.mlp_classifier,
+    "logreg": graphs.logreg_classifier,
 }
 
 

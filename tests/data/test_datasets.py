@@ -54,7 +54,8 @@ def test_missing_dataset_names_expected_files_and_offline_alternatives(tmp_path,
 
 
 def test_unknown_dataset_and_split_list_the_valid_ones():
-  with pytest.raises(ValueError, match="allowed: cifar10, digits, fashion_mnist, mnist"):
+  with pytest.raises(ValueError,
+                     match="allowed: cifar10, digits, fashion_mnist, graph_returns, mnist"):
     data.load_dataset("imagenet", "train")
   with pytest.raises(ValueError, match="allowed: train, test"):
     data.load_dataset("digits", "validation")
@@ -88,3 +89,39 @@ def test_batches_depend_only_on_seed_and_step_and_cover_each_epoch():
   np.testing.assert_array_equal(data.batch_indices(10, 10, 1, 7), np.arange(10))
   with pytest.raises(ValueError, match="batch_size must be between 1 and .* \\(10\\); got 11"):
     data.steps_per_epoch(10, 11)
+
+
+GRAPH_OPTIONS = {"num_customers": 20, "num_variants": 8, "events_per_customer": 3.0}
+
+
+def test_graph_returns_events_are_deterministic_rows_with_the_shared_message_graph(tmp_path):
+  from gnrev.data import graph_returns
+  train, again = (data.load_dataset("graph_returns", "train", str(tmp_path), **GRAPH_OPTIONS)
+                  for _ in range(2))
+  test = data.load_dataset("graph_returns", "test", str(tmp_path), **GRAPH_OPTIONS)
+  raw = graph_returns.synthetic_graph_returns(0, **GRAPH_OPTIONS)
+  parts = graph_returns.split_events(raw.num_events, (0.8, 0.1, 0.1), seed=0)
+  assert train.num_classes == 2 and train.x.dtype == np.float32 and train.y.dtype == np.int32
+  assert train.x.shape == (len(parts.train), 2 + raw.event_features.shape[1])
+  assert len(test.y) == len(parts.test)
+  np.testing.assert_array_equal(train.x, again.x)
+  np.testing.assert_array_equal(test.x[:, :2], np.stack([raw.customer[parts.test],
+                                                         raw.variant[parts.test]], 1))
+  np.testing.assert_array_equal(test.y, raw.returned[parts.test])
+  graph = train.variables["graph"]
+  assert graph["customer"].shape == (raw.num_events,)       # messages over all events
+  assert sorted(graph) == sorted(test.variables["graph"])
+  for key in graph:                                          # one graph for both splits
+    np.testing.assert_array_equal(graph[key], test.variables["graph"][key])
+  other = data.load_dataset("graph_returns", "train", str(tmp_path), seed=1, **GRAPH_OPTIONS)
+  assert other.x.shape != train.x.shape or not np.array_equal(other.x, train.x)
+
+
+def test_graph_returns_reads_the_csv_files_when_data_dir_holds_them(tmp_path):
+  from gnrev.data import graph_returns
+  raw = graph_returns.synthetic_graph_returns(5, num_customers=10, num_variants=5)
+  graph_returns.save_graph_returns(raw, str(tmp_path / "graph_returns"))
+  test = data.load_dataset("graph_returns", "test", str(tmp_path))
+  parts = graph_returns.split_events(raw.num_events, (0.8, 0.1, 0.1), seed=0)
+  assert test.variables["graph"]["customer"].shape == (raw.num_events,)
+  np.testing.assert_array_equal(test.y, raw.returned[parts.test])

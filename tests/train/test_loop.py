@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from gnrev import train
+from gnrev import data, train
+from gnrev.train import metrics as train_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -51,7 +52,7 @@ def test_non_finite_step_leaves_params_and_state_unchanged():
 
 
 @pytest.mark.parametrize("field,value,allowed", [
-    ("model.name", "resnet", "allowed: cnn, mlp, revmlp"),
+    ("model.name", "resnet", "allowed: cnn, edge_mlp, gnn, logreg, mlp, revmlp"),
     ("data.name", "imagenet", "allowed: cifar10, digits, fashion_mnist"),
     ("optimizers.adam.name", "lbfgs", "allowed: adam, .*sgd"),
 ])
@@ -90,3 +91,29 @@ def test_sharded_and_single_device_runs_reach_the_same_params(tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                sharded["params"], single["params"])
   np.testing.assert_allclose(sharded["test_loss"], single["test_loss"], rtol=1e-5)
+
+
+def test_two_class_evaluation_reports_precision_recall_f1_of_class_1_from_hand_counts():
+  # logits [0, x]: events 0, 2, 4 predicted positive; 0, 1 actually positive -> TP = 1.
+  model = train.MLP(num_classes=2, hidden=())
+  params = {"Dense_0": {"kernel": jnp.array([[0.0, 1.0]]), "bias": jnp.zeros(2)}}
+  x = np.array([[1.0], [-1.0], [2.0], [-3.0], [4.0]], np.float32)
+  test = data.Dataset(x, np.array([1, 1, 0, 0, 0], np.int32), 2)
+  targets = np.eye(2, dtype=np.float32)[test.y]
+  # Chunks of 4: the second is padded with 3 copies of event 4 (a false positive) and masked.
+  scores = train.evaluate(train.make_eval_step(model), params, {}, test, targets, 4,
+                          train.make_mesh(1))
+  assert scores["test_precision"] == pytest.approx(1 / 3)
+  assert scores["test_recall"] == pytest.approx(1 / 2)
+  assert scores["test_f1"] == pytest.approx(2 * 1 / (3 + 2))
+  assert scores["test_accuracy"] == pytest.approx(2 / 5)
+  expected_loss = np.mean(np.logaddexp(0, x[:, 0]) - test.y * x[:, 0])
+  assert scores["test_loss"] == pytest.approx(expected_loss, rel=1e-6)
+
+
+def test_binary_scores_are_zero_where_nothing_is_predicted_or_present():
+  counts = train_metrics.binary_counts(jnp.array([0, 0, 1]), jnp.array([0, 0, 0]),
+                                       jnp.array([1.0, 1.0, 0.0]))
+  assert {k: float(v) for k, v in counts.items()} == {
+      "true_positives": 0.0, "predicted_positives": 0.0, "actual_positives": 0.0}
+  assert train_metrics.binary_scores(counts) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
