@@ -7,7 +7,8 @@ replicated over the devices and passed to every jitted step as an argument. Test
 held-out events: ``test_loss`` (binary cross-entropy), ``test_precision``, ``test_recall``,
 ``test_f1`` (class 1) and ``test_accuracy``. Data: the synthetic graph of
 :func:`gnrev.data.graph_returns.synthetic_graph_returns` (``config.data.options``), or the
-GraphReturns CSV files when ``--config.data.data_dir`` (or its ``graph_returns/``) holds them.
+GraphReturns CSV files with ``--config.data.options.source=files`` and ``--config.data.data_dir``
+(or its ``graph_returns/``) holding them.
 
 Run (one model per command; ``model=gnn`` (default), ``edge_mlp`` or ``logreg``; 20 s, 10 s,
 7 s for all its optimizers on 2 shared CPU cores):
@@ -54,13 +55,13 @@ def get_config(arg=None):
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "graph_returns"
-  config.data.data_dir = ""        # GraphReturns CSVs; empty or missing: synthetic graph
+  config.data.data_dir = ""        # GraphReturns CSVs, read with options.source = "files"
   config.data.batch_size = 512     # training events per step
   config.data.eval_batch_size = 1024
   config.data.train_subset = 0
   config.data.seed = 0             # shuffling
   config.data.options = ml_collections.ConfigDict(
-      {"seed": 0, "fractions": (0.8, 0.1, 0.1), "num_customers": 1000, "num_variants": 300,
+      {"source": "synthetic", "seed": 0, "fractions": (0.8, 0.1, 0.1), "num_customers": 1000, "num_variants": 300,
        "events_per_customer": 8.0, "feature_noise": 1.0})
 
   config.model = ml_collections.ConfigDict({"name": options.model, **MODELS[options.model]})

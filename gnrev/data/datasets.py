@@ -71,15 +71,18 @@ def teacher_student(split: str, data_dir: str | None = None, seed: int = 0,
   return _split(x, y, split, num_test=num_test, num_classes=num_classes)
 
 
-def graph_returns(split: str, data_dir: str | None = None, seed: int = 0,
+def graph_returns(split: str, data_dir: str | None = None, source: str = "synthetic",
+                  seed: int = 0,
                   fractions: Sequence[float] = (0.8, 0.1, 0.1), num_customers: int = 1000,
                   num_variants: int = 300, events_per_customer: float = 8.0,
                   feature_noise: float = 1.0) -> Dataset:
   """Return prediction on a customer-variant purchase graph: one example per purchase event.
 
-  The GraphReturns CSV files (:func:`gnrev.data.graph_returns.load_graph_returns`) when
-  ``data_dir/graph_returns`` or ``data_dir`` holds ``events.csv``, else the synthetic graph of
+  ``source="synthetic"`` (default, offline): the graph of
   :func:`~gnrev.data.graph_returns.synthetic_graph_returns` (``seed`` and the size options).
+  ``source="files"``: the GraphReturns CSV files
+  (:func:`gnrev.data.graph_returns.load_graph_returns`) in ``data_dir/graph_returns`` or
+  ``data_dir``; missing files are an error, never a silent fallback to synthetic data.
   Events are split by ``fractions`` (train, validation, test; ``seed``); the launcher trains on
   the first and tests on the last (held-out) part. Node and event features are standardised
   with training-event statistics.
@@ -91,15 +94,20 @@ def graph_returns(split: str, data_dir: str | None = None, seed: int = 0,
     (:func:`gnrev.graphs.graph_variables`), identical for both splits.
   """
   from gnrev import graphs  # gnrev.graphs imports gnrev.data
-  root = resolve_data_dir(data_dir)
-  found = [d for d in (os.path.join(root, "graph_returns"), root)
-           if os.path.isfile(os.path.join(d, "events.csv"))]
-  if found:
+  if source == "files":
+    root = resolve_data_dir(data_dir)
+    found = [d for d in (os.path.join(root, "graph_returns"), root)
+             if os.path.isfile(os.path.join(d, "events.csv"))]
+    if not found:
+      raise _missing("graph_returns", os.path.join(root, "graph_returns"),
+                     ["customers.csv", "variants.csv", "events.csv"])
     data = graph_returns_data.load_graph_returns(found[0])
-  else:
+  elif source == "synthetic":
     data = graph_returns_data.synthetic_graph_returns(
         seed, num_customers=num_customers, num_variants=num_variants,
         events_per_customer=events_per_customer, feature_noise=feature_noise)
+  else:
+    raise ValueError(f"graph_returns: unknown source {source!r}; allowed: 'synthetic', 'files'.")
   parts = graph_returns_data.split_events(data.num_events, fractions, seed=seed)
   data = graph_returns_data.standardize_features(data, parts.train)
   events = parts.train if split == "train" else parts.test

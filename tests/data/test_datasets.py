@@ -121,7 +121,14 @@ def test_graph_returns_reads_the_csv_files_when_data_dir_holds_them(tmp_path):
   from gnrev.data import graph_returns
   raw = graph_returns.synthetic_graph_returns(5, num_customers=10, num_variants=5)
   graph_returns.save_graph_returns(raw, str(tmp_path / "graph_returns"))
-  test = data.load_dataset("graph_returns", "test", str(tmp_path))
+  test = data.load_dataset("graph_returns", "test", str(tmp_path), source="files")
   parts = graph_returns.split_events(raw.num_events, (0.8, 0.1, 0.1), seed=0)
   assert test.variables["graph"]["customer"].shape == (raw.num_events,)
   np.testing.assert_array_equal(test.y, raw.returned[parts.test])
+
+
+def test_graph_returns_files_source_without_files_is_an_error_not_synthetic_data(tmp_path):
+  with pytest.raises(FileNotFoundError, match="events.csv"):
+    data.load_dataset("graph_returns", "test", str(tmp_path), source="files")
+  with pytest.raises(ValueError, match="allowed: 'synthetic', 'files'"):
+    data.load_dataset("graph_returns", "test", str(tmp_path), source="csv")
