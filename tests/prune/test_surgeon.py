@@ -86,7 +86,7 @@ def test_exact_obs_single_weight_is_the_constrained_quadratic_minimiser():
   delta = jnp.linalg.solve(kkt, rhs)[:size]
   np.testing.assert_allclose(flat(pruned), flat_params + delta, rtol=1e-5, atol=1e-9)
   scores = flat(prune.obs_scores(params, exact.diagonal))
-  assert scores[q] == pytest.approx(0.5 * delta @ damped @ delta, rel=1e-8)
+  assert float(scores[q]) == pytest.approx(float(0.5 * delta @ damped @ delta), rel=1e-8)
   assert scores[q] == jnp.min(jnp.where(eligible, scores, jnp.inf))
 
 
