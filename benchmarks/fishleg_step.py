@@ -25,8 +25,10 @@ FLOP floor: XLA's own FLOP count (``compiled.cost_analysis()``) of one Adam step
 step without and one with the aux step (separate programs, no ``lax.cond``), amortised as
 ``((k - 1) plain + aux) / k``; next to it the analytic count of the dominant matrix products
 (``6 B W`` for forward + backward with ``W`` weights; ``4 n m (n + m)`` per Kronecker block
-``(n, m)`` for ``Q U = A (L L^T (A U) R^T R)``; aux step ``~10 B W`` for the GGN product plus
-``~4`` Q products' worth for ``Q u``, its vjp and the preconditioned residual).
+``(n, m)`` for ``Q U = A (L L^T (A U) R^T R)`` from factors, half of it, ``2 n m (n + m)``, from
+the cached ``L L^T`` and ``R^T R`` that plain steps use; aux step ``~10 B W`` for the GGN
+product plus ``~4`` uncached Q products' worth for ``Q u``, its vjp and the preconditioned
+residual, plus ``2 (n^3 + m^3)`` per block to rebuild the cache).
 
     python -m benchmarks.fishleg_step      # from the repository root; ~8 min on 2 CPU cores
 """
@@ -148,12 +150,17 @@ def analytic_flops(widths, batch, every) -> dict:
   layers = list(zip(widths[:-1], widths[1:]))
   weights = sum(n * m for n, m in layers)
   grad = 6 * batch * weights - 2 * batch * widths[0] * widths[1]
-  q_blocks = {f"Dense_{i}({n + 1}x{m})": 4 * (n + 1) * m * (n + 1 + m)
+  # Q U from the cached L L^T and R^T R: two products per block.
+  q_blocks = {f"Dense_{i}({n + 1}x{m})": 2 * (n + 1) * m * (n + 1 + m)
               for i, (n, m) in enumerate(layers)}
   q_product = sum(q_blocks.values())
-  aux = 10 * batch * weights + 4 * q_product
-  return {"grad": grad, "q_product": q_product, "q_product_per_block": q_blocks,
-          "aux_step": aux, "fishleg_over_adam_floor": (grad + q_product + aux / every) / grad}
+  cache = sum(2 * ((n + 1)**3 + m**3) for n, m in layers)
+  # Aux step: the GGN product, Q u from the factors and its vjp (differentiable in lam, ~3
+  # uncached products), the preconditioned residual (1 uncached), the new cache.
+  aux = 10 * batch * weights + 4 * 2 * q_product + cache
+  return {"grad": grad, "q_product_cached": q_product, "q_product_per_block": q_blocks,
+          "cache_rebuild": cache, "aux_step": aux,
+          "fishleg_over_adam_floor": (grad + q_product + aux / every) / grad}
 
 
 def measure(size: str, config) -> dict:

@@ -6,7 +6,7 @@ Encoder-decoder ReLU MLP with a linear 30-unit code and Bernoulli likelihood on 
 ``t10k-images-idx3-ubyte``, optionally ``.gz``) it uses MNIST (784 inputs; set
 ``encoder_widths=(1000, 500, 250)`` for the paper's network).
 
-Run (about two CPU minutes for 3 seeds x 3 optimizers):
+Run (under a minute on 2 CPU cores for 3 seeds x 3 optimizers):
 
   python experiments/fishleg_autoencoder.py --config=configs/fishleg_autoencoder.py \
       --workdir=/tmp/fishleg_ae

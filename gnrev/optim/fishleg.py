@@ -26,19 +26,21 @@ Gating, two ways (``update``'s keyword ``update_aux``):
   into curvature update and preconditioning, with the state kept in one place). ``fvp_fn`` is
   then not needed on ``False`` steps. An array flag gates with ``lax.cond`` on it.
 
-Cost (``benchmarks/fishleg_step.py``, XLA FLOP counts): a plain FishLeg step costs the gradient
-plus one Q product, ``4 n m (n + m)`` per Kronecker block of shape ``(n, m)``, which already
-matches the gradient's ``6 B W`` at the paper's MNIST autoencoder with batch 1000 (no-aux floor
-~2.2x Adam); an aux step adds one Fisher product (``~10 B W``) and three Q products' worth
-(forward, vjp, preconditioned residual), ~3 plain steps; amortised over ``k = 10`` the floor is
-~2.8x Adam there (~3.0x for the digits autoencoder). Measured on CPU at the paper size both
-paths sit at the floor (split 2.7x, ``lax.cond`` 2.8x). At the digits size (0.2-0.4 ms per Adam
-step) the split stays at the floor (3.05x) but the ``lax.cond`` path pays ~1x Adam more (4.0x):
-XLA copies every lam and aux-optimizer buffer into and out of the conditional on every step
-(~120 copy operations per step for six layers; cheap in bytes, costly in count). A ``fvp_fn``
-linearised outside ``update`` (``curvature.ggn_vector_product(...)`` built in the step) also
-makes the aux batch's forward pass, whose residuals are the conditional's operands, run on
-every step (4.2x instead of 4.0x at the digits size). Therefore: build
+Cost (``benchmarks/fishleg_step.py``, XLA FLOP counts, 2 CPU cores): a plain FishLeg step costs
+the gradient plus one Q product. From the factors that is ``4 n m (n + m)`` FLOPs per Kronecker
+block of shape ``(n, m)``, as much as the gradient's ``6 B W`` at the paper's MNIST autoencoder
+with batch 1000; the state therefore keeps ``L L^T`` and ``R^T R`` (``q_cache``, rebuilt after
+each aux step for ``2 (n^3 + m^3)``) and plain steps apply Q with two products, ``2 n m (n + m)``
+(no-aux step 2.1x -> 1.6x Adam there). An aux step adds one Fisher product (``~10 B W``), ``Q u``
+from the factors with its vjp and the preconditioned residual (~4 uncached Q products), and the
+cache rebuild, ~7 Adam steps' worth; amortised over ``k = 10`` the floor is ~2.3x Adam at the
+paper size (~2.4x for the digits autoencoder). Measured: paper size split 2.30x, ``lax.cond``
+2.58x (before the cache 2.74x and 2.90x); digits size split 2.03x, ``lax.cond`` 2.34x. The
+``lax.cond`` path pays extra at small sizes because XLA copies every lam, cache and
+aux-optimizer buffer into and out of the conditional on every step (cheap in bytes, costly in
+count). A ``fvp_fn`` linearised outside ``update`` (``curvature.ggn_vector_product(...)`` built
+in the step) also makes the aux batch's forward pass, whose residuals are the conditional's
+operands, run on every step (2.59x instead of 2.34x at the digits size). Therefore: build
 ``fvp_fn`` lazily (``lambda v: curvature.ggn_vector_product(...)(v)``) when the aux batch
 differs from the gradient's; keep the default ``lax.cond`` path for convenience (chains,
 launchers, tests); use the split where step time matters (a Python loop jitting
@@ -77,6 +79,10 @@ class ScaleByFishLegState(NamedTuple):
   aux_opt_state: optax.OptState  # state of the aux optimizer over lam
   momentum: PyTree  # params-shaped heavy-ball trace of Q g
   aux_loss: jax.Array  # float32 (), aux loss at the last completed aux step (0 before the first)
+  # QStructure.product_cache(lam) (L L^T, R^T R per Kronecker block), rebuilt whenever lam
+  # changes; the update's Q g reads it (half the FLOPs of Q g from the factors). Change lam only
+  # through fishleg_set_lam, which keeps the two consistent.
+  q_cache: dict
 
 
 def _check_positive(name: str, value, allow_zero: bool = False) -> None:
@@ -191,7 +197,8 @@ def scale_by_fishleg(
         jax.tree.map(lambda p: jnp.full(p.shape, init_scale, p.dtype), params))
     return ScaleByFishLegState(
         count=jnp.zeros([], jnp.int32), lam=lam, aux_opt_state=aux_opt.init(lam),
-        momentum=jax.tree.map(jnp.zeros_like, params), aux_loss=jnp.zeros([], jnp.float32))
+        momentum=jax.tree.map(jnp.zeros_like, params), aux_loss=jnp.zeros([], jnp.float32),
+        q_cache=structure.product_cache(lam))
 
   def draw_probe(grads, rng, count):
     if probe == "gradient":
@@ -208,8 +215,10 @@ def scale_by_fishleg(
     new_lam = optax.apply_updates(lam, lam_step)
     finite = jnp.isfinite(aux_loss) & _all_finite(lam_grad)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    return (keep(new_lam, lam), keep(new_aux_opt_state, aux_opt_state),
-            jnp.where(finite, aux_loss, previous_loss).astype(jnp.float32))
+    new_lam = keep(new_lam, lam)
+    return (new_lam, keep(new_aux_opt_state, aux_opt_state),
+            jnp.where(finite, aux_loss, previous_loss).astype(jnp.float32),
+            structure.product_cache(new_lam))
 
   def update_fn(updates, state, params=None, *, fvp_fn: Callable | None = None,
                 rng: jax.Array | None = None, update_aux: bool | jax.Array | None = None,
@@ -226,18 +235,19 @@ def scale_by_fishleg(
     if probe == "gaussian" and rng is None and update_aux is not False:
       raise TypeError("fishleg update with probe='gaussian' needs the keyword argument rng.")
     structure = q_structure(updates, q_family)
-    direction = structure.q_vector(state.lam, updates)
+    direction = structure.q_vector_cached(state.lam, state.q_cache, updates)
     trace = jax.tree.map(lambda m, d: momentum * m + d, state.momentum, direction)
     take_aux_step = lambda: aux_step(structure, state.lam, state.aux_opt_state, state.aux_loss,
                                      draw_probe(updates, rng, state.count), fvp_fn)
-    skip_aux_step = lambda: (state.lam, state.aux_opt_state, state.aux_loss)
+    skip_aux_step = lambda: (state.lam, state.aux_opt_state, state.aux_loss, state.q_cache)
     if isinstance(update_aux, bool):
-      lam, aux_opt_state, aux_loss = take_aux_step() if update_aux else skip_aux_step()
+      lam, aux_opt_state, aux_loss, q_cache = take_aux_step() if update_aux else skip_aux_step()
     else:
-      lam, aux_opt_state, aux_loss = jax.lax.cond(update_aux, take_aux_step, skip_aux_step)
+      lam, aux_opt_state, aux_loss, q_cache = jax.lax.cond(update_aux, take_aux_step,
+                                                           skip_aux_step)
     new_state = ScaleByFishLegState(
         count=optax.safe_increment(state.count), lam=lam, aux_opt_state=aux_opt_state,
-        momentum=trace, aux_loss=aux_loss)
+        momentum=trace, aux_loss=aux_loss, q_cache=q_cache)
     return trace, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -333,6 +343,27 @@ def fishleg_warm_start(state, mean_squared_grads: PyTree, damping: float):
   def warm(s):
     if not _is_fishleg_state(s):
       return s
-    return s._replace(lam=_structure(s).lam_for_diagonal(target))
+    return fishleg_set_lam(s, _structure(s).lam_for_diagonal(target))
 
   return jax.tree.map(warm, state, is_leaf=_is_fishleg_state)
+
+
+def fishleg_set_lam(state, lam: dict):
+  """The state with FishLeg's Q factors replaced by ``lam`` and its product cache rebuilt.
+
+  Args:
+    state: FishLeg's state, alone or inside a chain / ``inject_hyperparams`` state (exactly one
+      FishLeg state inside).
+    lam: factors with the structure of the state's ``lam`` (e.g. edited, or from another run).
+
+  Returns:
+    The same state with ``lam`` and ``q_cache`` replaced; the aux optimizer's state is kept.
+  """
+  fishleg_state = _fishleg_state(state)
+  if jax.tree.structure(lam) != jax.tree.structure(fishleg_state.lam):
+    raise ValueError(f"fishleg_set_lam: lam must have the structure of the state's lam "
+                     f"{jax.tree.structure(fishleg_state.lam)}; got {jax.tree.structure(lam)}.")
+  structure = _structure(fishleg_state)
+  replaced = fishleg_state._replace(lam=lam, q_cache=structure.product_cache(lam))
+  return jax.tree.map(lambda s: replaced if _is_fishleg_state(s) else s, state,
+                      is_leaf=_is_fishleg_state)

@@ -73,6 +73,8 @@ def test_block_qv_and_diagonal_equal_dense_q_built_from_factors(block):
   x = jax.random.normal(jax.random.key(1), _layout_shape(block))
   np.testing.assert_allclose(block.q_product(factors, x).reshape(-1), dense @ x.reshape(-1),
                              rtol=1e-10, atol=1e-10)
+  cached = block.cached_product(factors, block.product_cache(factors), x)
+  np.testing.assert_allclose(cached.reshape(-1), dense @ x.reshape(-1), rtol=1e-10, atol=1e-10)
   np.testing.assert_allclose(block.diagonal(factors).reshape(-1), jnp.diag(dense), rtol=1e-12)
   assert jnp.linalg.eigvalsh(dense).min() > -1e-10 * jnp.abs(dense).max()
 
@@ -99,7 +101,8 @@ def test_state_helpers_q_vector_and_diagonal_match_materialised_q(q_family):
   state = tx.init(params)
   fishleg_state = state[0]
   lam = _random_lam(optim.q_structure(params, q_family), jax.random.key(2))
-  state = (fishleg_state._replace(lam=lam),) + state[1:]
+  state = optim.fishleg_set_lam(state, lam)
+  assert state[0].lam is lam
   flat, unravel = ravel_pytree(params)
   dense = jax.jacfwd(lambda f: ravel_pytree(optim.fishleg_q_vector(state, unravel(f)))[0])(flat)
   np.testing.assert_allclose(dense, dense.T, atol=1e-10)
@@ -210,6 +213,29 @@ def test_kronecker_q_error_on_gradient_probes_falls_steadily():
     errors.append(error(state))
   assert all(b < a for a, b in zip(errors, errors[1:])), errors
   assert errors[-1] < 0.5 * errors[0], errors
+
+
+@pytest.mark.x64
+def test_update_applies_q_of_the_current_lam_through_a_cache_kept_in_step_with_lam():
+  _, params, _, fvp, _, _ = _frozen_tiny_model()
+  structure = optim.q_structure(params)
+  tx = optim.scale_by_fishleg(damping=0.1, aux_learning_rate=1e-2, update_aux_every=2,
+                              momentum=0.0)
+  state = optim.fishleg_set_lam(tx.init(params), _random_lam(structure, jax.random.key(8)))
+  step = jax.jit(lambda g, s: tx.update(g, s, params, fvp_fn=fvp))
+  for i in range(5):
+    grads = jax.tree.map(lambda p, i=i: jnp.cos(p + i), params)
+    direction, new_state = step(grads, state)
+    # The direction uses lam before this step's aux update; the cache follows lam after it.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12),
+                 direction, structure.q_vector(state.lam, grads))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14),
+                 new_state.q_cache, structure.product_cache(new_state.lam))
+    state = new_state
+  assert not np.allclose(state.lam["hidden"]["L"], _random_lam(structure, jax.random.key(8))[
+      "hidden"]["L"])
+  with pytest.raises(ValueError, match="structure of the state's lam"):
+    optim.fishleg_set_lam(state, {"hidden": state.lam["hidden"]})
 
 
 def test_non_finite_fisher_product_skips_the_aux_step():
