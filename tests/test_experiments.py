@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -28,8 +30,9 @@ def test_fishleg_autoencoder_smoke_writes_curves_for_every_optimizer(tmp_path):
     assert optimizer in text
 
 
-def test_treemaml_synthetic_smoke_reports_every_method(tmp_path):
-  _run("treemaml_synthetic.py", "--config=configs/treemaml_linear.py", f"--workdir={tmp_path}",
+@pytest.mark.parametrize("config", ["treemaml_linear.py", "treemaml_sinusoid.py"])
+def test_treemaml_synthetic_smoke_reports_every_method(tmp_path, config):
+  _run("treemaml_synthetic.py", f"--config=configs/{config}", f"--workdir={tmp_path}",
        "--config.meta_steps=3", "--config.num_test_batches=4", "--config.eval_chunk=2",
        "--config.seeds=0")
   [json_file] = list(tmp_path.glob("treemaml_*.json"))
