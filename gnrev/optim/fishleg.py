@@ -36,8 +36,8 @@ from the factors with its vjp and the preconditioned residual (~4 uncached Q pro
 cache rebuild, ~7 Adam steps' worth; amortised over ``k = 10`` the floor is ~2.3x Adam at the
 paper size (~2.4x for the digits autoencoder). Measured: paper size split 2.30x, ``lax.cond``
 2.58x (before the cache 2.74x and 2.90x); digits size split 2.03x, ``lax.cond`` 2.34x. The
-``lax.cond`` path pays extra at small sizes because XLA copies every lam, cache and
-aux-optimizer buffer into and out of the conditional on every step (cheap in bytes, costly in
+``lax.cond`` path pays ~0.3x Adam more at both sizes because XLA copies every lam, cache and
+aux-optimizer buffer into and out of the conditional on every step (no FLOPs, but bytes and
 count). A ``fvp_fn`` linearised outside ``update`` (``curvature.ggn_vector_product(...)`` built
 in the step) also makes the aux batch's forward pass, whose residuals are the conditional's
 operands, run on every step (2.59x instead of 2.34x at the digits size). Therefore: build
