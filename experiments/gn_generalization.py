@@ -143,7 +143,7 @@ def laziness(config: ml_collections.ConfigDict, workdir: str, seed: int, run: st
   def block_outputs(params, fixed, x):
     blocks_params, blocks_fixed, _ = model.apply({"params": params, **fixed}, features,
                                                  method=model.stack_variables)
-    flat = x.reshape(x.shape[0], -1)
+    flat = nets.flatten_inputs(x)
     y1, y2, outputs = flat[:, :h1], flat[:, h1:], []
     for p, f, activation in zip(blocks_params, blocks_fixed, model.activations):
       y1, y2 = nets.coupling_block(p, f, y1, y2, activation)

@@ -30,7 +30,7 @@ from gnrev.curvature import output_jvp
 from gnrev.gn.diagnostics import direction_summary, relative_error
 from gnrev.gn.targets import check_loss, newton_target
 from gnrev.nets import (branch, branch_hidden, branch_output, branch_weights_from_omega,
-                        coupling_inverse, split_sizes, stack_forward)
+                        coupling_inverse, flatten_inputs, split_sizes, stack_forward)
 
 SOLVERS = ("cholesky", "svd", "damped")
 ALLOCATIONS = ("full", "split")
@@ -254,8 +254,7 @@ def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
     raise ValueError(f"Unknown solver {solver!r}; allowed: {', '.join(SOLVERS)}.")
   if solver == "cholesky" and isinstance(damping, (int, float)) and damping != 0:
     raise ValueError("solver='cholesky' solves exactly; for damping > 0 use solver='damped'.")
-  x = jnp.asarray(x)
-  x = x.reshape(x.shape[0], -1)
+  x = flatten_inputs(x)
   batch_size, features = x.shape
   check_batch_fits(model, batch_size, features, solver)
   blocks_params, blocks_fixed, head = model.apply(variables, features,

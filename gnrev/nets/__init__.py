@@ -5,10 +5,10 @@ from gnrev.nets.coupling import (ACTIVATIONS, branch, branch_hidden, branch_outp
                                  feature_matrix)
 from gnrev.nets.reversible import (MEMORY_MODES, reversible_stack, stack_forward,
                                    stack_inverse)
-from gnrev.nets.revmlp import RevMLP, split_sizes
+from gnrev.nets.revmlp import RevMLP, flatten_inputs, split_sizes
 
 __all__ = [
     "ACTIVATIONS", "MEMORY_MODES", "RevMLP", "branch", "branch_hidden", "branch_output",
     "branch_weights_from_omega", "coupling_block", "coupling_inverse", "feature_matrix",
-    "reversible_stack", "split_sizes", "stack_forward", "stack_inverse",
+    "flatten_inputs", "reversible_stack", "split_sizes", "stack_forward", "stack_inverse",
 ]

@@ -22,6 +22,20 @@ def split_sizes(features: int) -> tuple[int, int]:
   return (features + 1) // 2, features // 2
 
 
+def flatten_inputs(x: jax.Array) -> jax.Array:
+  """Inputs as the ``(n, d)`` feature matrix a RevMLP splits into halves.
+
+  Images ``(n, H, W, C)`` (flax's NHWC) are flattened channel-major, in ``(C, H, W)`` order as
+  the paper's PyTorch tensors are, so that the halves ``[x1 | x2]`` of a CIFAR-10 image are the
+  paper's (the red plane and the top half of the green one first). With one channel (MNIST) this
+  is the plain row-major flatten. Any other input ``(n, ...)`` is flattened row-major.
+  """
+  x = jnp.asarray(x)
+  if x.ndim == 4:
+    x = jnp.moveaxis(x, -1, 1)
+  return x.reshape(x.shape[0], -1)
+
+
 def _orthonormal_columns(key, rows: int, cols: int, dtype) -> jax.Array:
   """A ``rows x cols`` matrix with orthonormal columns (QR of a Gaussian, signs fixed)."""
   q, r = jnp.linalg.qr(jax.random.normal(key, (rows, cols), dtype))
@@ -31,8 +45,8 @@ def _orthonormal_columns(key, rows: int, cols: int, dtype) -> jax.Array:
 class RevMLP(nn.Module):
   """Reversible coupling MLP with fixed random expansions and a fixed orthonormal head.
 
-  The input is flattened and split into halves ``[x1 | x2]``; ``num_blocks`` additive coupling
-  blocks (``gnrev.nets.coupling``) map it to a ``d``-dim hidden state ``h``; the logits are
+  The input is flattened (:func:`flatten_inputs`: channel-major for NHWC images) and split into
+  halves ``[x1 | x2]``; ``num_blocks`` additive coupling blocks (``gnrev.nets.coupling``) map it to a ``d``-dim hidden state ``h``; the logits are
   ``h U`` with a fixed ``U`` (``d x num_classes``) with orthonormal columns. Only the branch
   contractions ``W, b`` are trained (collection ``params``); the expansions ``C`` and the head
   ``U`` live in collection ``fixed``, so an optimizer over ``params`` never touches them.
@@ -145,7 +159,7 @@ class RevMLP(nn.Module):
     return tuple(blocks_params), tuple(blocks_fixed), head["U"]
 
   def _halves(self, x: jax.Array):
-    flat = x.reshape(x.shape[0], -1) if x.ndim >= 2 else x
+    flat = flatten_inputs(x) if x.ndim >= 2 else x
     if flat.shape[-1] == 0:
       raise ValueError(f"RevMLP got an input with no features, shape {x.shape}.")
     h1, _ = split_sizes(flat.shape[-1])
@@ -168,7 +182,10 @@ class RevMLP(nn.Module):
     return hidden @ head
 
   def inverse(self, h: jax.Array) -> jax.Array:
-    """Maps a hidden state ``h`` (``(..., d)``) back to the flattened input that produced it."""
+    """Maps a hidden state ``h`` (``(..., d)``) back to the flattened input that produced it.
+
+    Flattened as :func:`flatten_inputs` does (channel-major for ``(n, H, W, C)`` images).
+    """
     blocks_params, blocks_fixed, _ = self.stack_variables(h.shape[-1])
     h1, _ = split_sizes(h.shape[-1])
     x1, x2 = stack_inverse(blocks_params, blocks_fixed, h[..., :h1], h[..., h1:],

@@ -33,6 +33,22 @@ def test_right_inverse_realises_scaled_newton_target_exactly(loss, allocation, s
 
 
 @pytest.mark.x64
+def test_sweep_on_nhwc_images_splits_them_as_the_model_does():
+  model, variables, x, labels, apply_fn = tiny_problem()
+  # The same 12 features as 2 x 2 pixels with 3 channels (channel-major, as the model reads them).
+  images = jnp.transpose(x.reshape(8, 3, 2, 2), (0, 2, 3, 1))
+  np.testing.assert_allclose(apply_fn(variables["params"], images),
+                             apply_fn(variables["params"], x), rtol=1e-14)
+  direction, info = gn.exact_gn_direction(model, variables, images, labels, loss="mse")
+  target = gn.newton_target("mse", apply_fn(variables["params"], images), labels)
+  assert _dense_residual(apply_fn, variables["params"], images, direction, 3.0 * target) < 1e-10
+  assert float(info["residual"]) < 1e-10
+  flat_direction, _ = gn.exact_gn_direction(model, variables, x, labels, loss="mse")
+  np.testing.assert_allclose(ravel_pytree(direction)[0], ravel_pytree(flat_direction)[0],
+                             rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.x64
 def test_inverted_sweep_and_svd_solver_give_the_same_direction():
   model, variables, x, labels, _ = tiny_problem()
   reference, _ = gn.exact_gn_direction(model, variables, x, labels)

@@ -50,6 +50,25 @@ def test_images_are_flattened_and_one_example_is_a_vector():
                              rtol=1e-13)
 
 
+@pytest.mark.x64
+def test_nhwc_images_are_split_channel_major_as_the_paper_flattens_them():
+  # 2 x 2 pixels, 3 channels: the paper's tensor is (C, H, W), so x1 holds the red plane and
+  # the first half of the green one, whatever the pixel layout in memory.
+  images = jax.random.normal(jax.random.key(4), (4, 2, 2, 3), jnp.float64)
+  channel_planes = np.transpose(np.asarray(images), (0, 3, 1, 2)).reshape(4, 12)
+  np.testing.assert_array_equal(nets.flatten_inputs(images), channel_planes)
+  model, variables, _ = _model_and_variables(2, 12)
+  logits = model.apply(variables, images)
+  np.testing.assert_allclose(logits, model.apply(variables, channel_planes), rtol=1e-14)
+  assert not np.allclose(logits, model.apply(variables, images.reshape(4, 12)))
+  hidden = model.apply(variables, images, method=model.hidden)
+  np.testing.assert_allclose(model.apply(variables, hidden, method=model.inverse),
+                             channel_planes, rtol=1e-12, atol=1e-12)
+  # One channel (MNIST): channel-major is the plain row-major flatten.
+  gray = images[..., :1]
+  np.testing.assert_array_equal(nets.flatten_inputs(gray), np.asarray(gray).reshape(4, 4))
+
+
 def _loss(model, params, fixed, x):
   logits = model.apply({"params": params, "fixed": fixed}, x)
   return jnp.sum(jnp.sin(logits) ** 2) + jnp.sum(logits)
