@@ -22,7 +22,7 @@ from absl import logging
 from gnrev import data
 from gnrev.train import checkpoint, metrics, sharding
 from gnrev.train.models import MODELS, build_model, cross_entropy
-from gnrev.train.optimizers import OPTIMIZERS, OptimizerSetup, build_optimizer
+from gnrev.train.optimizers import OptimizerSetup, build_optimizer, optimizer_options
 
 # Sums kept in the train state over the current epoch: loss, accuracy, % loss change.
 EPOCH_SUMS = ("train_loss", "train_accuracy", "loss_change_pct")
@@ -38,21 +38,21 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if not config.optimizers:
     raise ValueError("config.optimizers is empty; give at least one run, e.g. {'adam': ...}.")
   for run, opt_config in config.optimizers.items():
-    if opt_config.name == "exact_gn":
-      _check_exact_gn(config, run)
-    elif opt_config.name not in OPTIMIZERS:
-      raise ValueError(f"Unknown optimizer {opt_config.name!r} in run {run!r}; allowed: "
-                       f"{', '.join(sorted(OPTIMIZERS))}.")
-    if opt_config.name == "fishleg" and config.model.get("memory_mode", "autodiff") != "autodiff":
+    try:
+      options = optimizer_options(opt_config)
+    except ValueError as e:
+      raise ValueError(f"Run {run!r}: {e}") from e
+    if options["name"] == "exact_gn":
+      _check_exact_gn(config, run, options["solver"])
+    if options["name"] == "fishleg" and config.model.get("memory_mode", "autodiff") != "autodiff":
       raise ValueError(f"Run {run!r}: fishleg's Fisher-vector products use jax.jvp, which needs "
                        "--config.model.memory_mode=autodiff.")
 
 
-def _check_exact_gn(config: ml_collections.ConfigDict, run: str) -> None:
+def _check_exact_gn(config: ml_collections.ConfigDict, run: str, solver: str) -> None:
   if config.model.name != "revmlp":
     raise ValueError(f"Run {run!r}: exact_gn needs model 'revmlp', got {config.model.name!r}.")
   expansion, batch_size = config.model.get("expansion"), config.data.batch_size
-  solver = config.optimizers[run].get("solver", "cholesky")
   if solver == "cholesky" and expansion is not None and batch_size > expansion + 1:
     raise ValueError(
         f"Run {run!r}: exact_gn with solver 'cholesky' needs batch_size <= expansion + 1, got "

@@ -64,6 +64,17 @@ def test_unknown_names_list_the_valid_ones(field, value, allowed):
     train.check_config(config)
 
 
+def test_misspelt_optimizer_option_fails_at_start_up_naming_the_run_and_the_allowed_ones():
+  config = smoke_config(fl={"name": "fishleg", "learning_rate": 0.1, "aux_lr": 1e-3})
+  with pytest.raises(ValueError, match=r"Run 'fl': Unknown field\(s\) aux_lr for optimizer "
+                                       r"'fishleg'; allowed: name, learning_rate, damping, "
+                                       r"aux_learning_rate"):
+    train.check_config(config)
+  config = smoke_config(plain={"name": "sgd"})
+  with pytest.raises(ValueError, match="Run 'plain': Optimizer 'sgd' needs a learning_rate"):
+    train.check_config(config)
+
+
 def test_exact_gn_batch_larger_than_expansion_plus_one_fails_at_start_up():
   config = smoke_config(gn={"name": "exact_gn", "learning_rate": 0.1})
   config.model.expansion, config.data.batch_size = 16, 32
