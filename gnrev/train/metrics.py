@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:  # matplotlib loads in plot_curves only: importing gnrev.train stays fast
+  from matplotlib.figure import Figure
 
 
 class JsonlWriter:
@@ -90,6 +92,8 @@ PANELS = (("train_loss", "train loss (pre-step batch)", "log"),
 
 def plot_curves(records: Iterable[dict]) -> Figure:
   """One panel per metric of :data:`PANELS` that the records hold, one curve per run."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
   records = list(records)
   runs = list(dict.fromkeys(r["run"] for r in records))
   panels = [p for p in PANELS if any(p[0] in r for r in records)] or PANELS[:1]
