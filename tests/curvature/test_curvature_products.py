@@ -36,6 +36,13 @@ def _likelihood(name):
   return curvature.gaussian(0.7) if name == "gaussian" else curvature.get_likelihood(name)
 
 
+def _assert_product_is(product, dense, unravel, seed):
+  """``product`` (a params-shaped matrix-free product) applied to a random ``v`` is ``dense v``."""
+  v = jax.random.normal(jax.random.key(seed), (dense.shape[1],), dense.dtype)
+  np.testing.assert_allclose(ravel_pytree(product(unravel(v)))[0], dense @ v, rtol=1e-10,
+                             atol=1e-12)
+
+
 @pytest.mark.x64
 @pytest.mark.parametrize("name", LIKELIHOOD_CASES)
 def test_ggn_vector_product_equals_dense_jt_h_j(name):
@@ -47,9 +54,8 @@ def test_ggn_vector_product_equals_dense_jt_h_j(name):
   jac = jax.jacfwd(lambda f: apply_fn(unravel(f), x).reshape(-1))(flat)
   h_out = jax.hessian(lambda o: lik.nll(o.reshape(outputs.shape), targets))(outputs.reshape(-1))
   dense_ggn = jac.T @ h_out @ jac
-  v = jax.random.normal(jax.random.key(2), flat.shape)
-  gv = curvature.ggn_vector_product(apply_fn, params, x, lik)(unravel(v))
-  np.testing.assert_allclose(ravel_pytree(gv)[0], dense_ggn @ v, rtol=1e-10, atol=1e-12)
+  _assert_product_is(curvature.ggn_vector_product(apply_fn, params, x, lik), dense_ggn, unravel,
+                     seed=2)
 
 
 @pytest.mark.x64
@@ -64,9 +70,8 @@ def test_ggn_equals_categorical_fisher_by_label_enumeration():
 
   fisher = sum(probs[n, c] * jnp.outer(example_grad(n, c), example_grad(n, c))
                for n in range(x.shape[0]) for c in range(3)) / x.shape[0]
-  v = jax.random.normal(jax.random.key(3), flat.shape)
-  gv = curvature.ggn_vector_product(apply_fn, params, x, lik)(unravel(v))
-  np.testing.assert_allclose(ravel_pytree(gv)[0], fisher @ v, rtol=1e-10, atol=1e-12)
+  _assert_product_is(curvature.ggn_vector_product(apply_fn, params, x, lik), fisher, unravel,
+                     seed=3)
 
 
 @pytest.mark.x64
@@ -77,9 +82,7 @@ def test_hessian_vector_product_equals_dense_hessian():
   targets = _targets("bernoulli", apply_fn(params, x))
   loss = lambda p: lik.nll(apply_fn(p, x), targets)
   dense = jax.hessian(lambda f: loss(unravel(f)))(flat)
-  v = jax.random.normal(jax.random.key(4), flat.shape)
-  hv = curvature.hessian_vector_product(loss, params)(unravel(v))
-  np.testing.assert_allclose(ravel_pytree(hv)[0], dense @ v, rtol=1e-10, atol=1e-12)
+  _assert_product_is(curvature.hessian_vector_product(loss, params), dense, unravel, seed=4)
 
 
 @pytest.mark.x64

@@ -45,38 +45,23 @@ def test_loader_honours_overridden_file_and_column_names(tmp_path):
   np.testing.assert_array_equal(data.returned, [1, 0, 1, 0])
 
 
-def test_loader_names_the_missing_file(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"variants\.csv.*variant_id"):
-    gr.load_graph_returns(_write(tmp_path, variants=None))
-
-
-def test_loader_names_the_missing_column(tmp_path):
-  events = EVENTS.replace("returned", "label")
-  with pytest.raises(ValueError, match=r"events\.csv.*lacks column.*'returned'"):
-    gr.load_graph_returns(_write(tmp_path, events=events))
-
-
-def test_loader_rejects_a_non_numeric_label(tmp_path):
-  events = EVENTS.replace("bob,v9,true", "bob,v9,maybe")
-  with pytest.raises(ValueError, match=r"line 4 column 'returned': 'maybe'.*allowed: 0, 1"):
-    gr.load_graph_returns(_write(tmp_path, events=events))
-
-
-def test_loader_rejects_a_non_numeric_feature(tmp_path):
-  customers = CUSTOMERS.replace("45", "forty-five")
-  with pytest.raises(ValueError, match=r"customers\.csv.*line 3 column 'age'.*not a number"):
-    gr.load_graph_returns(_write(tmp_path, customers=customers))
-
-
-def test_loader_rejects_an_event_of_an_unknown_node(tmp_path):
-  events = EVENTS.replace("alice,v9", "dave,v9")
-  with pytest.raises(ValueError, match=r"customer_id 'dave' is not in the node file"):
-    gr.load_graph_returns(_write(tmp_path, events=events))
-
-
-def test_loader_rejects_repeated_node_ids(tmp_path):
-  with pytest.raises(ValueError, match=r"repeats 'variant_id'.*v9"):
-    gr.load_graph_returns(_write(tmp_path, variants=VARIANTS + "v9,1.0,1\n"))
+@pytest.mark.parametrize("files,error,message", [
+    ({"variants": None}, FileNotFoundError, r"variants\.csv.*variant_id"),
+    ({"events": EVENTS.replace("returned", "label")}, ValueError,
+     r"events\.csv.*lacks column.*'returned'"),
+    ({"events": EVENTS.replace("bob,v9,true", "bob,v9,maybe")}, ValueError,
+     r"line 4 column 'returned': 'maybe'.*allowed: 0, 1"),
+    ({"customers": CUSTOMERS.replace("45", "forty-five")}, ValueError,
+     r"customers\.csv.*line 3 column 'age'.*not a number"),
+    ({"events": EVENTS.replace("alice,v9", "dave,v9")}, ValueError,
+     r"customer_id 'dave' is not in the node file"),
+    ({"variants": VARIANTS + "v9,1.0,1\n"}, ValueError, r"repeats 'variant_id'.*v9"),
+], ids=["missing_file", "missing_column", "non_numeric_label", "non_numeric_feature",
+        "event_of_unknown_node", "repeated_node_ids"])
+def test_loader_rejects_bad_files_naming_the_file_line_and_column(tmp_path, files, error,
+                                                                   message):
+  with pytest.raises(error, match=message):
+    gr.load_graph_returns(_write(tmp_path, **files))
 
 
 def test_loader_rejects_a_ragged_row(tmp_path):
