@@ -20,7 +20,7 @@ import optax
 from absl import logging
 
 from gnrev import data
-from gnrev.train import checkpoint, metrics, sharding
+from gnrev.train import checkpoint, metrics, sharding, validation
 from gnrev.train.models import MODELS, build_model, cross_entropy
 from gnrev.train.optimizers import OptimizerSetup, build_optimizer, optimizer_options
 
@@ -30,6 +30,7 @@ EPOCH_SUMS = ("train_loss", "train_accuracy", "loss_change_pct")
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Fails at start-up, with the reason, on names or sizes that could only fail mid-run."""
+  validation.check_config(config)  # every field of every run (gnrev/train/validation.py)
   if config.data.name not in data.DATASETS:
     raise ValueError(f"Unknown dataset {config.data.name!r}; allowed: "
                      f"{', '.join(sorted(data.DATASETS))}.")
@@ -182,8 +183,8 @@ def train_run(config: ml_collections.ConfigDict, run: str, train: data.Dataset,
     restored = checkpoint.restore_latest(manager, state)
     state = restored if restored is not None else state
     start = int(state["step"])
-    if is_writer:
-      writer.truncate_after(run, start)
+    if is_writer:  # from scratch, step 0's evaluation is written again: drop the old one
+      writer.truncate_after(run, start if start > 0 else -1)
     if start == 0:
       write({"step": 0, "epoch": 0, **eval_now(state)})
     logging.info("Run %s: steps %d..%d of %d (%d per epoch).", run, start, total, total, per_epoch)
@@ -249,11 +250,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   mesh = sharding.make_mesh(config.num_devices)
   sharding.check_divisible(config.data.batch_size, mesh, "data.batch_size")
   sharding.check_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
+  # Everything that can fail is checked before the workdir is touched (robustness: validation).
+  train, test = load_data(config)
+  validation.check_data(config, train, test)
+  validation.check_resume(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-  train, test = load_data(config)
+    metrics.write_atomically(os.path.join(workdir, "config.json"),
+                             config.to_json_best_effort(indent=2))
   results = {run: train_run(config, run, train, test, mesh, workdir)
              for run in config.optimizers}
   if jax.process_index() == 0:
