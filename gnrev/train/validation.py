@@ -42,7 +42,8 @@ class Rule:
   """What one config field may hold.
 
   Attributes:
-    kind: ``"int"``, ``"number"`` (finite int or float), ``"bool"``, ``"str"`` or ``"choice"``.
+    kind: ``"int"``, ``"number"`` (finite int or float), ``"bool"``, ``"str"``, ``"choice"`` or
+      ``"custom"`` (checked by its own code below, e.g. exact GN's ``allocation``).
     low, high: inclusive bounds of numbers (exclusive with ``low_open`` / ``high_open``).
     choices: the allowed values of a ``"choice"`` (or a function returning them, read late so
       that registries filled after import count).
@@ -61,6 +62,8 @@ class Rule:
     return sorted(choices)
 
   def allows(self, value: Any) -> bool:
+    if self.kind == "custom":
+      return True
     if value is None:
       return self.optional
     if self.kind == "bool":
@@ -81,7 +84,9 @@ class Rule:
                                                        value == self.high))
 
   def describe(self) -> str:
-    if self.kind == "bool":
+    if self.kind == "custom":
+      text = "see its documentation"
+    elif self.kind == "bool":
       text = "True or False"
     elif self.kind == "str":
       text = "a string"
@@ -142,6 +147,7 @@ OPTION_RULES: dict[str, dict[str, Rule]] = {
     "sgd": {"momentum": UNIT, "nesterov": BOOL},
     "adam": {"b1": UNIT, "b2": UNIT, "eps": NON_NEGATIVE},
     "exact_gn": {"loss": _choice(gn.LOSSES), "solver": _choice(gn.SOLVERS),
+                 "allocation": Rule("custom"),  # a name or per-block weights: _check_exact_gn
                  "rtol": _number(0, 1, high_open=True), "atol": NON_NEGATIVE,
                  "damping": NON_NEGATIVE, "keep_activations": BOOL},
     "gauss_newton": {"loss": _choice(gn.LOSSES), "damping": NON_NEGATIVE,
@@ -270,7 +276,7 @@ def check_config(config) -> None:
     raise ConfigError(f"Unknown model {config.model.get('name')!r} (config.model.name); "
                       f"allowed: {', '.join(sorted(MODELS))}.")
   try:  # the module's own checks of its attributes (RevMLP: num_blocks, expansion, ...)
-    build_model(config.model, 1)
+    build_model(config.model, 2)
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config.model ({config.model.name!r}): {e}") from e
   if not config.optimizers:
@@ -349,6 +355,14 @@ def _run_options(run_config: Any) -> Any:
   return run_config
 
 
+def _differences(field: str, before: Any, now: Any) -> list[str]:
+  """``"field (before in the workdir, now now)"`` for each leaf that differs."""
+  if isinstance(before, Mapping) and isinstance(now, Mapping):
+    return [d for key in sorted(set(before) | set(now)) for d in _differences(
+        f"{field}.{key}", before.get(key, "<absent>"), now.get(key, "<absent>"))]
+  return [] if before == now else [f"{field} ({before!r} in the workdir, {now!r} now)"]
+
+
 def check_resume(config, workdir: str) -> None:
   """Raises :class:`ConfigError` if ``workdir`` was trained with an incompatible config.
 
@@ -368,16 +382,11 @@ def check_resume(config, workdir: str) -> None:
   new = _plain(config.to_dict() if hasattr(config, "to_dict") else dict(config))
   differences = []
   for field in RESUME_FIELDS:
-    before, now = _lookup(saved, field), _lookup(new, field)
-    if before != now:
-      differences.append(f"{field} ({before!r} in the workdir, {now!r} now)")
+    differences += _differences(field, _lookup(saved, field), _lookup(new, field))
   saved_runs, new_runs = saved.get("optimizers", {}), new.get("optimizers", {})
   for run in sorted(set(saved_runs) & set(new_runs)):
-    before, now = _run_options(saved_runs[run]), _run_options(new_runs[run])
-    for option in sorted(set(before) | set(now)):
-      if before.get(option, "<absent>") != now.get(option, "<absent>"):
-        differences.append(f"optimizers.{run}.{option} ({before.get(option, '<absent>')!r} in "
-                           f"the workdir, {now.get(option, '<absent>')!r} now)")
+    differences += _differences(f"optimizers.{run}", _run_options(saved_runs[run]),
+                                _run_options(new_runs[run]))
   if differences:
     raise ConfigError(
         f"Workdir {workdir!r} holds runs trained with another config; its checkpoints do not fit "
