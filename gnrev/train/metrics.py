@@ -43,7 +43,7 @@ def write_atomically(path: str, text: str) -> None:
 
   A reader, or a kill at any moment, sees the old file or the new one, never a part of either.
   """
-  temporary = f"{path}.tmp-{os.getpid()}"
+  temporary = f"{path}.tmp"  # one writer (process 0); a killed one's is overwritten next time
   with open(temporary, "w") as f:
     f.write(text)
     f.flush()
