@@ -51,7 +51,8 @@ def tick(kind):
   count[kind] += 1
   if kind == event and count[kind] == int(n):
     os.kill(os.getpid(), signal.SIGKILL)
-write, save, rewrite = metrics.JsonlWriter.write, ocp.CheckpointManager.save, metrics.write_atomically
+write, save = metrics.JsonlWriter.write, ocp.CheckpointManager.save
+rewrite = metrics.write_atomically
 def write_then_tick(self, record):
   write(self, record)
   tick("record")
