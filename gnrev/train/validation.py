@@ -18,6 +18,7 @@ option without a rule must at least have the type of its default (:func:`optimiz
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -251,6 +252,18 @@ def _check_exact_gn_options(config, field: str, options: dict) -> None:
                  "singular, solve: use solver 'cholesky' or 'svd' for it)")
 
 
+def _check_dataset_options(name: str, options: dict) -> None:
+  parameters = inspect.signature(data.DATASETS[name]).parameters
+  if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+    return
+  allowed = [p for p in parameters if p not in ("split", "data_dir")]
+  unknown = sorted(set(options) - set(allowed))
+  if unknown:
+    raise ConfigError(
+        f"config.data.options has unknown option(s) {', '.join(unknown)} for dataset {name!r}; "
+        f"allowed: {', '.join(allowed) or 'none'}.")
+
+
 def check_config(config) -> None:
   """Checks every field of ``config`` and of each run alone; raises the first :class:`ConfigError`.
 
@@ -272,6 +285,7 @@ def check_config(config) -> None:
   options = config.data.get("options", None)
   if options is not None and not hasattr(options, "items"):
     raise _error("data.options", options, "a dict of the dataset's own options")
+  _check_dataset_options(config.data.name, dict(options or {}))
   if config.model.get("name") not in MODELS:
     raise ConfigError(f"Unknown model {config.model.get('name')!r} (config.model.name); "
                       f"allowed: {', '.join(sorted(MODELS))}.")

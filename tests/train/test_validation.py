@@ -48,7 +48,12 @@ class _nothing:
     return False
 
 
-DELETE = object()
+class _Delete:
+  def __repr__(self):  # stable test ids across pytest-xdist workers
+    return "<deleted>"
+
+
+DELETE = _Delete()
 
 # (field, bad value, a fragment of what the message says is allowed)
 BAD_FIELDS = [
@@ -125,6 +130,8 @@ BAD_STRUCTURE = [
     ("optimizers.gn_damped", {"name": "exact_gn", "learning_rate": 0.1, "solver": "damped"},
      "config.optimizers.gn_damped.damping = 0.0 is not allowed; expected a number > 0 with "
      "solver 'damped'"),
+    ("data.options", {"sed": 1}, "config.data.options has unknown option(s) sed for dataset "
+                                 "'digits'; allowed: seed."),
     ("data.name", "imagenet", "Unknown dataset 'imagenet' (config.data.name); allowed: cifar10"),
     ("model.name", "resnet", "Unknown model 'resnet' (config.model.name); allowed: cnn"),
     ("model.expansion", -3, "config.model ('revmlp'): expansion must be a positive int or None"),
