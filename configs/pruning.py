@@ -8,7 +8,7 @@ small CNN of ``gnrev.train.models`` on scikit-learn's 8x8 digits (offline).
 
 Run (default, about 6 minutes on 2 CPU cores):
 
-  python experiments/pruning.py --config=configs/pruning.py --workdir=/tmp/pruning
+  python experiments/pruning.py --config=configs/pruning.py --workdir=runs/pruning
 
 Smoke run (a minute): ``--config=configs/pruning.py:smoke``. Larger run: ``:large`` (wider
 models, more steps and seeds); with the CIFAR-10 files in ``data_dir`` use

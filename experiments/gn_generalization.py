@@ -12,10 +12,13 @@ batch, per-epoch checkpoints) and analyses the runs:
 4. ``ablations``: GN's allocation, truncation and damping against the paper's GN and Adam.
 
 Each finding writes ``<out>/gn_generalization_<finding>.json`` (per-epoch means and standard
-deviations over seeds, summaries, GN's function-space residual) and ``.png``.
+deviations over seeds, summaries, GN's function-space residual) and ``.png``. ``--out`` defaults
+to ``runs/gn_generalization/results``; the committed results are updated only on request, with
+``--out experiments/results``.
 
   python experiments/gn_generalization.py                          # all findings, digits (~10 min)
   python experiments/gn_generalization.py --findings fullbatch --size smoke --out /tmp/x
+  python experiments/gn_generalization.py --out experiments/results   # refresh committed results
   python experiments/gn_generalization.py --size paper_mnist       # needs MNIST files and a GPU
   python experiments/gn_generalization.py --lr_sweep --findings fullbatch,minibatch   # step sizes
 """
@@ -371,7 +374,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--size", default="default", choices=SIZES)
   parser.add_argument("--dataset", default="digits")
   parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "gn_generalization"))
-  parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results"))
+  # Never experiments/results unless asked: a smoke run must not overwrite the committed results.
+  parser.add_argument("--out", default=os.path.join(REPO, "runs", "gn_generalization", "results"))
   parser.add_argument("--lr_sweep", action="store_true",
                       help="try config.lr_grid on seed 42 instead of the comparison")
   args = parser.parse_args(argv)

@@ -242,5 +242,6 @@ def main(argv):
 if __name__ == "__main__":
   # Flags defined here only, so importing this module (smoke test) leaves absl's flags alone.
   config_flags.DEFINE_config_file("config", "configs/pruning.py", "Experiment config.")
-  flags.DEFINE_string("workdir", "/tmp/pruning", "Where pruning.json and pruning.png go.")
+  flags.DEFINE_string("workdir", "runs/pruning", "Where pruning.json and pruning.png go "
+                      "(experiments/results only when asked: it holds the committed results).")
   app.run(main)

@@ -1,9 +1,13 @@
 """Command-line entry point: ``python -m gnrev.main --config=configs/X.py --workdir=runs/X``.
 
 ``--config`` is an ml_collections config file (locked: ``--config.a.b=v`` overrides only
-existing fields; ``configs/X.py:arg`` passes ``arg`` to its ``get_config``). The run itself is
+existing fields, and every option of each run's optimizer exists, with its default;
+``configs/X.py:arg`` passes ``arg`` to its ``get_config``). The run itself is
 :func:`gnrev.train.train_and_evaluate`, which notebooks call directly. For several hosts, call
 ``jax.distributed.initialize()`` before training (see :mod:`gnrev.train.sharding`).
+
+A bad flag, config, data file or workdir stops the launch before anything trains with one line on
+stderr and exit status 1; ``GNREV_TRACEBACK=1`` (or ``--verbosity=1``) shows the traceback.
 """
 
 import os
@@ -12,17 +16,59 @@ import os
 # cores (GN steps 2.5x slower on 2 cores); set before numpy or jaxlib load it.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import ast  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+
 from absl import app, flags, logging  # noqa: E402
 import jax  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 from gnrev import train  # noqa: E402
+from gnrev.train import configs  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and plots.")
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
-                                lock_config=True)
+configs.define_config_flag("config")
 flags.mark_flags_as_required(["config", "workdir"])
+
+# What a user's input can raise (flags, config files, data files, workdirs); anything else is a
+# bug and keeps its traceback.
+USER_ERRORS = (ValueError, TypeError, AttributeError, KeyError, OSError, flags.Error)
+
+
+def _traceback_wanted(argv) -> bool:
+  if os.environ.get("GNREV_TRACEBACK", "") not in ("", "0"):
+    return True
+  return any(re.fullmatch(r"--?(verbosity|v)=([1-9]\d*)", arg) for arg in argv)
+
+
+def _text(error: BaseException) -> str:
+  """The message of ``error`` on one line (KeyErrors and ml_collections quote theirs)."""
+  message = str(error.args[0]) if error.args else str(error)
+  if "Traceback (most recent call last)" in message:  # ml_collections embeds the config's one
+    message = [line for line in message.splitlines() if line.strip()][-1]
+  while message[:1] in ("'", '"') and message[-1:] == message[:1]:
+    try:
+      message = str(ast.literal_eval(message))
+    except (ValueError, SyntaxError):
+      break
+  return " ".join(message.split()) or type(error).__name__
+
+
+def _exit_with_one_line(message: str) -> None:
+  print(f"gnrev.main: error: {message} (GNREV_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+  sys.exit(1)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad flag or config reported on one line."""
+  try:
+    return FLAGS(argv)
+  except USER_ERRORS as e:
+    if _traceback_wanted(argv):
+      raise
+    unknown = isinstance(e, (KeyError, AttributeError))  # --config.<field> that is not there
+    _exit_with_one_line(("unknown config field: " if unknown else "") + _text(e))
 
 
 def main(argv):
@@ -32,8 +78,13 @@ def main(argv):
   logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train.train_and_evaluate(configs.finish_config_flag("config"), FLAGS.workdir)
+  except USER_ERRORS as e:
+    if _traceback_wanted(sys.argv):
+      raise
+    _exit_with_one_line(_text(e))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,4 +1,6 @@
-"""The real entry point, ``python -m gnrev.main``: smoke runs, override errors, kill-and-resume.
+"""The real entry point, ``python -m gnrev.main``: smoke runs, overrides, errors on one line.
+
+Kill-and-resume through the launcher is tested in tests/train/test_resume.py.
 
 Launcher configs are the files in configs/ with ``LAUNCHER = True`` at module level (other
 configs/ files belong to experiment scripts and are not run here).
@@ -9,13 +11,11 @@ import os
 import subprocess
 import sys
 
-import jax
-import numpy as np
 import pytest
 from absl import flags
-from ml_collections import config_flags
 
 from gnrev import train
+from gnrev.train import configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER_CONFIGS = sorted(
@@ -46,10 +46,9 @@ def test_every_launcher_config_runs_end_to_end_and_writes_its_artefacts(tmp_path
 
 def parse_config_flags(argv):
   flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
-                                  sys_argv=argv)
+  configs.define_config_flag("config", flag_values=flag_values, sys_argv=argv)
   flag_values(argv)
-  return flag_values.config
+  return configs.finish_config_flag("config", flag_values)
 
 
 def test_config_override_typo_fails_with_ml_collections_suggestion():
@@ -61,48 +60,40 @@ def test_config_override_typo_fails_with_ml_collections_suggestion():
   assert config.optimizers.adam.learning_rate == 0.5 and config.data.train_subset == 128
 
 
-KILL_AT_STEP = 11
-# Runs gnrev.main, but SIGKILLs itself right after writing the metrics of step 11 of run "sgd",
-# so that the kill lands at the same point every time, between checkpoints (every 5 steps).
-KILLED_MAIN = f"""
-import os, signal, sys
-from absl import app
-from gnrev import main
-from gnrev.train import metrics
-write = metrics.JsonlWriter.write
-def write_then_die(self, record):
-  write(self, record)
-  if record["run"] == "sgd" and record["step"] == {KILL_AT_STEP}:
-    os.kill(os.getpid(), signal.SIGKILL)
-metrics.JsonlWriter.write = write_then_die
-app.run(main.main)
-"""
+def test_every_optimizer_option_is_settable_although_the_config_file_omits_it():
+  path = os.path.join(REPO, "configs", "cnn_mnist1d.py")  # spells out none of these options
+  config = parse_config_flags(["main", f"--config={path}:smoke", "--config.optimizers.adam.b1=0.5",
+                               "--config.optimizers.sgd.nesterov=True",
+                               "--config.optimizers.fishleg.q_family=diagonal"])
+  assert config.optimizers.adam.b1 == 0.5 and config.optimizers.adam.b2 == 0.999
+  assert config.optimizers.sgd.nesterov is True
+  assert config.optimizers.fishleg.q_family == "diagonal"
+  for run, run_config in config.optimizers.items():  # every option present, with its default
+    assert set(train.OPTIONS[run_config.name]) <= set(run_config), run
+  train.check_config(config)
+  # An option whose default is None takes a value too.
+  config = parse_config_flags(["main", f"--config={path}:smoke",
+                               "--config.optimizers.gauss_newton.maxiter=3"])
+  assert config.optimizers.gauss_newton.maxiter == 3
+  # Renaming a run's optimizer drops the options filled in for the old one, not those set.
+  renamed = ["main", f"--config={path}:smoke", "--config.optimizers.adam.name=sgd"]
+  config = parse_config_flags(renamed)
+  assert dict(config.optimizers.adam) == {"name": "sgd", "learning_rate": 1e-3}
+  config = parse_config_flags(renamed + ["--config.optimizers.adam.b1=0.5"])
+  with pytest.raises(ValueError, match=r"Run 'adam': Unknown field\(s\) b1 for optimizer 'sgd'"):
+    train.check_config(config)
 
 
-def test_run_killed_mid_training_resumes_to_the_same_params_as_an_uninterrupted_run(tmp_path):
+def test_bad_input_is_one_line_on_stderr_and_exit_1_traceback_on_request(tmp_path):
   path = os.path.join(REPO, "configs", "default.py")
-  overrides = ["--config.num_epochs=4", "--config.checkpoint_every=5",
-               "--config.optimizers.adam.learning_rate=0.01"]
-  args = [f"--config={path}:smoke", f"--workdir={tmp_path / 'killed'}", *overrides]
-  killed = subprocess.run([sys.executable, "-c", KILLED_MAIN, *args], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=300)
-  assert killed.returncode == -9, killed.stderr[-3000:]
-  sgd_checkpoints = os.listdir(tmp_path / "killed" / "sgd" / "checkpoints")
-  latest = max(int(s) for s in sgd_checkpoints if s.isdigit())
-  assert 0 < latest < KILL_AT_STEP
-  resumed = subprocess.run(MAIN + args, cwd=REPO, env=ENV, capture_output=True, text=True,
-                           timeout=300)
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  total = 4 * 4  # 4 epochs of 128 examples in batches of 32
-  assert f"Run adam: steps {total}..{total}" in resumed.stderr  # finished: nothing to redo
-  assert f"Run sgd: steps {latest}..{total}" in resumed.stderr  # resumed, not restarted
-
-  config = train.load_config(path, "smoke")
-  config.num_epochs, config.checkpoint_every = 4, 5
-  config.optimizers.adam.learning_rate = 0.01
-  reference = train.train_and_evaluate(config, str(tmp_path / "reference"))
-  for run in config.optimizers:
-    restored = train.load_params(str(tmp_path / "killed" / run / "checkpoints"))
-    jax.tree.map(np.testing.assert_array_equal, restored, jax.device_get(reference[run]["params"]))
-  assert (train.read_metrics(str(tmp_path / "killed")) ==
-          train.read_metrics(str(tmp_path / "reference")))
+  args = MAIN + [f"--config={path}:smoke", f"--workdir={tmp_path / 'w'}",
+                 "--config.optimizers.adam.b1=1.5"]
+  quiet = subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+  assert quiet.returncode == 1
+  assert quiet.stderr.splitlines()[-1].startswith(
+      "gnrev.main: error: config.optimizers.adam.b1 = 1.5 is not allowed; expected a finite "
+      "number in [0, 1)"), quiet.stderr
+  assert "Traceback" not in quiet.stderr and not (tmp_path / "w").exists()
+  loud = subprocess.run(args, cwd=REPO, env={**ENV, "GNREV_TRACEBACK": "1"}, capture_output=True,
+                        text=True, timeout=300)
+  assert loud.returncode == 1 and "Traceback" in loud.stderr and "ConfigError" in loud.stderr

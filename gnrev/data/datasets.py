@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import numpy as np
 
 from gnrev.data import files, graph_returns as graph_returns_data, mnist1d
+from gnrev.data.checks import check_labels
 
 OFFLINE_DATASETS = ("digits", "mnist5k", "mnist1d", "teacher_student")
 DATA_DIR_ENV = "GNREV_DATA_DIR"
@@ -224,6 +225,7 @@ def _idx_loader(name: str, subdir: str, mean: float, std: float) -> Callable[...
           raise ValueError(
               f"{images} and {labels}: expected (n, rows, cols) images and (n,) labels with the "
               f"same n; got {x.shape} and {y.shape}.")
+        check_labels(y, 10, labels)
         x = (x.astype(np.float32)[..., None] / 255.0 - mean) / std
         return Dataset(x.astype(np.float32), y.astype(np.int32), 10)
     raise _missing(name, os.path.join(root, subdir), [n + "[.gz]" for n in names])

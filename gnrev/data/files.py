@@ -14,15 +14,23 @@ import zlib
 
 import numpy as np
 
+from gnrev.data.checks import check_labels
+
 IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049
 CIFAR10_PIXELS = 3 * 32 * 32
 
 
 def _read_bytes(path: str) -> bytes:
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    return f.read()
+  if not path.endswith(".gz"):
+    with open(path, "rb") as f:
+      return f.read()
+  try:
+    with gzip.open(path, "rb") as f:
+      return f.read()
+  except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+    raise ValueError(f"{path}: not a readable gzip file ({type(e).__name__}: {e}); the file is "
+                     f"truncated or corrupt (re-copy it, or store it uncompressed).") from e
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -47,6 +55,9 @@ def read_idx(path: str) -> np.ndarray:
   if len(raw) < header:
     raise ValueError(f"{path}: truncated IDX header; expected {header} bytes, got {len(raw)}.")
   shape = struct.unpack(f">{ndim}i", raw[4:header])
+  if min(shape) < 1:
+    raise ValueError(f"{path}: IDX header announces shape {shape}; every size must be >= 1 "
+                     f"(an IDX file with no examples or empty images cannot be trained on).")
   expected = int(np.prod(shape))
   if len(raw) - header != expected:
     raise ValueError(
@@ -70,10 +81,12 @@ def read_cifar10_python(path: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"{path}: expected a pickled dict with keys b'data' and b'labels'.")
   data = np.asarray(batch[b"data"], np.uint8)
   labels = np.asarray(batch[b"labels"], np.int64)
-  if data.ndim != 2 or data.shape[1] != CIFAR10_PIXELS or len(labels) != len(data):
+  if (data.ndim != 2 or data.shape[1] != CIFAR10_PIXELS or len(labels) != len(data) or
+      not data.size):
     raise ValueError(
-        f"{path}: expected b'data' of shape (n, {CIFAR10_PIXELS}) and n labels; got "
+        f"{path}: expected b'data' of shape (n, {CIFAR10_PIXELS}) with n >= 1 and n labels; got "
         f"{data.shape} and {labels.shape}.")
+  check_labels(labels, 10, path)
   return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 

@@ -1,8 +1,8 @@
 """Checkpoints with orbax: the one module that knows orbax's API.
 
 A checkpoint holds the whole training state (params, optimizer state, step, rng key and the
-running epoch sums), so that a killed run resumes from its last checkpoint and ends with the same
-parameters as an uninterrupted run.
+running epoch sums), so that a killed run resumes from its last intact checkpoint and ends with
+the same parameters as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -12,13 +12,19 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 def checkpoint_manager(directory: str, *, save_every: int,
-                       max_to_keep: int) -> ocp.CheckpointManager:
-  """An async ``CheckpointManager`` saving every ``save_every`` steps; close it when done."""
+                       max_to_keep: int | None) -> ocp.CheckpointManager:
+  """An async ``CheckpointManager`` saving every ``save_every`` steps; close it when done.
+
+  Temporary directories of saves that a kill interrupted are removed when it opens (orbax
+  commits a checkpoint by renaming its temporary directory, so they never count as a step).
+  """
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_every,
-                                         enable_async_checkpointing=True, create=True)
+                                         enable_async_checkpointing=True, create=True,
+                                         cleanup_tmp_directories=True)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
@@ -27,14 +33,41 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, *, force: bool =
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
-  """The latest checkpoint restored into ``target``'s structure, shapes and shardings, or None."""
-  step = manager.latest_step()
-  if step is None:
-    return None
+  """The newest intact checkpoint restored into ``target``'s structure, shapes and shardings.
+
+  A checkpoint that cannot be read (a truncated data file, an empty ``_METADATA``) is skipped
+  with a warning naming it and the step used instead, and deleted, so that the resumed run
+  saves that step again. Returns None when there is no checkpoint.
+
+  Raises:
+    ValueError: if checkpoints exist but none of them can be restored into ``target`` (then
+      they are left on disk and the message names the directory).
+  """
   abstract = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)),
       target)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  steps = sorted(manager.all_steps(), reverse=True)
+  unreadable = []
+  for step in steps:
+    try:
+      restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # pylint: disable=broad-except  (orbax, TensorStore, JSON, OS errors)
+      unreadable.append((step, e))
+      continue
+    for bad, error in unreadable:
+      logging.warning("Checkpoint step %d in %s is unreadable (%s: %s); resuming from step %d "
+                      "instead.", bad, manager.directory, type(error).__name__,
+                      str(error).splitlines()[0][:200] if str(error) else "", step)
+      manager.delete(bad)
+    return restored
+  if unreadable:
+    step, error = unreadable[0]
+    raise ValueError(
+        f"No checkpoint in {manager.directory} can be restored (steps "
+        f"{', '.join(str(s) for s, _ in unreadable)}; step {step}: {type(error).__name__}: "
+        f"{str(error).splitlines()[0][:200] if str(error) else ''}). Delete the directory to "
+        f"train that run from scratch.") from error
+  return None
 
 
 def checkpoint_steps(directory: str) -> list[int]:

@@ -1,16 +1,25 @@
-"""Helpers for ``configs/*.py``: the colon argument, the smoke shrink and loading a config file.
+"""Helpers for ``configs/*.py``: the colon argument, the smoke shrink, loading a config file and
+the launcher's ``--config`` flag.
 
 A config file defines ``get_config(arg=None)``; ``--config=configs/X.py:smoke,batch=32`` passes
 ``"smoke,batch=32"`` as ``arg``. Launcher configs (trained by ``gnrev.main``) also set
 ``LAUNCHER = True`` at module level; the smoke test runs every such config with ``:smoke``.
+The ``--config`` flag of :func:`define_config_flag` fills each run with every option of its
+optimizer (and its default) before the command line's overrides apply, so that
+``--config.optimizers.adam.b1=0.5`` works although the file does not spell ``b1`` out.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+from typing import Any
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from gnrev.train.optimizers import OPTIONS
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -50,3 +59,92 @@ def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg) if arg is not None else module.get_config()
+
+
+# Types of options whose default is None (a None field would not take a command-line value).
+_NONE_DEFAULT_TYPES = {("gauss_newton", "maxiter"): int}
+
+
+def complete_optimizer_options(config: ml_collections.ConfigDict) -> dict[str, tuple[str, list]]:
+  """Adds every run's missing optimizer options, with their defaults, to ``config`` in place.
+
+  Runs with an unknown optimizer name are left alone (the launcher's checks report them).
+
+  Returns:
+    ``{run: (optimizer name, [options added])}``, for :func:`drop_options_of_replaced_optimizers`.
+
+  Example::
+
+    config.optimizers = {"adam": {"name": "adam", "learning_rate": 1e-3}}
+    complete_optimizer_options(config)   # config.optimizers.adam.b1 == 0.9, ...
+  """
+  added = {}
+  for run, run_config in config.get("optimizers", {}).items():
+    name = run_config.get("name") if hasattr(run_config, "get") else None
+    if name not in OPTIONS:
+      continue
+    added[run] = (name, [option for option in OPTIONS[name] if option not in run_config])
+    with run_config.unlocked():
+      for option in added[run][1]:
+        default = OPTIONS[name][option]
+        kind = _NONE_DEFAULT_TYPES.get((name, option))
+        run_config[option] = (ml_collections.config_dict.placeholder(kind)
+                              if default is None and kind else default)
+  return added
+
+
+def drop_options_of_replaced_optimizers(config: ml_collections.ConfigDict,
+                                        added: dict[str, tuple[str, list]],
+                                        overridden: Any) -> None:
+  """Removes the options added for an optimizer that ``--config.optimizers.<run>.name`` replaced.
+
+  Options the command line set explicitly (``overridden``: the flag's override paths) stay, so
+  that one the new optimizer lacks is reported, not silently dropped.
+  """
+  for run, (name, options) in added.items():
+    run_config = config.optimizers.get(run)
+    if run_config is None or run_config.get("name") == name:
+      continue
+    with run_config.unlocked():
+      for option in options:
+        if f"optimizers.{run}.{option}" not in overridden:
+          del run_config[option]
+
+
+class _CompletingParser(flags.ArgumentParser):
+  """Wraps ml_collections' config-file parser: the loaded config gets every optimizer option."""
+
+  def __init__(self, parser: flags.ArgumentParser):
+    self.parser, self.added = parser, {}
+
+  def parse(self, argument: str) -> Any:
+    config = self.parser.parse(argument)
+    if isinstance(config, ml_collections.ConfigDict) and "optimizers" in config:
+      self.added = complete_optimizer_options(config)
+    return config
+
+  def flag_type(self) -> str:
+    return self.parser.flag_type()
+
+
+def define_config_flag(name: str = "config", flag_values: flags.FlagValues = flags.FLAGS,
+                       **kwargs) -> flags.FlagHolder:
+  """``config_flags.DEFINE_config_file`` (locked) whose configs hold every optimizer option.
+
+  After parsing, call :func:`finish_config_flag` (``gnrev.main`` does).
+  """
+  holder = config_flags.DEFINE_config_file(name, None, "Experiment config file "
+                                           "(configs/*.py[:arg]).", flag_values=flag_values,
+                                           lock_config=True, **kwargs)
+  flag_values[name].parser = _CompletingParser(flag_values[name].parser)
+  return holder
+
+
+def finish_config_flag(name: str = "config",
+                       flag_values: flags.FlagValues = flags.FLAGS) -> ml_collections.ConfigDict:
+  """The parsed config of :func:`define_config_flag`, without options of replaced optimizers."""
+  config = flag_values[name].value
+  parser = flag_values[name].parser
+  drop_options_of_replaced_optimizers(config, getattr(parser, "added", {}),
+                                      config_flags.get_override_values(flag_values[name]))
+  return config

@@ -36,7 +36,7 @@ import optax
 from absl import logging
 
 from gnrev import data
-from gnrev.train import checkpoint, metrics, sharding, tasks
+from gnrev.train import checkpoint, metrics, sharding, tasks, validation
 from gnrev.train.models import MODELS, build_model
 from gnrev.train.optimizers import (OptimizerSetup, build_optimizer, check_optimizer,
                                     optimizer_options)
@@ -60,6 +60,7 @@ def check_config(config: ml_collections.ConfigDict, splits: Any = None) -> Any:
   Returns:
     The loaded data (what :func:`load_splits` returns), for the trainer to reuse.
   """
+  validation.check_config(config)  # every field of every run (gnrev/train/validation.py)
   task = tasks.build_task(config)
   meta = not isinstance(task, tasks.SupervisedTask)
   if not meta:
@@ -306,8 +307,8 @@ def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
     restored = checkpoint.restore_latest(manager, state)
     state = restored if restored is not None else state
     start = int(state.step)
-    if is_writer:
-      writer.truncate_after(run, start)
+    if is_writer:  # from scratch, step 0's evaluation is written again: drop the old one
+      writer.truncate_after(run, start if start > 0 else -1)
     if start == 0:
       record = program.evaluate(state.params)
       if stopping is not None:
@@ -443,11 +444,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if isinstance(task, tasks.SupervisedTask):
     sharding.check_divisible(config.data.batch_size, mesh, "data.batch_size")
     sharding.check_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
+  # Everything that can fail is checked before the workdir is touched.
   splits = check_config(config)
+  if isinstance(task, tasks.SupervisedTask):
+    validation.check_data(config, splits[0], splits[2])
+  validation.check_resume(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    metrics.write_atomically(os.path.join(workdir, "config.json"),
+                             config.to_json_best_effort(indent=2))
   results = {}
   for run in config.optimizers:
     if isinstance(task, tasks.SupervisedTask):

@@ -1,17 +1,18 @@
-"""Run artefacts: JSON-lines metrics, a console progress bar, PNG plots of the curves, and the
-binary precision / recall / F1 of two-class runs."""
+"""Run artefacts: JSON-lines metrics, progress (a bar, or log lines in non-interactive runs), PNG
+plots of the curves, and the binary precision / recall / F1 of two-class runs."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Iterable
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
+from absl import logging
 
 if TYPE_CHECKING:  # matplotlib loads in plot_curves only: importing gnrev.train stays fast
   from matplotlib.figure import Figure
@@ -21,7 +22,8 @@ class JsonlWriter:
   """Appends one JSON object per record to ``path``, flushed at once (survives a kill).
 
   ``truncate_after(run, step)`` drops records of ``run`` past ``step``, so that a resumed run does
-  not repeat the ones written between its last checkpoint and the interruption.
+  not repeat the ones written between its last checkpoint and the interruption. It rewrites the
+  file atomically (:func:`write_atomically`): a kill during the rewrite leaves the old file.
   """
 
   def __init__(self, path: str):
@@ -33,24 +35,97 @@ class JsonlWriter:
 
   def truncate_after(self, run: str, step: int) -> None:
     kept = [r for r in read_metrics(self.path) if not (r["run"] == run and r["step"] > step)]
-    with open(self.path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in kept)
+    write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def write_atomically(path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` through a temporary file and ``os.replace``.
+
+  A reader, or a kill at any moment, sees the old file or the new one, never a part of either.
+  """
+  temporary = f"{path}.tmp"  # one writer (process 0); a killed one's is overwritten next time
+  with open(temporary, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(temporary, path)
 
 
 def read_metrics(path: str) -> list[dict]:
-  """The records of a ``metrics.jsonl`` file (or of ``workdir/metrics.jsonl`` given a dir)."""
+  """The records of a ``metrics.jsonl`` file (or of ``workdir/metrics.jsonl`` given a dir).
+
+  A last line without its newline is a record whose write was interrupted by a kill; it is
+  dropped with a warning (a resumed run writes it again).
+  """
   if os.path.isdir(path):
     path = os.path.join(path, "metrics.jsonl")
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = f.read().split("\n")
+  if lines[-1].strip():
+    logging.warning("%s: dropping an incomplete last record (its write was interrupted): %r",
+                    path, lines[-1][:80])
+  return [json.loads(line) for line in lines[:-1] if line.strip()]
 
 
-def progress_bar(total: int, initial: int, run: str) -> tqdm.tqdm:
-  """A progress bar with steps/s; silent when stderr is not a terminal."""
-  return tqdm.tqdm(total=total, initial=initial, desc=run, unit="step",
-                   disable=not sys.stderr.isatty(), dynamic_ncols=True)
+# Non-interactive runs (logs, batch jobs, CI) get a progress line this often.
+PROGRESS_LOG_SECONDS = 30.0
+
+
+def _in_notebook() -> bool:
+  ipython = sys.modules.get("IPython")
+  shell = ipython.get_ipython() if ipython is not None else None
+  return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+class LogProgress:
+  """Progress of a non-interactive run: a log line every ``interval`` seconds, and at the end.
+
+  The line gives the step, the steps per second since the previous line and the latest values
+  passed to :meth:`set_postfix` (the training loss). Same interface as the parts of ``tqdm``
+  that the training loop uses (``update``, ``set_postfix``, ``close``, context manager).
+  """
+
+  def __init__(self, total: int, initial: int, run: str, interval: float = PROGRESS_LOG_SECONDS,
+               clock: Callable[[], float] = time.monotonic):
+    self.total, self.n, self.run, self.interval, self._clock = total, initial, run, interval, clock
+    self._last_time, self._last_n, self._postfix = clock(), initial, {}
+
+  def set_postfix(self, **values) -> None:
+    self._postfix = values
+
+  def update(self, n: int = 1) -> None:
+    self.n += n
+    now = self._clock()
+    if now - self._last_time >= self.interval or self.n >= self.total:
+      rate = (self.n - self._last_n) / max(now - self._last_time, 1e-9)
+      values = "".join(f", {k} {v}" for k, v in self._postfix.items())
+      logging.info("Run %s: step %d/%d (%.0f%%), %.3g steps/s%s", self.run, self.n, self.total,
+                   100.0 * self.n / max(self.total, 1), rate, values)
+      self._last_time, self._last_n = now, self.n
+
+  def close(self) -> None:
+    pass
+
+  def __enter__(self) -> "LogProgress":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def progress_bar(total: int, initial: int, run: str,
+                 interval: float = PROGRESS_LOG_SECONDS) -> Any:
+  """Progress of a run of ``total`` steps, from step ``initial``, labelled ``run``.
+
+  A ``tqdm.auto`` bar (with steps/s and the postfix values) in a terminal or a notebook; a
+  :class:`LogProgress` line every ``interval`` seconds otherwise (logs, batch jobs, CI).
+  """
+  if sys.stderr.isatty() or _in_notebook():
+    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel  (notebook detection)
+    return tqdm(total=total, initial=initial, desc=run, unit="step", dynamic_ncols=True)
+  return LogProgress(total, initial, run, interval)
 
 
 def binary_counts(predicted: jax.Array, actual: jax.Array, mask: jax.Array) -> dict:

@@ -1,6 +1,7 @@
 """IDX and CIFAR-10 parsers on tiny fake files, including malformed ones."""
 
 import gzip
+import re
 import pickle
 import struct
 
@@ -83,3 +84,38 @@ def test_cifar_truncated_binary_and_bad_pickle_name_the_file(tmp_path):
     pickle.dump({b"images": 1}, f)
   with pytest.raises(ValueError, match=r"wrongkeys: expected a pickled dict with keys b'data'"):
     data.read_cifar10_python(str(tmp_path / "wrongkeys"))
+
+
+def test_corrupt_gzip_names_the_file(tmp_path):
+  write_idx(tmp_path / "img.gz", np.zeros((2, 2, 2), np.uint8))
+  raw = (tmp_path / "img.gz").read_bytes()
+  (tmp_path / "cut.gz").write_bytes(raw[:len(raw) // 2])
+  (tmp_path / "junk.gz").write_bytes(b"definitely not gzip")
+  for name in ("cut.gz", "junk.gz"):
+    with pytest.raises(ValueError, match=rf"{name}: not a readable gzip file .*truncated or "
+                                         r"corrupt"):
+      data.read_idx(str(tmp_path / name))
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 28, 28), (3, 0, 28)])
+def test_idx_with_an_empty_dimension_names_the_file(tmp_path, shape):
+  write_idx(tmp_path / "empty", np.zeros(shape, np.uint8))
+  with pytest.raises(ValueError, match=rf"empty: IDX header announces shape "
+                                       rf"{re.escape(str(shape))}; every size must be >= 1"):
+    data.read_idx(str(tmp_path / "empty"))
+
+
+def test_labels_outside_the_classes_in_a_data_file_name_the_file(tmp_path, monkeypatch):
+  pixels, labels = fake_cifar(3)
+  labels[1] = 10
+  with open(tmp_path / "data_batch_1", "wb") as f:
+    pickle.dump({b"data": pixels, b"labels": list(labels)}, f)
+  with pytest.raises(ValueError, match=r"data_batch_1: label 10 at index 1 is outside \[0, 10\)"):
+    data.read_cifar10_python(str(tmp_path / "data_batch_1"))
+  mnist = tmp_path / "mnist"
+  mnist.mkdir()
+  write_idx(mnist / "train-images-idx3-ubyte", np.zeros((2, 3, 3), np.uint8))
+  write_idx(mnist / "train-labels-idx1-ubyte", np.array([3, 12], np.uint8))
+  with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte: label 12 at index 1 is outside "
+                                       r"\[0, 10\)"):
+    data.load_dataset("mnist", "train", str(tmp_path))

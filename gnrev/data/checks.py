@@ -1,0 +1,62 @@
+"""Checks of loaded data: labels inside ``[0, num_classes)``, finite inputs, matching sizes.
+
+A bad label or a NaN pixel would otherwise surface as a bare ``IndexError`` in the one-hot
+encoding, or as a NaN loss, minutes into a run. The launcher calls :func:`check_dataset` on both
+splits before any run trains; loaders call :func:`check_labels` on the labels they read from a
+file, so that the error names the file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def check_labels(labels: np.ndarray, num_classes: int, source: str) -> None:
+  """Raises ``ValueError`` naming ``source`` unless ``labels`` are integers in ``[0, num_classes)``.
+
+  Args:
+    labels: ``(n,)`` class labels.
+    num_classes: the number of classes; labels must lie in ``[0, num_classes)``.
+    source: what the labels came from (a file, or ``"dataset 'x' (train split)"``).
+  """
+  labels = np.asarray(labels)
+  if labels.ndim != 1:
+    raise ValueError(f"{source}: labels must be a 1-D array (n,), got shape {labels.shape}.")
+  if labels.size and not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"{source}: labels must be integers, got dtype {labels.dtype}.")
+  outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if outside.size:
+    first = int(outside[0])
+    raise ValueError(
+        f"{source}: label {int(labels[first])} at index {first} is outside [0, {num_classes}) "
+        f"({outside.size} of {labels.size} labels are); allowed: 0..{num_classes - 1}.")
+
+
+def check_dataset(dataset: Any, source: str) -> None:
+  """Raises ``ValueError`` naming ``source`` on an empty split, bad labels or non-finite inputs.
+
+  Args:
+    dataset: a :class:`gnrev.data.Dataset` (``x``, ``y``, ``num_classes``).
+    source: how to name it in the message, e.g. ``"dataset 'digits' (train split)"``.
+
+  Example::
+
+    check_dataset(load_dataset("digits", "train"), "digits train")   # passes silently
+  """
+  x, y = np.asarray(dataset.x), np.asarray(dataset.y)
+  if not isinstance(dataset.num_classes, (int, np.integer)) or dataset.num_classes < 1:
+    raise ValueError(f"{source}: num_classes must be a positive int, got "
+                     f"{dataset.num_classes!r}.")
+  if len(y) == 0:
+    raise ValueError(f"{source}: holds no examples.")
+  if len(x) != len(y):
+    raise ValueError(f"{source}: {len(x)} inputs but {len(y)} labels; they must match.")
+  check_labels(y, int(dataset.num_classes), source)
+  if np.issubdtype(x.dtype, np.inexact):
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+      raise ValueError(
+          f"{source}: input {int(np.flatnonzero(bad)[0])} holds non-finite values (NaN or inf; "
+          f"{int(bad.sum())} of {len(x)} inputs do); inputs must be finite.")

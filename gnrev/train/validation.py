@@ -1,0 +1,408 @@
+"""Start-up validation of a launcher config, its data and its workdir: fail before anything trains.
+
+A value that can only fail mid-run (``log_every=0``, a NaN learning rate, an unknown solver, a
+batch the exact GN step cannot solve, a label outside ``[0, num_classes)``) stops the launch
+before the first run starts, with a :class:`ConfigError` that names the field, its value and what
+is allowed. Three entry points, called by :func:`gnrev.train.train_and_evaluate` in this order:
+
+* :func:`check_config` (via :func:`gnrev.train.check_config`): every field of every run, alone;
+* :func:`check_data`: what needs the loaded splits (sizes, labels, finiteness, the model on the
+  data's shapes, the exact-GN rank bounds);
+* :func:`check_resume`: a workdir trained before holds the same experiment (see
+  :data:`RESUME_FIELDS`), so that its checkpoints and metrics stay consistent.
+
+Optimizer options are checked by :data:`OPTION_RULES`, keyed by optimizer and option name; an
+option without a rule must at least have the type of its default (:func:`optimizer_defaults`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+import os
+import re
+from typing import Any, Callable, Mapping, Sequence, Union
+
+import jax
+import numpy as np
+
+from gnrev import data, gn, optim
+from gnrev.gn.sweep import check_batch_fits
+from gnrev.train.models import MODELS, build_model
+from gnrev.train.optimizers import OPTIONS, optimizer_options
+
+
+class ConfigError(ValueError):
+  """A config, its data or its workdir cannot train; the message says what and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """What one config field may hold.
+
+  Attributes:
+    kind: ``"int"``, ``"number"`` (finite int or float), ``"bool"``, ``"str"``, ``"choice"`` or
+      ``"custom"`` (checked by its own code below, e.g. exact GN's ``allocation``).
+    low, high: inclusive bounds of numbers (exclusive with ``low_open`` / ``high_open``).
+    choices: the allowed values of a ``"choice"`` (or a function returning them, read late so
+      that registries filled after import count).
+    optional: ``None`` is allowed too.
+  """
+  kind: str
+  low: float | None = None
+  high: float | None = None
+  low_open: bool = False
+  high_open: bool = False
+  choices: Union[Sequence[Any], Callable[[], Sequence[Any]]] = ()
+  optional: bool = False
+
+  def allowed_choices(self) -> list:
+    choices = self.choices() if callable(self.choices) else self.choices
+    return sorted(choices)
+
+  def allows(self, value: Any) -> bool:
+    if self.kind == "custom":
+      return True
+    if value is None:
+      return self.optional
+    if self.kind == "bool":
+      return isinstance(value, (bool, np.bool_))
+    if self.kind == "str":
+      return isinstance(value, str)
+    if self.kind == "choice":
+      return isinstance(value, str) and value in self.allowed_choices()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+      return False
+    if self.kind == "int" and not isinstance(value, (int, np.integer)):
+      return False
+    if not math.isfinite(value):
+      return False
+    if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+      return False
+    return self.high is None or (value < self.high or (not self.high_open and
+                                                       value == self.high))
+
+  def describe(self) -> str:
+    if self.kind == "custom":
+      text = "see its documentation"
+    elif self.kind == "bool":
+      text = "True or False"
+    elif self.kind == "str":
+      text = "a string"
+    elif self.kind == "choice":
+      text = "one of " + ", ".join(repr(c) for c in self.allowed_choices())
+    else:
+      text = "an int" if self.kind == "int" else "a finite number"
+      if self.low is not None and self.high is not None:
+        text += (f" in {'(' if self.low_open else '['}{self.low}, {self.high}"
+                 f"{')' if self.high_open else ']'}")
+      elif self.low is not None:
+        text += f" {'>' if self.low_open else '>='} {self.low}"
+      elif self.high is not None:
+        text += f" {'<' if self.high_open else '<='} {self.high}"
+    return text + (" or None" if self.optional else "")
+
+
+def _int(low: int, optional: bool = False) -> Rule:
+  return Rule("int", low=low, optional=optional)
+
+
+def _number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+            high_open: bool = False) -> Rule:
+  return Rule("number", low=low, high=high, low_open=low_open, high_open=high_open)
+
+
+def _choice(choices) -> Rule:
+  return Rule("choice", choices=choices)
+
+
+BOOL = Rule("bool")
+POSITIVE = _number(0, low_open=True)
+NON_NEGATIVE = _number(0)
+UNIT = _number(0, 1, high_open=True)   # momentum-like coefficients
+
+# The fields of the launcher itself (``config.X`` and ``config.data.X``); every one is required.
+TOP_RULES: dict[str, Rule] = {
+    "seed": _int(0),
+    "num_epochs": _int(1),
+    "eval_every": _int(0),           # 0: once per epoch
+    "log_every": _int(1),
+    "checkpoint_every": _int(1),
+    "max_to_keep": _int(1, optional=True),   # None: keep every checkpoint
+    "num_devices": _int(0),          # 0: all
+}
+DATA_RULES: dict[str, Rule] = {
+    "name": _choice(lambda: data.DATASETS),
+    "data_dir": Rule("str", optional=True),
+    "batch_size": _int(1),
+    "eval_batch_size": _int(1),
+    "train_subset": _int(0),         # 0: every training example
+    "seed": _int(0),
+}
+
+# Ranges of optimizer options, keyed by optimizer name ("*": every optimizer) and option name.
+OPTION_RULES: dict[str, dict[str, Rule]] = {
+    "*": {"learning_rate": POSITIVE},
+    "sgd": {"momentum": UNIT, "nesterov": BOOL},
+    "adam": {"b1": UNIT, "b2": UNIT, "eps": NON_NEGATIVE},
+    "exact_gn": {"loss": _choice(gn.LOSSES), "solver": _choice(gn.SOLVERS),
+                 "allocation": Rule("custom"),  # a name or per-block weights: _check_exact_gn
+                 "rtol": _number(0, 1, high_open=True), "atol": NON_NEGATIVE,
+                 "damping": NON_NEGATIVE, "keep_activations": BOOL},
+    "gauss_newton": {"loss": _choice(gn.LOSSES), "damping": NON_NEGATIVE,
+                     "maxiter": _int(1, optional=True), "tol": POSITIVE},
+    "fishleg": {"damping": NON_NEGATIVE, "aux_learning_rate": POSITIVE,
+                "update_aux_every": _int(1), "momentum": UNIT, "weight_decay": NON_NEGATIVE,
+                "init_scale": POSITIVE, "probe": _choice(optim.PROBES), "precondition_aux": BOOL,
+                "q_family": _choice(optim.Q_FAMILIES)},
+}
+# Optimizers whose steps differentiate forwards (jax.jvp: FishLeg's Fisher-vector products, the
+# min-norm GN's Jacobian products), which the memory-saving custom VJPs of a RevMLP do not support.
+NEEDS_AUTODIFF = ("fishleg", "gauss_newton")
+
+RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+RESERVED_RUN_NAMES = ("config.json", "metrics.jsonl", "curves.png")
+
+# The fields a resumed workdir must share with the new config: what its checkpoints and metrics
+# were computed from. Others (num_epochs, log_every, eval_every, checkpoint_every, max_to_keep,
+# num_devices, data.data_dir, data.eval_batch_size, analysis fields) may change. Runs are
+# compared one by one (every option), and only runs present in both.
+RESUME_FIELDS = ("seed", "task", "model", "data.name", "data.options", "data.batch_size",
+                 "data.train_subset", "data.seed")
+
+
+def optimizer_defaults(name: str) -> dict[str, Any]:
+  """The options of optimizer ``name`` besides ``name`` and ``learning_rate``, with defaults."""
+  return dict(OPTIONS[name])
+
+
+def _error(field: str, value: Any, expected: str) -> ConfigError:
+  return ConfigError(f"config.{field} = {value!r} is not allowed; expected {expected}.")
+
+
+def _check_field(section: Mapping, prefix: str, key: str, rule: Rule) -> None:
+  if key not in section:
+    raise ConfigError(f"config.{prefix}{key} is missing; expected {rule.describe()}.")
+  if not rule.allows(section[key]):
+    raise _error(prefix + key, section[key], rule.describe())
+
+
+def _rule_for(name: str, option: str, default: Any) -> Rule | None:
+  rule = OPTION_RULES.get(name, {}).get(option) or OPTION_RULES["*"].get(option)
+  if rule is not None or default is None:
+    return rule
+  if isinstance(default, bool):
+    return BOOL
+  if isinstance(default, (int, float)):
+    return Rule("number")
+  return Rule("str") if isinstance(default, str) else None
+
+
+def _check_run(config, run: str, opt_config: Any) -> None:
+  field = f"optimizers.{run}"
+  if not isinstance(run, str) or not RUN_NAME.fullmatch(run) or run in RESERVED_RUN_NAMES:
+    raise ConfigError(
+        f"config.optimizers has a run named {run!r}; a run's name is a directory of the workdir: "
+        f"letters, digits, '_', '-', '.', not starting with '.' or '-', and not one of "
+        f"{', '.join(RESERVED_RUN_NAMES)}.")
+  if not isinstance(opt_config, Mapping) and not hasattr(opt_config, "items"):
+    raise _error(field, opt_config, "a dict with a name and a learning_rate, e.g. "
+                 "{'name': 'adam', 'learning_rate': 1e-3}")
+  name = opt_config.get("name")
+  if name not in OPTIONS:
+    raise ConfigError(f"Run {run!r}: Unknown optimizer {name!r} (config.{field}.name); allowed: "
+                      f"{', '.join(sorted(OPTIONS))}.")
+  try:
+    options = optimizer_options(opt_config)
+  except ValueError as e:
+    raise ConfigError(f"Run {run!r}: {e}") from e
+  defaults = optimizer_defaults(name)
+  for option, value in options.items():
+    rule = _rule_for(name, option, defaults.get(option))
+    if option != "name" and rule is not None and not rule.allows(value):
+      raise _error(f"{field}.{option}", value, rule.describe() + f" (optimizer {name!r})")
+  if name == "exact_gn":
+    _check_exact_gn_options(config, field, options)
+  if name in NEEDS_AUTODIFF and config.model.get("memory_mode", "autodiff") != "autodiff":
+    raise ConfigError(
+        f"Run {run!r}: {name}'s steps use jax.jvp, which needs "
+        f"--config.model.memory_mode=autodiff; got {config.model.memory_mode!r}.")
+
+
+def _check_exact_gn_options(config, field: str, options: dict) -> None:
+  if config.model.name != "revmlp":
+    raise _error("model.name", config.model.name, f"'revmlp' for config.{field} (exact_gn)")
+  allocation = options.get("allocation", "full")
+  num_blocks = config.model.get("num_blocks")
+  if isinstance(allocation, str):
+    if allocation not in gn.ALLOCATIONS:
+      raise _error(f"{field}.allocation", allocation,
+                   f"one of {', '.join(map(repr, gn.ALLOCATIONS))} or {num_blocks} per-block "
+                   f"weights")
+  elif (not isinstance(allocation, (list, tuple)) or len(allocation) != num_blocks or
+        not all(_number().allows(w) for w in allocation)):
+    raise _error(f"{field}.allocation", allocation,
+                 f"one of {', '.join(map(repr, gn.ALLOCATIONS))} or {num_blocks} finite "
+                 f"per-block weights (config.model.num_blocks = {num_blocks})")
+  if options.get("solver") == "damped" and not options.get("damping", 0) > 0:
+    raise _error(f"{field}.damping", options.get("damping"),
+                 "a number > 0 with solver 'damped' (damping 0 is the undamped, possibly "
+                 "singular, solve: use solver 'cholesky' or 'svd' for it)")
+
+
+def _check_dataset_options(name: str, options: dict) -> None:
+  parameters = inspect.signature(data.DATASETS[name]).parameters
+  if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+    return
+  allowed = [p for p in parameters if p not in ("split", "data_dir")]
+  unknown = sorted(set(options) - set(allowed))
+  if unknown:
+    raise ConfigError(
+        f"config.data.options has unknown option(s) {', '.join(unknown)} for dataset {name!r}; "
+        f"allowed: {', '.join(allowed) or 'none'}.")
+
+
+def check_config(config) -> None:
+  """Checks every field of ``config`` and of each run alone; raises the first :class:`ConfigError`.
+
+  Example::
+
+    config.log_every = 0
+    check_config(config)   # ConfigError: config.log_every = 0 is not allowed; expected an int >= 1.
+  """
+  for key, rule in TOP_RULES.items():
+    _check_field(config, "", key, rule)
+  for section in ("data", "model", "optimizers"):
+    if section not in config or not hasattr(config[section], "items"):
+      raise ConfigError(f"config.{section} is missing or not a dict (see configs/default.py).")
+  if config.data.get("name") not in data.DATASETS:
+    raise ConfigError(f"Unknown dataset {config.data.get('name')!r} (config.data.name); "
+                      f"allowed: {', '.join(sorted(data.DATASETS))}.")
+  for key, rule in DATA_RULES.items():
+    _check_field(config.data, "data.", key, rule)
+  options = config.data.get("options", None)
+  if options is not None and not hasattr(options, "items"):
+    raise _error("data.options", options, "a dict of the dataset's own options")
+  _check_dataset_options(config.data.name, dict(options or {}))
+  if config.model.get("name") not in MODELS:
+    raise ConfigError(f"Unknown model {config.model.get('name')!r} (config.model.name); "
+                      f"allowed: {', '.join(sorted(MODELS))}.")
+  try:  # the module's own checks of its attributes (RevMLP: num_blocks, expansion, ...)
+    build_model(config.model, 2)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.model ({config.model.name!r}): {e}") from e
+  if not config.optimizers:
+    raise ConfigError("config.optimizers is empty; give at least one run, e.g. "
+                      "{'adam': {'name': 'adam', 'learning_rate': 1e-3}}.")
+  for run, opt_config in config.optimizers.items():
+    _check_run(config, run, opt_config)
+
+
+def check_data(config, train: data.Dataset, test: data.Dataset) -> None:
+  """Checks what needs the loaded splits; raises the first :class:`ConfigError`.
+
+  The splits (after ``train_subset``): non-empty, labels in ``[0, num_classes)``, finite inputs,
+  the same example shape and classes; ``train_subset`` and ``batch_size`` at most the training
+  examples; the model initialises on the data's shapes; exact-GN runs with solver
+  ``"cholesky"`` fit the rank bounds of :func:`gnrev.gn.sweep.check_batch_fits` (for a linear
+  first block: batch <= d/2 + 1).
+  """
+  name = config.data.name
+  try:
+    for split, dataset in (("train", train), ("test", test)):
+      data.check_dataset(dataset, f"dataset {name!r} ({split} split)")
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  if train.x.shape[1:] != test.x.shape[1:] or train.num_classes != test.num_classes:
+    raise ConfigError(
+        f"dataset {name!r}: the train split has examples of shape {train.x.shape[1:]} and "
+        f"{train.num_classes} classes, the test split {test.x.shape[1:]} and "
+        f"{test.num_classes}; they must match.")
+  subset, batch_size = config.data.train_subset, config.data.batch_size
+  if subset and len(train.y) < subset:
+    raise _error("data.train_subset", subset,
+                 f"at most the {len(train.y)} training examples of {name!r} (0: all of them)")
+  if batch_size > len(train.y):
+    raise _error("data.batch_size", batch_size,
+                 f"at most the {len(train.y)} training examples of {name!r}"
+                 + (f" (data.train_subset = {subset})" if subset else ""))
+  try:
+    model = build_model(config.model, train.num_classes)
+    jax.eval_shape(lambda x: model.apply(dict(train.variables or {}), x, mutable=True,
+                                         rngs={"params": jax.random.key(0)}), train.x[:1])
+  except Exception as e:  # pylint: disable=broad-except  (any failure to build is the config's)
+    raise ConfigError(
+        f"config.model ({config.model.name!r}) does not fit dataset {name!r} (examples of shape "
+        f"{train.x.shape[1:]}, {train.num_classes} classes): {e}") from e
+  features = int(np.prod(train.x.shape[1:]))
+  for run, opt_config in config.optimizers.items():
+    options = optimizer_options(opt_config)
+    if options["name"] == "exact_gn":
+      try:
+        check_batch_fits(model, batch_size, features, options["solver"])
+      except ValueError as e:
+        raise ConfigError(
+            f"Run {run!r} (config.optimizers.{run}.solver = {options['solver']!r}, "
+            f"config.data.batch_size = {batch_size}, {features} input features): {e}") from e
+
+
+def _plain(value: Any) -> Any:
+  """``value`` as config.json stores it (tuples become lists, ConfigDicts dicts)."""
+  return json.loads(json.dumps(value, default=lambda v: v.to_dict() if hasattr(v, "to_dict")
+                               else list(v) if isinstance(v, tuple) else repr(v)))
+
+
+def _lookup(tree: Mapping, dotted: str) -> Any:
+  for key in dotted.split("."):
+    if not isinstance(tree, Mapping) or key not in tree:
+      return "<absent>"
+    tree = tree[key]
+  return tree
+
+
+def _run_options(run_config: Any) -> Any:
+  """A run's options with the optimizer's defaults filled in (unknown names compare raw)."""
+  if isinstance(run_config, Mapping) and run_config.get("name") in OPTIONS:
+    return {**optimizer_defaults(run_config["name"]), **run_config}
+  return run_config
+
+
+def _differences(field: str, before: Any, now: Any) -> list[str]:
+  """``"field (before in the workdir, now now)"`` for each leaf that differs."""
+  if isinstance(before, Mapping) and isinstance(now, Mapping):
+    return [d for key in sorted(set(before) | set(now)) for d in _differences(
+        f"{field}.{key}", before.get(key, "<absent>"), now.get(key, "<absent>"))]
+  return [] if before == now else [f"{field} ({before!r} in the workdir, {now!r} now)"]
+
+
+def check_resume(config, workdir: str) -> None:
+  """Raises :class:`ConfigError` if ``workdir`` was trained with an incompatible config.
+
+  Compares ``workdir/config.json`` (if any) with ``config`` on :data:`RESUME_FIELDS` and on
+  every option of each run present in both, before anything in the workdir is written; the
+  message lists each differing field with both values. Nothing is checked for a new workdir.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path} is unreadable ({e}); the workdir's runs cannot be checked for "
+                      f"compatibility. Use a new --workdir.") from e
+  new = _plain(config.to_dict() if hasattr(config, "to_dict") else dict(config))
+  differences = []
+  for field in RESUME_FIELDS:
+    differences += _differences(field, _lookup(saved, field), _lookup(new, field))
+  saved_runs, new_runs = saved.get("optimizers", {}), new.get("optimizers", {})
+  for run in sorted(set(saved_runs) & set(new_runs)):
+    differences += _differences(f"optimizers.{run}", _run_options(saved_runs[run]),
+                                _run_options(new_runs[run]))
+  if differences:
+    raise ConfigError(
+        f"Workdir {workdir!r} holds runs trained with another config; its checkpoints do not fit "
+        f"this one. Differing: {'; '.join(differences)}. Use a new --workdir, or the workdir's "
+        f"values (see {path}).")

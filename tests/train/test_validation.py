@@ -1,0 +1,315 @@
+"""Start-up validation: every family of bad input fails before anything trains, naming the field,
+the value and what is allowed (gnrev/train/validation.py, gnrev/data/checks.py)."""
+
+import json
+import math
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from gnrev import data, train
+from gnrev.train import validation
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUNS = {"exact_gn": {"name": "exact_gn", "learning_rate": 0.1, "solver": "svd"},
+        "adam": {"name": "adam", "learning_rate": 1e-3},
+        "sgd": {"name": "sgd", "learning_rate": 0.1},
+        "gauss_newton": {"name": "gauss_newton", "learning_rate": 0.1},
+        "fishleg": {"name": "fishleg", "learning_rate": 0.1}}
+
+
+def smoke_config() -> ml_collections.ConfigDict:
+  config = train.load_config(os.path.join(REPO, "configs", "default.py"), "smoke")
+  config.optimizers = ml_collections.ConfigDict(RUNS)
+  config.model.memory_mode = "autodiff"  # fishleg and gauss_newton differentiate forwards
+  # Not type-safe, as a notebook's config may not be: the checks must catch wrong types too.
+  return ml_collections.ConfigDict(config.to_dict(), type_safe=False)
+
+
+def set_field(config, path: str, value) -> None:
+  *sections, key = path.split(".")
+  node = config
+  for section in sections:
+    node = node[section]
+  with node.unlocked() if hasattr(node, "unlocked") else _nothing():
+    if value is DELETE:
+      del node[key]
+    else:
+      node[key] = value
+
+
+class _nothing:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False
+
+
+class _Delete:
+  def __repr__(self):  # stable test ids across pytest-xdist workers
+    return "<deleted>"
+
+
+DELETE = _Delete()
+
+# (field, bad value, a fragment of what the message says is allowed)
+BAD_FIELDS = [
+    # Launcher fields: ranges, types, presence.
+    ("num_epochs", 0, "an int >= 1"),
+    ("num_epochs", -1, "an int >= 1"),
+    ("num_epochs", 2.5, "an int >= 1"),
+    ("num_epochs", True, "an int >= 1"),
+    ("num_epochs", DELETE, "missing; expected an int >= 1"),
+    ("log_every", 0, "an int >= 1"),
+    ("checkpoint_every", 0, "an int >= 1"),
+    ("eval_every", -1, "an int >= 0"),
+    ("max_to_keep", 0, "an int >= 1 or None"),
+    ("seed", -3, "an int >= 0"),
+    ("num_devices", -1, "an int >= 0"),
+    # Data fields.
+    ("data.batch_size", 0, "an int >= 1"),
+    ("data.eval_batch_size", 0, "an int >= 1"),
+    ("data.train_subset", -5, "an int >= 0"),
+    ("data.seed", -1, "an int >= 0"),
+    ("data.data_dir", 3, "a string or None"),
+    ("data.options", 7, "a dict of the dataset's own options"),
+    # Optimizer options: every optimizer, numbers (NaN, inf, sign, bounds), types, names.
+    ("optimizers.adam.learning_rate", math.nan, "a finite number > 0"),
+    ("optimizers.adam.learning_rate", -0.1, "a finite number > 0"),
+    ("optimizers.sgd.learning_rate", 0.0, "a finite number > 0"),
+    ("optimizers.sgd.learning_rate", math.inf, "a finite number > 0"),
+    ("optimizers.sgd.learning_rate", "fast", "a finite number > 0"),
+    ("optimizers.adam.b1", 1.5, "a finite number in [0, 1)"),
+    ("optimizers.adam.b2", -0.1, "a finite number in [0, 1)"),
+    ("optimizers.adam.eps", math.nan, "a finite number >= 0"),
+    ("optimizers.sgd.momentum", 1.0, "a finite number in [0, 1)"),
+    ("optimizers.sgd.nesterov", "yes", "True or False"),
+    ("optimizers.exact_gn.solver", "bogus", "one of 'cholesky', 'damped', 'svd'"),
+    ("optimizers.exact_gn.loss", "bogus", "one of 'ce', 'ce_identity', 'mse'"),
+    ("optimizers.exact_gn.allocation", "bogus", "one of 'full', 'split' or 2 per-block"),
+    ("optimizers.exact_gn.allocation", (1.0, 0.5, 0.5), "2 finite per-block weights"),
+    ("optimizers.exact_gn.rtol", -1e-2, "a finite number in [0, 1)"),
+    ("optimizers.exact_gn.atol", math.inf, "a finite number >= 0"),
+    ("optimizers.gauss_newton.loss", "bogus", "one of 'ce', 'ce_identity', 'mse'"),
+    ("optimizers.gauss_newton.maxiter", 0, "an int >= 1 or None"),
+    ("optimizers.gauss_newton.tol", 0.0, "a finite number > 0"),
+    ("optimizers.fishleg.update_aux_every", 0, "an int >= 1"),
+    ("optimizers.fishleg.aux_learning_rate", -1e-4, "a finite number > 0"),
+    ("optimizers.fishleg.probe", "bogus", "one of 'gaussian', 'gradient'"),
+    ("optimizers.fishleg.q_family", "bogus", "one of 'diagonal', 'full', 'kronecker'"),
+    ("optimizers.fishleg.precondition_aux", 1, "True or False"),
+]
+
+
+@pytest.mark.parametrize("field,value,allowed", BAD_FIELDS,
+                         ids=[f"{f}={v!r}" for f, v, _ in BAD_FIELDS])
+def test_bad_field_fails_naming_the_field_the_value_and_what_is_allowed(field, value, allowed):
+  config = smoke_config()
+  set_field(config, field, value)
+  with pytest.raises(validation.ConfigError) as error:
+    train.check_config(config)
+  message = str(error.value)
+  assert f"config.{field}" in message and allowed in message, message
+  if value is not DELETE:
+    assert repr(value) in message, message
+
+
+# (what is changed, its value, a fragment of the message)
+BAD_STRUCTURE = [
+    ("optimizers.adam.name", "lbfgs", "Unknown optimizer 'lbfgs' (config.optimizers.adam.name); "
+                                      "allowed: adam, exact_gn, fishleg"),
+    ("optimizers.adam.beta1", 0.9, "Unknown field(s) beta1 for optimizer 'adam'; allowed: name, "
+                                   "learning_rate, b1, b2, eps"),
+    ("optimizers.adam.learning_rate", DELETE, "Optimizer 'adam' needs a learning_rate"),
+    ("optimizers.adam", 3, "config.optimizers.adam = 3 is not allowed; expected a dict"),
+    ("optimizers.a/b", {"name": "sgd", "learning_rate": 0.1}, "a run named 'a/b'"),
+    ("optimizers.-x", {"name": "sgd", "learning_rate": 0.1}, "not starting with '.' or '-'"),
+    ("optimizers.gn_damped", {"name": "exact_gn", "learning_rate": 0.1, "solver": "damped"},
+     "config.optimizers.gn_damped.damping = 0.0 is not allowed; expected a number > 0 with "
+     "solver 'damped'"),
+    ("data.options", {"sed": 1}, "config.data.options has unknown option(s) sed for dataset "
+                                 "'digits'; allowed: seed."),
+    ("data.name", "imagenet", "Unknown dataset 'imagenet' (config.data.name); allowed: cifar10"),
+    ("model.name", "resnet", "Unknown model 'resnet' (config.model.name); allowed: cnn"),
+    ("model.expansion", -3, "config.model ('revmlp'): expansion must be a positive int or None"),
+    ("model.num_blocks", 0, "num_blocks must be a positive int"),
+    ("model.memory_mode", "bogus", "config.model ('revmlp'): "),
+    ("model.width", 3, "config.model ('revmlp'): Bad fields"),
+    ("model.memory_mode", "invert", "Run 'fishleg': fishleg's steps use jax.jvp, which needs "
+                                    "--config.model.memory_mode=autodiff; got 'invert'"),
+    ("optimizers.fishleg", DELETE, "Run 'gauss_newton': gauss_newton's steps use jax.jvp"),
+]
+
+
+@pytest.mark.parametrize("field,value,message", BAD_STRUCTURE,
+                         ids=[f"{f}={v!r}" for f, v, _ in BAD_STRUCTURE])
+def test_bad_names_runs_and_models_fail_with_what_is_allowed(field, value, message):
+  config = smoke_config()
+  if field == "optimizers.fishleg":
+    config.model.memory_mode = "invert"
+  if field.startswith("optimizers.") and field.split(".")[1] not in RUNS:
+    config.optimizers[field.split(".", 1)[1]] = value  # a new run
+  else:
+    set_field(config, field, value)
+  with pytest.raises(validation.ConfigError) as error:
+    train.check_config(config)
+  assert message in str(error.value), str(error.value)
+
+
+def test_empty_optimizers_and_a_missing_section_fail():
+  config = smoke_config()
+  config.optimizers = ml_collections.ConfigDict()
+  with pytest.raises(validation.ConfigError, match="config.optimizers is empty"):
+    train.check_config(config)
+  config = smoke_config()
+  del config["data"]
+  with pytest.raises(validation.ConfigError, match="config.data is missing"):
+    train.check_config(config)
+
+
+def test_every_launcher_config_and_its_smoke_variant_pass():
+  for name in ("default.py", "cnn_mnist1d.py", "graph_returns_launcher.py"):
+    for arg in (None, "smoke"):
+      train.check_config(train.load_config(os.path.join(REPO, "configs", name), arg))
+
+
+def dataset(n=16, d=8, num_classes=3, seed=0):
+  rng = np.random.default_rng(seed)
+  return data.Dataset(rng.standard_normal((n, d)).astype(np.float32),
+                      (np.arange(n) % num_classes).astype(np.int32), num_classes)
+
+
+def data_config(**model):
+  config = smoke_config()
+  config.optimizers = ml_collections.ConfigDict({"adam": RUNS["adam"]})
+  config.data.batch_size, config.data.train_subset = 8, 0
+  config.model.expansion = 16
+  for key, value in model.items():
+    config.model[key] = value
+  return config
+
+
+def with_(ds, **fields):
+  return ds._replace(**fields)
+
+
+BAD_DATA = [
+    ("label above range", lambda d: with_(d, y=np.where(np.arange(16) == 5, 3, d.y)), None,
+     "dataset 'digits' (train split): label 3 at index 5 is outside [0, 3)"),
+    ("negative label", lambda d: with_(d, y=np.where(np.arange(16) == 2, -1, d.y)), None,
+     "label -1 at index 2 is outside [0, 3)"),
+    ("float labels", lambda d: with_(d, y=d.y.astype(np.float32)), None,
+     "labels must be integers"),
+    ("NaN input", lambda d: with_(d, x=np.where(np.arange(16)[:, None] == 4, np.nan, d.x)), None,
+     "input 4 holds non-finite values"),
+    ("empty split", lambda d: with_(d, x=d.x[:0], y=d.y[:0]), None, "holds no examples"),
+    ("inputs and labels differ", lambda d: with_(d, y=d.y[:10]), None,
+     "16 inputs but 10 labels"),
+    ("batch above examples", lambda d: d, ("data.batch_size", 32),
+     "config.data.batch_size = 32 is not allowed; expected at most the 16 training examples"),
+    ("subset above examples", lambda d: d, ("data.train_subset", 100),
+     "config.data.train_subset = 100 is not allowed; expected at most the 16 training examples"),
+]
+
+
+@pytest.mark.parametrize("case,change,field,message", BAD_DATA, ids=[c[0] for c in BAD_DATA])
+def test_bad_data_fails_before_training_naming_the_split_and_what_is_allowed(case, change, field,
+                                                                             message):
+  del case
+  config = data_config()
+  if field:
+    set_field(config, *field)
+  with pytest.raises(validation.ConfigError) as error:
+    validation.check_data(config, change(dataset()), dataset(seed=1))
+  assert message in str(error.value), str(error.value)
+
+
+def test_a_model_that_does_not_fit_the_data_fails_before_training():
+  # A RevMLP's fixed head maps its d = 8 features to at most 8 classes.
+  twelve = lambda seed: with_(dataset(seed=seed), num_classes=12)
+  with pytest.raises(validation.ConfigError,
+                     match=r"config.model \('revmlp'\) does not fit dataset 'digits' \(examples "
+                           r"of shape \(8,\), 12 classes\)"):
+    validation.check_data(data_config(), twelve(0), twelve(1))
+
+
+def test_train_and_test_shapes_must_match():
+  with pytest.raises(validation.ConfigError, match=r"examples of shape \(8,\) and 3 classes, the "
+                                                   r"test split \(6,\) and 3"):
+    validation.check_data(data_config(), dataset(), dataset(d=6))
+
+
+def test_exact_gn_cholesky_batch_above_the_linear_first_blocks_rank_bound_fails():
+  # d = 8: the linear first block's feature matrices have rank <= d/2 + 1 = 5, although the
+  # expansion (16) would allow 17.
+  config = data_config()
+  config.optimizers = ml_collections.ConfigDict({"gn": {"name": "exact_gn", "learning_rate": 0.1,
+                                                        "solver": "cholesky"}})
+  config.data.batch_size = 6
+  with pytest.raises(validation.ConfigError,
+                     match=r"Run 'gn' \(config.optimizers.gn.solver = 'cholesky', "
+                           r"config.data.batch_size = 6, 8 input features\): Batch size 6 is too "
+                           r"large .* rank <= min\(input half, expansion\) \+ 1 = 5"):
+    validation.check_data(config, dataset(), dataset())
+  config.data.batch_size = 5
+  validation.check_data(config, dataset(), dataset())
+  config.model.linear_first_block = False
+  config.data.batch_size = 16
+  validation.check_data(config, dataset(), dataset())  # ReLU blocks: expansion + 1 = 17
+
+
+def test_a_failing_check_trains_nothing_and_writes_nothing(tmp_path):
+  config = data_config()
+  config.data.train_subset = 5000  # digits has 1,437 training examples
+  workdir = tmp_path / "never"
+  with pytest.raises(validation.ConfigError, match="train_subset = 5000 .* at most the 1437"):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
+
+
+def write_workdir(tmp_path, config):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  return str(workdir)
+
+
+@pytest.mark.parametrize("field,value,named", [
+    ("model.expansion", 32, "Differing: model.expansion (64 in the workdir, 32 now)."),
+    ("data.batch_size", 16, "data.batch_size (32 in the workdir, 16 now)"),
+    ("seed", 7, "seed (42 in the workdir, 7 now)"),
+    ("optimizers.adam.learning_rate", 0.5, "optimizers.adam.learning_rate (0.001 in the workdir, "
+                                           "0.5 now)"),
+    ("optimizers.adam.b1", 0.5, "optimizers.adam.b1 (0.9 in the workdir, 0.5 now)"),
+    ("optimizers.sgd.name", "adam", "optimizers.sgd.name ('sgd' in the workdir, 'adam' now)"),
+])
+def test_resume_with_an_incompatible_config_names_the_fields_and_leaves_the_workdir(
+    tmp_path, field, value, named):
+  config = smoke_config()
+  workdir = write_workdir(tmp_path, config)
+  before = (tmp_path / "w" / "config.json").read_bytes()
+  set_field(config, field, value)
+  if field == "optimizers.sgd.name":
+    del config.optimizers.sgd["learning_rate"]
+    config.optimizers.sgd.learning_rate = 0.1
+  with pytest.raises(validation.ConfigError) as error:
+    validation.check_resume(config, workdir)
+  assert named in str(error.value) and "Use a new --workdir" in str(error.value), str(error.value)
+  assert (tmp_path / "w" / "config.json").read_bytes() == before
+
+
+def test_resume_allows_schedule_changes_added_runs_and_spelled_out_defaults(tmp_path):
+  config = smoke_config()
+  workdir = write_workdir(tmp_path, config)
+  config.num_epochs, config.log_every, config.checkpoint_every, config.max_to_keep = 9, 3, 2, 5
+  config.data.eval_batch_size, config.num_devices = 32, 1
+  config.optimizers.adam.b1 = 0.9                       # the default, now spelled out
+  config.optimizers.extra = {"name": "sgd", "learning_rate": 0.2}
+  validation.check_resume(config, workdir)
+  (tmp_path / "w" / "config.json").write_text("{not json")
+  with pytest.raises(validation.ConfigError, match="config.json is unreadable"):
+    validation.check_resume(config, workdir)
+  assert json.loads(smoke_config().to_json_best_effort())  # the file format it compares with
