@@ -92,8 +92,8 @@ class LogProgress:
     self.total, self.n, self.run, self.interval, self._clock = total, initial, run, interval, clock
     self._last_time, self._last_n, self._postfix = clock(), initial, {}
 
-  def set_postfix(self, **values) -> None:
-    self._postfix = values
+  def set_postfix(self, ordered_dict: dict | None = None, **values) -> None:
+    self._postfix = {**(ordered_dict or {}), **values}
 
   def update(self, n: int = 1) -> None:
     self.n += n

@@ -145,7 +145,7 @@ DATA_RULES: dict[str, Rule] = {
 # Ranges of optimizer options, keyed by optimizer name ("*": every optimizer) and option name.
 OPTION_RULES: dict[str, dict[str, Rule]] = {
     "*": {"learning_rate": POSITIVE},
-    "sgd": {"momentum": UNIT, "nesterov": BOOL},
+    "sgd": {"momentum": dataclasses.replace(UNIT, optional=True), "nesterov": BOOL},
     "adam": {"b1": UNIT, "b2": UNIT, "eps": NON_NEGATIVE},
     "exact_gn": {"loss": _choice(gn.LOSSES), "solver": _choice(gn.SOLVERS),
                  "allocation": Rule("custom"),  # a name or per-block weights: _check_exact_gn
