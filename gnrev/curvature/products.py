@@ -68,7 +68,7 @@ def sampled_fisher_vector_product(apply_fn: Callable, params: PyTree, x: Any,
   Labels ``y_hat ~ p(y | x, params)`` are drawn once from ``rng``; the product is the exact
   Hessian of ``nll(apply_fn(params, x), y_hat)`` (including its second-derivative-of-network
   term), whose expectation over ``y_hat`` is the Fisher product ``F v`` (Garcia et al. 2023,
-  section 1.3 of our notes). Use a fresh ``rng`` for every call.
+  docs/optim.md, "Fisher products"). Use a fresh ``rng`` for every call.
 
   Args:
     apply_fn: ``apply_fn(params, x) -> outputs``.

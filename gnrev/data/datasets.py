@@ -2,7 +2,7 @@
 
 Every loader returns a :class:`Dataset` of normalised float32 inputs (images NHWC, sequences
 ``(n, length, 1)``, vectors ``(n, d)``) and int32 labels. Normalisation follows the paper's
-protocol (shared/notes/exact_gn.md section 2.1): MNIST ``(x/255 - 0.1307) / 0.3081``, CIFAR-10
+protocol (docs/gn.md, "Experimental protocol"): MNIST ``(x/255 - 0.1307) / 0.3081``, CIFAR-10
 per-channel mean/std; offline sets are standardised with statistics of their training split.
 """
 

@@ -1,7 +1,7 @@
 """FishLeg (Garcia et al., ICLR 2023) as an optax transformation.
 
 FishLeg learns a PSD ``Q(lam) ~ (F + gamma I)^{-1}`` by stochastic minimisation of the auxiliary
-loss (section 1.2 of our notes)
+loss (docs/optim.md, "The auxiliary loss")
 
 .. math:: A(\\lambda; u) = \\tfrac12 u^\\top Q F_\\gamma Q u - u^\\top Q u,
           \\qquad F_\\gamma = F + \\gamma I,
@@ -46,7 +46,7 @@ differs from the gradient's; keep the default ``lax.cond`` path for convenience 
 launchers, tests); use the split where step time matters (a Python loop jitting
 ``update_aux=True`` and ``False`` steps, or a scan over groups of ``k`` steps).
 
-Deviations from the official code, on purpose (section 4.1 of our notes):
+Deviations from the official code, on purpose (listed in docs/optim.md):
 
 * every aux step draws a fresh probe key (``rng`` folded with the step count);
 * Fisher products come from the caller's ``fvp_fn`` (exact GGN via
