@@ -1,4 +1,4 @@
-"""TreeMAML vs MAML on hierarchical linear regression (notes section 3.3).
+"""TreeMAML vs MAML on hierarchical linear regression (docs/meta.md).
 
 Runbook:
     python experiments/treemaml_synthetic.py --config=configs/treemaml_linear.py
@@ -12,7 +12,7 @@ Runbook:
     ... --config.task.num_support=20 --config.tag=_20shot
 
 The paper's generator, shots, K, step sizes and clustering constants are unknown to us
-(notes section 3.2, TO-FILL); every value below is our default. The learned tree uses
+(docs/meta.md); every value below is our default. The learned tree uses
 average-linkage cuts of the centred gradient cosines at (-0.05, 0.1), chosen on validation
 meta-batches (keys from seed 20000, never the test keys); experiments/README.md#treemaml lists
 what was tried. The earlier single-linkage cut at (0.3, 0.6) chained the whole meta-batch into

@@ -1,4 +1,4 @@
-"""TreeMAML vs MAML on hierarchical sinusoid regression with a 1-40-40-1 ReLU MLP (notes 3.3).
+"""TreeMAML vs MAML on hierarchical sinusoid regression with a 1-40-40-1 ReLU MLP (docs/meta.md).
 
 Runbook:
     python experiments/treemaml_synthetic.py --config=configs/treemaml_sinusoid.py
@@ -18,7 +18,7 @@ First-order TreeMAML is unstable with a pooled first step (the init drifts to hu
 second-order TreeMAML with the true tree trains well (validation 0.56), so the results also
 hold a second-order run (``--config.first_order=False --config.tag=_second_order``).
 
-The paper's generator and constants are unknown to us (notes section 3.2, TO-FILL); the
+The paper's generator and constants are unknown to us (docs/meta.md); the
 amplitude/phase ranges follow MAML's sinusoid, the tree constants are our defaults.
 """
 

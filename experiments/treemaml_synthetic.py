@@ -3,7 +3,7 @@
 Meta-trains each method with Adam on freshly sampled task trees, then reports the query MSE
 after each inner step on the same held-out meta-batches (mean and 95% interval,
 ``1.96 sd / sqrt(N)``, over meta-batches and seeds), batch-transductively as in the paper
-(notes section 1.4). Writes ``<workdir>/treemaml_<kind>[_flat].json`` and ``.png``.
+(docs/meta.md). Writes ``<workdir>/treemaml_<kind>[_flat].json`` and ``.png``.
 
     python experiments/treemaml_synthetic.py --config=configs/treemaml_linear.py
     python experiments/treemaml_synthetic.py --config=configs/treemaml_sinusoid.py \\

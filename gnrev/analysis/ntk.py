@@ -7,7 +7,7 @@ The empirical NTK of a model ``f(params, x)`` with output ``(n, *out)`` is
     \\Theta(x_1, x_2) = J(x_1) J(x_2)^\\top, \\qquad J(x) = \\partial f(\\theta, x) / \\partial \\theta,
 
 a matrix over (example, output) pairs. Arguments and output layout follow neural-tangents'
-``empirical_ntk_fn`` (which gnrev does not depend on; see ecosystem notes section 3).
+``empirical_ntk_fn`` (which gnrev does not depend on; see docs/analysis.md).
 
 References:
   Jacot, Gabriel, Hongler, "Neural Tangent Kernel", NeurIPS 2018.

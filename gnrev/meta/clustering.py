@@ -1,4 +1,4 @@
-"""Learning the task tree by clustering task gradients (TreeMAML's Algorithm 2, notes section 2).
+"""Learning the task tree by clustering task gradients (TreeMAML's Algorithm 2, docs/meta.md).
 
 Tasks are compared by the cosine similarity of their flattened gradients. Three clusterings
 produce a ``(depth, n)`` label schedule, coarse to fine:
@@ -12,7 +12,7 @@ produce a ``(depth, n)`` label schedule, coarse to fine:
   fully jittable. Single linkage chains: one similar pair is enough to merge two clusters, so
   on noisy few-shot gradients a low threshold joins the whole meta-batch into one cluster.
 
-The paper's exact insertion rule and its constants are unknown to us (notes section 2.2,
+The paper's exact insertion rule and its constants are unknown to us (docs/meta.md,
 TO-FILL); the rule below and every default (``margin``, ``split_threshold``, ``thresholds``,
 ``center``) are our choices.
 """

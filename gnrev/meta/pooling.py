@@ -1,4 +1,4 @@
-"""Pooling task gradients over the clusters of a task tree (TreeMAML, notes section 1.2).
+"""Pooling task gradients over the clusters of a task tree (TreeMAML, docs/meta.md).
 
 A task tree over the ``n`` tasks of a meta-batch is stored as an int32 array ``labels`` of
 shape ``(num_steps, n)``: ``labels[k, i]`` is the cluster id of task ``i`` at inner step

@@ -1,4 +1,4 @@
-"""Functional MAML and TreeMAML on stacked task batches (notes sections 1.2, 1.3, 5.3).
+"""Functional MAML and TreeMAML on stacked task batches (docs/meta.md).
 
 With per-task parameters ``phi_i^0 = theta`` and step sizes ``alpha_1..alpha_K``, inner step
 ``k`` computes every task's support gradient, pools it over the task's cluster at that step

@@ -110,7 +110,7 @@ def fishleg_aux_loss_and_gradient(q_vector: Callable[[PyTree, PyTree], PyTree], 
       A(\\lambda) = \\tfrac12 v^\\top (F + \\gamma I) v - u^\\top v, \\qquad v = Q(\\lambda) u,
 
   with ``u`` the probe normalised to unit norm; its minimiser over ``Q`` is ``(F + gamma I)^{-1}``
-  (Garcia et al. 2023, eq. for the auxiliary loss; notes section 1.2). The gradient is
+  (Garcia et al. 2023, eq. for the auxiliary loss; docs/optim.md). The gradient is
   ``dv/dlam^T r`` with ``r = (F + gamma I) v - u``, or ``Q r`` when ``precondition_aux``.
 
   Args:
@@ -159,7 +159,7 @@ def scale_by_fishleg(
     probe: ``"gradient"`` (u = normalised gradient: Q accurate on the gradient subspace, for
       optimisation) or ``"gaussian"`` (isotropic probes: Q approximates all of
       ``F_gamma^{-1}``, for pruning); both unit-normalised.
-    precondition_aux: use ``Q r`` instead of ``r`` in the aux gradient (notes section 1.2).
+    precondition_aux: use ``Q r`` instead of ``r`` in the aux gradient (docs/optim.md).
     q_family: ``"kronecker"``, ``"diagonal"`` or ``"full"`` (see :mod:`gnrev.optim.q_blocks`).
     aux_optimizer: overrides ``optax.adam(aux_learning_rate)`` for lam.
 
