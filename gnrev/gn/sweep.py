@@ -238,12 +238,15 @@ def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
     with diagnostics, ``residual`` (``||J D - s t|| / ||s t||``), ``min_singular_value`` and
     ``rank`` (numerical rank), each ``(L, 2)`` for the F and G branches of every block.
 
-  Example::
-
-    model = nets.RevMLP(num_blocks=2, expansion=512, num_classes=10)
-    variables = model.init(key, x)
-    direction, info = gn.exact_gn_direction(model, variables, x, labels, loss="ce_identity")
-    params = jax.tree.map(lambda p, d: p + 0.1 * d, variables["params"], direction)
+  Example:
+    >>> from gnrev import nets
+    >>> x, labels = jax.random.normal(jax.random.key(0), (4, 8)), jnp.arange(4) % 2
+    >>> model = nets.RevMLP(num_blocks=2, expansion=16, num_classes=2)
+    >>> variables = model.init(jax.random.key(1), x)
+    >>> direction, info = exact_gn_direction(model, variables, x, labels, loss="ce_identity")
+    >>> params = jax.tree.map(lambda p, d: p + 0.1 * d, variables["params"], direction)
+    >>> bool(info["residual"] < 1e-4)                    # n = 4 <= d/2 + 1: exact
+    True
 
   References:
     Buffelli, McGowan et al., "Exact, Tractable Gauss-Newton Optimization in Deep Reversible

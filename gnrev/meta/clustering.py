@@ -225,8 +225,9 @@ def cluster_tasks(task_grads, depth: int, *, method: str = "otd", num_steps: int
     int32 labels ``(num_steps, n)``; no gradient flows through them.
 
   Example:
-    >>> grads = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(theta, support)
-    >>> labels = cluster_tasks(grads, depth=2, num_steps=3)
+    >>> grads = {"w": jnp.array([[1.0, 0.1], [0.9, 0.0], [-1.0, 0.1], [-0.9, 0.0]])}
+    >>> cluster_tasks(grads, depth=1, num_steps=2, method="average", thresholds=(0.0,)).tolist()
+    [[0, 0, 2, 2], [0, 1, 2, 3]]
 
   References:
     Garcia et al., arXiv 2103.04691, Algorithm 2; Menon et al., "Online Hierarchical

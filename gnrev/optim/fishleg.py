@@ -173,12 +173,18 @@ def scale_by_fishleg(
     docstring for when to use which). Other extra arguments are ignored.
 
   Example:
+    >>> from gnrev import curvature
+    >>> apply_fn = lambda p, x: x @ p["w"]
+    >>> params, x = {"w": jnp.zeros((3, 2))}, jnp.ones((4, 3))
+    >>> grads = {"w": jnp.ones((3, 2))}
     >>> tx = scale_by_fishleg(damping=0.1)
     >>> state = tx.init(params)
-    >>> fvp = curvature.ggn_vector_product(model.apply, params, x_aux, curvature.bernoulli())
-    >>> direction, state = tx.update(grads, state, params, fvp_fn=fvp, rng=key)
+    >>> fvp = curvature.ggn_vector_product(apply_fn, params, x, curvature.bernoulli())
+    >>> direction, state = tx.update(grads, state, params, fvp_fn=fvp, rng=jax.random.key(0))
     >>> # Split schedule: two jitted programs, the aux step every 10 steps, no lax.cond.
     >>> direction, state = tx.update(grads, state, params, update_aux=False)
+    >>> direction["w"].shape
+    (3, 2)
 
   References:
     Garcia et al., "Fisher-Legendre (FishLeg) optimization of deep neural networks", ICLR 2023.
@@ -271,10 +277,12 @@ def fishleg(
   ``m`` is the momentum trace of ``Q g`` from :func:`scale_by_fishleg` (see it for the other
   arguments); weight decay is added to the step, not to ``m``, as in the official code.
 
+  The arguments ``damping``, ``aux_learning_rate``, ``update_aux_every``, ``momentum``,
+  ``init_scale``, ``probe``, ``precondition_aux``, ``q_family`` and ``aux_optimizer`` are as in
+  :func:`scale_by_fishleg`.
+
   Args:
     learning_rate: step size (float or optax schedule).
-    damping, aux_learning_rate, update_aux_every, momentum, init_scale, probe,
-      precondition_aux, q_family, aux_optimizer: as in :func:`scale_by_fishleg`.
     weight_decay: decoupled L2 coefficient added to the step.
 
   Returns:
@@ -282,8 +290,13 @@ def fishleg(
     for Gaussian probes).
 
   Example:
+    >>> params = {"w": jnp.ones(3)}
+    >>> fvp = lambda v: v                                   # F = I, for the example
     >>> tx = fishleg(0.05, damping=0.1, aux_learning_rate=1e-3, init_scale=0.2)
-    >>> updates, state = tx.update(grads, state, params, fvp_fn=fvp, rng=key)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(params, state, params, fvp_fn=fvp, rng=jax.random.key(0))
+    >>> [round(u, 6) for u in updates["w"].tolist()]        # -0.05 * Q_0 g with Q_0 = 0.2 I
+    [-0.01, -0.01, -0.01]
   """
   _check_positive("weight_decay", weight_decay, allow_zero=True)
   return optax.chain(

@@ -296,8 +296,14 @@ def fishleg_surgeon(apply_fn: Callable, params: PyTree, x: jax.Array, likelihood
     ``(masks, params)``: bool masks and pruned parameters (pruned entries exactly zero).
 
   Example:
-    >>> masks, pruned = prune.fishleg_surgeon(model.apply, params, x_train,
-    ...                                       curvature.categorical(), 0.9, rng=key)
+    >>> import flax.linen as nn
+    >>> from gnrev import curvature
+    >>> model, x = nn.Dense(4), jnp.ones((8, 5))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> masks, pruned = fishleg_surgeon(model.apply, params, x, curvature.categorical(), 0.9,
+    ...                                 rng=jax.random.key(1), num_aux_steps=10)
+    >>> int(masks["params"]["kernel"].sum())                # 2 of 20 kernel weights survive
+    2
 
   References:
     McGowan et al., "Efficient Model Compression Techniques with FishLeg", arXiv 2412.02328;
