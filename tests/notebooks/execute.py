@@ -22,7 +22,7 @@ def read(name: str) -> nbformat.NotebookNode:
   return nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
 
 
-def execute_small(name: str, timeout: int = 120) -> list:
+def execute_small(name: str, timeout: int = 300) -> list:
   """Executes ``notebooks/<name>`` at small size and returns its code cells' outputs.
 
   The kernel inherits this process's environment, XLA_FLAGS (8 devices) from tests/conftest.py.
