@@ -5,20 +5,25 @@
 """
 
 import os
+import re
 import sys
-import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)   # document this checkout's gnrev, installed or not
 
-with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
-  _PROJECT = tomllib.load(f)["project"]
+with open(os.path.join(ROOT, "pyproject.toml")) as f:
+  _PYPROJECT = f.read()   # read with re, not tomllib: the docs also build on Python 3.10
+
+
+def _field(name: str) -> str:
+  return re.search(rf'^{name} = "([^"]+)"', _PYPROJECT, re.MULTILINE).group(1)
+
 
 project = "gnrev"
 author = "the gnrev authors"
 copyright = "the gnrev authors, Apache-2.0"   # noqa: A001  (Sphinx's name)
-release = version = _PROJECT["version"]
-REPOSITORY = _PROJECT["urls"]["Repository"]   # the one place the address is defined
+release = version = _field("version")
+REPOSITORY = _field("Repository")   # [project.urls]: the one place the address is defined
 
 extensions = [
     "myst_parser",

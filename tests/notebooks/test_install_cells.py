@@ -3,7 +3,6 @@ the repository address in pyproject.toml (the one place it is defined)."""
 
 import os
 import re
-import tomllib
 
 import pytest
 
@@ -13,8 +12,9 @@ NAMES = sorted(n for n in os.listdir(NOTEBOOKS) if n.endswith(".ipynb"))
 
 
 def repository_url() -> str:
-  with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
-    return tomllib.load(f)["project"]["urls"]["Repository"]
+  """``[project.urls] Repository`` of pyproject.toml (by re: tomllib needs Python 3.11)."""
+  with open(os.path.join(REPO, "pyproject.toml")) as f:
+    return re.search(r'^Repository = "([^"]+)"', f.read(), re.MULTILINE).group(1)
 
 
 def test_every_notebook_is_executed_by_a_test():
