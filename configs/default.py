@@ -1,7 +1,7 @@
 """GN vs Adam vs SGD on a RevMLP, scikit-learn's bundled digits (the README's main job).
 
 Reproduces, at laptop scale, the paper's mini-batch comparison (Buffelli et al. 2024, Fig. 2-3;
-shared/notes/exact_gn.md section 2.1): the same RevMLP (2 coupling blocks, fixed random
+docs/gn.md, "Experimental protocol"): the same RevMLP (2 coupling blocks, fixed random
 expansion, fixed orthonormal head, W ~ N(0, 1e-3^2)) trained by each optimizer from the same
 init on the same batches, logging train/test loss and accuracy and the % loss change on the
 same batch.

@@ -1,6 +1,6 @@
 """GN vs Adam vs SGD on a RevMLP: the paper's findings on generalisation (issue 7).
 
-One config per finding of Buffelli et al. (NeurIPS 2024; shared/notes/exact_gn.md section 2),
+One config per finding of Buffelli et al. (NeurIPS 2024; docs/gn.md, "The paper's findings"),
 chosen by the colon argument, at one of four sizes:
 
 * findings: ``fullbatch`` (Fig. 1), ``minibatch`` (Fig. 2-4: losses, % loss change on the same

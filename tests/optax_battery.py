@@ -1,7 +1,7 @@
 """Behavioural battery shared by gnrev's optax transforms (optax's own test pattern).
 
 Each ``check_*`` function drives a transform on a tiny problem and fails with an assertion if
-the behaviour gnrev's conventions promise (DESIGN.md, "Conventions") is broken. A transform's
+the behaviour gnrev's conventions promise (docs/design.md, "Conventions") is broken. A transform's
 test module parametrises over them. Extra arguments are produced per step by
 ``extra_args_fn(loss_fn, params, rng) -> dict`` (e.g. ``{"fvp_fn": ..., "rng": rng}``).
 

@@ -106,9 +106,10 @@ def cka(gram_x: jax.Array, gram_y: jax.Array, debiased: bool = False) -> jax.Arr
   Returns:
     Scalar CKA (in ``[0, 1]`` for the biased estimator).
 
-  Example::
-
-    cka(gram_rbf(x, 0.5), gram_rbf(y, 0.5))
+  Example:
+    >>> x = jax.random.normal(jax.random.key(0), (10, 3))
+    >>> round(float(cka(gram_rbf(x, 0.5), gram_rbf(2.0 * x, 0.5))), 4)  # median bandwidth
+    1.0
   """
   if gram_x.shape != gram_y.shape:
     raise ValueError(f"Gram shapes differ: {gram_x.shape} vs {gram_y.shape}.")
@@ -123,9 +124,11 @@ def linear_cka(x: jax.Array, y: jax.Array, debiased: bool = False) -> jax.Array:
 
   Use :func:`feature_space_linear_cka` when the feature counts are below ``n``; the two agree.
 
-  Example::
-
-    similarity = linear_cka(hidden_at_init, hidden_at_epoch_t)
+  Example:
+    >>> hidden_at_init = jax.random.normal(jax.random.key(0), (10, 4))
+    >>> rotation = jnp.linalg.qr(jax.random.normal(jax.random.key(1), (4, 4)))[0]
+    >>> round(float(linear_cka(hidden_at_init, hidden_at_init @ rotation)), 4)  # rotation-invariant
+    1.0
   """
   _check_examples(x, y, 4 if debiased else 1)
   return cka(gram_linear(x), gram_linear(y), debiased=debiased)
@@ -233,12 +236,16 @@ def minibatch_cka_update(state: MinibatchCKAState, xs: Representations,
   Returns:
     The updated state. Jittable; keep the batch size fixed (``>= 4``) across updates.
 
-  Example::
-
-    state = minibatch_cka_init(feats_a, feats_b)
-    for batch in batches:
-      state = jax.jit(minibatch_cka_update)(state, model_a(batch), model_b(batch))
-    cka_matrix = minibatch_cka_result(state)
+  Example:
+    >>> batches = jax.random.normal(jax.random.key(0), (3, 8, 5))      # 3 batches of 8
+    >>> model_a = lambda x: [x, jnp.tanh(x)]                           # two layers each
+    >>> model_b = lambda x: [2.0 * x, x ** 3]
+    >>> state = minibatch_cka_init(model_a(batches[0]), model_b(batches[0]))
+    >>> for batch in batches:
+    ...   state = jax.jit(minibatch_cka_update)(state, model_a(batch), model_b(batch))
+    >>> cka_matrix = minibatch_cka_result(state)
+    >>> cka_matrix.shape
+    (2, 2)
   """
   xs, ys = _as_layer_list(xs, "xs"), _as_layer_list(ys, "ys")
   if (len(xs), len(ys)) != state.hsic_xy.shape:

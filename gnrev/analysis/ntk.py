@@ -7,7 +7,7 @@ The empirical NTK of a model ``f(params, x)`` with output ``(n, *out)`` is
     \\Theta(x_1, x_2) = J(x_1) J(x_2)^\\top, \\qquad J(x) = \\partial f(\\theta, x) / \\partial \\theta,
 
 a matrix over (example, output) pairs. Arguments and output layout follow neural-tangents'
-``empirical_ntk_fn`` (which gnrev does not depend on; see ecosystem notes section 3).
+``empirical_ntk_fn`` (which gnrev does not depend on; see docs/analysis.md).
 
 References:
   Jacot, Gabriel, Hongler, "Neural Tangent Kernel", NeurIPS 2018.
@@ -102,10 +102,14 @@ def empirical_ntk(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, 
     The kernel, shape ``(n1, n2)`` plus the untraced output axes interleaved:
     ``(n1, n2, c, c)`` for a ``(n, c)`` output with ``trace_axes=()``.
 
-  Example::
-
-    kernel = empirical_ntk(model_fn, params, x_probe)                   # (n, n)
-    per_logit = empirical_ntk(model_fn, params, x_probe, trace_axes=())  # (n, n, c, c)
+  Example:
+    >>> model_fn = lambda p, x: jnp.tanh(x @ p["w"])
+    >>> params = {"w": jax.random.normal(jax.random.key(0), (4, 3))}
+    >>> x_probe = jax.random.normal(jax.random.key(1), (5, 4))
+    >>> empirical_ntk(model_fn, params, x_probe).shape                   # (n, n)
+    (5, 5)
+    >>> empirical_ntk(model_fn, params, x_probe, trace_axes=()).shape    # (n, n, c, c)
+    (5, 5, 3, 3)
   """
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"Unknown implementation {implementation!r}; allowed: {IMPLEMENTATIONS}.")

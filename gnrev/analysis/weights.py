@@ -43,10 +43,12 @@ def weight_drift(params: Any, initial_params: Any) -> WeightDrift:
   Returns:
     :class:`WeightDrift` of two pytrees shaped like ``params`` with scalar leaves.
 
-  Example::
-
-    drift = weight_drift(state.params, init_params)
-    drift.cosine["block_0"]["F"]["W"]
+  Example:
+    >>> init_params = {"block_0": {"W": jnp.ones((2, 2))}}
+    >>> params = {"block_0": {"W": 2.0 * jnp.ones((2, 2))}}
+    >>> drift = weight_drift(params, init_params)
+    >>> float(drift.norm_ratio["block_0"]["W"]), float(drift.cosine["block_0"]["W"])
+    (2.0, 1.0)
   """
   _check_same_structure(params, initial_params)
   pairs = jax.tree.map(_drift, params, initial_params)

@@ -40,8 +40,13 @@ def ggn_vector_product(apply_fn: Callable, params: PyTree, x: Any,
     A function mapping a params-shaped ``v`` to ``G v`` (same structure and dtypes).
 
   Example:
-    >>> gv = ggn_vector_product(model.apply, params, x, likelihoods.bernoulli())
-    >>> fv = gv(v)
+    >>> import jax.numpy as jnp
+    >>> apply_fn = lambda p, x: x @ p["w"]
+    >>> params, x = {"w": jnp.zeros((3, 2))}, jnp.eye(3)
+    >>> from gnrev.curvature import bernoulli
+    >>> gv = ggn_vector_product(apply_fn, params, x, bernoulli())
+    >>> gv({"w": jnp.ones((3, 2))})["w"].tolist()     # sigma'(0) = 1/4, batch mean 1/3
+    [[0.0833..., 0.0833...], [0.0833..., 0.0833...], [0.0833..., 0.0833...]]
   """
   outputs, jvp_fn, vjp_fn = linearize_output(apply_fn, params, x)
   return lambda v: vjp_fn(likelihood.output_fisher_product(outputs, jvp_fn(v)))
@@ -68,7 +73,7 @@ def sampled_fisher_vector_product(apply_fn: Callable, params: PyTree, x: Any,
   Labels ``y_hat ~ p(y | x, params)`` are drawn once from ``rng``; the product is the exact
   Hessian of ``nll(apply_fn(params, x), y_hat)`` (including its second-derivative-of-network
   term), whose expectation over ``y_hat`` is the Fisher product ``F v`` (Garcia et al. 2023,
-  section 1.3 of our notes). Use a fresh ``rng`` for every call.
+  docs/optim.md, "Fisher products"). Use a fresh ``rng`` for every call.
 
   Args:
     apply_fn: ``apply_fn(params, x) -> outputs``.

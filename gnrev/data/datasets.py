@@ -285,9 +285,10 @@ def load_dataset(name: str, split: str, data_dir: str | None = None, **options) 
   Returns:
     A :class:`Dataset`.
 
-  Example::
-
-    train = load_dataset("digits", "train")      # train.x: (1437, 8, 8, 1), train.y: (1437,)
+  Example:
+    >>> train = load_dataset("digits", "train")
+    >>> train.x.shape, train.y.shape
+    ((1437, 8, 8, 1), (1437,))
   """
   if name not in DATASETS:
     raise ValueError(f"Unknown dataset {name!r}; allowed: {', '.join(sorted(DATASETS))}.")

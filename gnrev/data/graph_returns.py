@@ -168,10 +168,9 @@ def load_graph_returns(data_dir: str, *,
     ValueError: a missing column, a non-numeric feature, a label other than 0/1, a repeated
       node id or an event whose id is not in the node file (the message names file and line).
 
-  Example::
-
-    data = load_graph_returns("/data/graph_returns")
-    split = split_events(data.num_events, seed=0)
+  Typical use: ``data = load_graph_returns("/data/graph_returns")``, then
+  ``split_events(data.num_events, seed=0)``; :func:`synthetic_graph_returns` has a runnable
+  example with data of the same form.
   """
   def path(name):
     return os.path.join(data_dir, name)
@@ -280,10 +279,11 @@ def synthetic_graph_returns(seed: int = 0, *, num_customers: int = 1000,
     A :class:`GraphReturns` with 4 customer, 4 variant and 3 event feature columns, events
     sorted by customer, and ids ``"c0", "c1", ...`` / ``"v0", "v1", ...``.
 
-  Example::
-
-    data = synthetic_graph_returns(0, num_customers=200, num_variants=50)
-    split = split_events(data.num_events, seed=0)
+  Example:
+    >>> data = synthetic_graph_returns(0, num_customers=200, num_variants=50)
+    >>> split = split_events(data.num_events, seed=0)
+    >>> len(split.train) + len(split.val) + len(split.test) == data.num_events
+    True
   """
   for name, value in (("num_customers", num_customers), ("num_variants", num_variants)):
     if not isinstance(value, (int, np.integer)) or value < 1:

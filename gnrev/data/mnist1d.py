@@ -60,9 +60,10 @@ def make_mnist1d(num_examples: int = 5000, length: int = 40,
   Returns:
     ``(x, y)``: float32 ``(num_examples, length)`` and int32 ``(num_examples,)``.
 
-  Example::
-
-    x, y = make_mnist1d(num_examples=100)
+  Example:
+    >>> x, y = make_mnist1d(num_examples=100)
+    >>> x.shape, y.shape
+    ((100, 40), (100,))
   """
   if num_examples < 1 or length < 2:
     raise ValueError(f"need num_examples >= 1 and length >= 2; got {num_examples}, {length}.")

@@ -41,11 +41,13 @@ def min_norm_gn_direction(apply_fn: Callable[[Any, jax.Array], jax.Array], param
     ``finite``, ``direction_norm`` and ``residual`` (``||J J^T alpha + lambda alpha - t|| / ||t||``,
     conjugate gradients' own residual).
 
-  Example::
-
-    apply_fn = lambda p, x: model.apply({"params": p}, x)
-    direction, info = gn.min_norm_gn_direction(apply_fn, params, x, y, loss="mse")
-    params = jax.tree.map(lambda p, d: p + d, params, direction)   # one Gauss-Newton step
+  Example:
+    >>> apply_fn = lambda p, x: x @ p["w"]
+    >>> params, x, y = {"w": jnp.zeros((3, 1))}, jnp.eye(3), jnp.ones((3, 1))
+    >>> direction, info = min_norm_gn_direction(apply_fn, params, x, y, loss="mse")
+    >>> params = jax.tree.map(lambda p, d: p + d, params, direction)   # one Gauss-Newton step
+    >>> [round(w, 4) for w in params["w"].ravel().tolist()]
+    [1.0, 1.0, 1.0]
   """
   logits, jvp_fn, vjp_fn = linearize_output(apply_fn, params, x)
   target = newton_target(loss, logits, y)

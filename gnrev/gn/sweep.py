@@ -1,6 +1,6 @@
 """The exact Gauss-Newton step for a RevMLP: a right inverse of the Jacobian, block by block.
 
-Buffelli et al. (NeurIPS 2024); notes section 1.3. Every branch ``F(u) = A(u) [W, b]^T`` is linear
+Buffelli et al. (NeurIPS 2024); docs/gn.md. Every branch ``F(u) = A(u) [W, b]^T`` is linear
 in its trained weights given its feature matrix ``A(u) = [phi(u C), 1]`` (``n x (M + 1)``). If
 every ``A`` has full row rank ``n``, a branch can realise any change ``T`` of its output with
 ``Omega = A^+ T``. The sweep walks the blocks from the last to the first, carrying the target
@@ -181,7 +181,7 @@ def _block_gn_step(params, fixed, activation, inputs: BlockInputs, t1, t2, weigh
                                         activation)
   f = solve(inputs.hidden_f, weight * t1)
   # An exact F-solve realises w T1, so the cross term is w G'(y1)[T1]: one jvp serves the cross
-  # term and the pull-back (notes section 1.5, saving 2).
+  # term and the pull-back (docs/gn.md, cost).
   g_of_t1 = g_along(t1) if (exact_f or pull_back) else None
   cross = weight * g_of_t1 if exact_f else g_along(f.realised)
   g = solve(inputs.hidden_g, weight * t2 - cross)
@@ -238,12 +238,15 @@ def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
     with diagnostics, ``residual`` (``||J D - s t|| / ||s t||``), ``min_singular_value`` and
     ``rank`` (numerical rank), each ``(L, 2)`` for the F and G branches of every block.
 
-  Example::
-
-    model = nets.RevMLP(num_blocks=2, expansion=512, num_classes=10)
-    variables = model.init(key, x)
-    direction, info = gn.exact_gn_direction(model, variables, x, labels, loss="ce_identity")
-    params = jax.tree.map(lambda p, d: p + 0.1 * d, variables["params"], direction)
+  Example:
+    >>> from gnrev import nets
+    >>> x, labels = jax.random.normal(jax.random.key(0), (4, 8)), jnp.arange(4) % 2
+    >>> model = nets.RevMLP(num_blocks=2, expansion=16, num_classes=2)
+    >>> variables = model.init(jax.random.key(1), x)
+    >>> direction, info = exact_gn_direction(model, variables, x, labels, loss="ce_identity")
+    >>> params = jax.tree.map(lambda p, d: p + 0.1 * d, variables["params"], direction)
+    >>> bool(info["residual"] < 1e-4)                    # n = 4 <= d/2 + 1: exact
+    True
 
   References:
     Buffelli, McGowan et al., "Exact, Tractable Gauss-Newton Optimization in Deep Reversible

@@ -1,4 +1,4 @@
-"""Output-space Newton targets ``t = -H^+ g``, one per sample (notes section 1.2).
+"""Output-space Newton targets ``t = -H^+ g``, one per sample (docs/gn.md).
 
 For a loss summed (or averaged) over samples, the Gauss-Newton step in function space is
 ``J D = t`` with ``t_i = -H_i^+ g_i``, where ``g_i`` and ``H_i`` are the gradient and Hessian of

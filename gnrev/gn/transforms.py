@@ -75,12 +75,16 @@ def scale_by_exact_gn(model, loss: str = "ce_identity",
   Returns:
     A ``GradientTransformationExtraArgs`` with state :class:`GNState`.
 
-  Example::
-
-    tx = optax.chain(gn.scale_by_exact_gn(model), optax.scale_by_learning_rate(0.1))
-    state = tx.init(variables["params"])
-    updates, state = tx.update(grads, state, variables["params"], batch=(x, y),
-                               fixed=variables["fixed"])
+  Example:
+    >>> from gnrev import nets
+    >>> x, y = jax.random.normal(jax.random.key(0), (4, 8)), jnp.arange(4) % 2
+    >>> model = nets.RevMLP(num_blocks=1, expansion=8, num_classes=2)
+    >>> variables = model.init(jax.random.key(1), x)
+    >>> grads = jax.tree.map(jnp.zeros_like, variables["params"])   # not used by GN
+    >>> tx = optax.chain(scale_by_exact_gn(model), optax.scale_by_learning_rate(0.1))
+    >>> state = tx.init(variables["params"])
+    >>> updates, state = tx.update(grads, state, variables["params"], batch=(x, y),
+    ...                            fixed=variables["fixed"])
 
   References:
     Buffelli, McGowan et al., NeurIPS 2024 (arXiv 2411.07979).
@@ -108,13 +112,17 @@ def exact_gn(learning_rate: optax.ScalarOrSchedule, model, loss: str = "ce_ident
   With ``inject_hyperparams`` name the model static (it is callable, so optax would take it for
   a schedule): ``optax.inject_hyperparams(gn.exact_gn, static_args=("model",))(0.1, model=model)``.
 
-  Example::
-
-    tx = gn.exact_gn(0.1, model=model, loss="ce_identity")
-    state = tx.init(variables["params"])
-    updates, state = tx.update(grads, state, variables["params"], batch=(x, y),
-                               fixed=variables["fixed"])
-    params = optax.apply_updates(variables["params"], updates)
+  Example:
+    >>> from gnrev import nets
+    >>> x, y = jax.random.normal(jax.random.key(0), (4, 8)), jnp.arange(4) % 2
+    >>> model = nets.RevMLP(num_blocks=1, expansion=8, num_classes=2)
+    >>> variables = model.init(jax.random.key(1), x)
+    >>> grads = jax.tree.map(jnp.zeros_like, variables["params"])   # not used by GN
+    >>> tx = exact_gn(0.1, model=model, loss="ce_identity")
+    >>> state = tx.init(variables["params"])
+    >>> updates, state = tx.update(grads, state, variables["params"], batch=(x, y),
+    ...                            fixed=variables["fixed"])
+    >>> params = optax.apply_updates(variables["params"], updates)
   """
   return optax.chain(
       scale_by_exact_gn(model, loss=loss, allocation=allocation, solver=solver, rtol=rtol,
@@ -133,10 +141,14 @@ def scale_by_gauss_newton(apply_fn: Callable[[Any, jax.Array], jax.Array], loss:
   ``apply_fn(params, x, fixed)``, and the update is then given ``fixed=...``. Passing them as an
   argument rather than closing over them keeps them out of the compiled constants.
 
-  Example::
-
-    tx = optax.chain(gn.scale_by_gauss_newton(apply_fn, damping=1e-3),
-                     optax.scale_by_learning_rate(1.0))
+  Example:
+    >>> apply_fn = lambda p, x: x @ p["w"]
+    >>> params, x, y = {"w": jnp.zeros((3, 1))}, jnp.eye(3), jnp.ones((3, 1))
+    >>> tx = optax.chain(scale_by_gauss_newton(apply_fn, damping=1e-3),
+    ...                  optax.scale_by_learning_rate(1.0))
+    >>> updates, _ = tx.update(params, tx.init(params), params, batch=(x, y))
+    >>> [round(u, 2) for u in updates["w"].ravel().tolist()]  # one step solves the problem
+    [1.0, 1.0, 1.0]
   """
 
   def direction_fn(params, x, y, extra_args):
@@ -156,11 +168,11 @@ def gauss_newton(learning_rate: optax.ScalarOrSchedule,
 
   With ``inject_hyperparams`` pass ``static_args=("apply_fn",)``.
 
-  Example::
-
-    apply_fn = lambda p, x: model.apply({"params": p}, x)
-    tx = gn.gauss_newton(1.0, apply_fn=apply_fn, loss="mse", damping=1e-4)
-    updates, state = tx.update(grads, state, params, batch=(x, y))
+  Example:
+    >>> apply_fn = lambda p, x: x @ p["w"]
+    >>> params, x, y = {"w": jnp.zeros((3, 1))}, jnp.eye(3), jnp.ones((3, 1))
+    >>> tx = gauss_newton(1.0, apply_fn=apply_fn, loss="mse", damping=1e-4)
+    >>> updates, state = tx.update(params, tx.init(params), params, batch=(x, y))
   """
   return optax.chain(
       scale_by_gauss_newton(apply_fn, loss=loss, damping=damping, maxiter=maxiter, tol=tol),

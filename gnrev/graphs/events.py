@@ -61,11 +61,16 @@ class EventClassifier(nn.Module):
     edge_model: the binary model, ``BipartiteGNN`` or ``MLPClassifier``.
     num_classes: must be 2 (the launcher passes its dataset's class count).
 
-  Example::
-
-    model = EventClassifier(BipartiteGNN(hidden_size=16))
-    variables = {**graph_variables(data), "params": params}
-    logits = model.apply(variables, event_inputs(data, split.test))   # (n, 2)
+  Example:
+    >>> from gnrev.data import graph_returns
+    >>> data = graph_returns.synthetic_graph_returns(0, num_customers=20, num_variants=10)
+    >>> model = EventClassifier(BipartiteGNN(hidden_size=8))
+    >>> inputs = event_inputs(data, jnp.arange(5))
+    >>> _, initial = model.apply(graph_variables(data), inputs,    # init with the graph given
+    ...                          rngs={"params": jax.random.key(0)}, mutable=True)
+    >>> variables = {**graph_variables(data), "params": initial["params"]}
+    >>> model.apply(variables, inputs).shape
+    (5, 2)
   """
   edge_model: nn.Module
   num_classes: int = 2

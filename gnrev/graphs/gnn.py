@@ -87,12 +87,17 @@ class BipartiteGNN(nn.Module):
     edge_hidden_sizes: hidden widths of the edge MLP.
     param_dtype: dtype of the parameters.
 
-  Example::
-
-    graph = message_graph(data)                      # all events, no labels
-    model = BipartiteGNN(hidden_size=32, num_rounds=2)
-    params = model.init(key, graph, c, v, x_e)
-    logits = model.apply(params, graph, c, v, x_e)   # c, v, x_e: a batch of queried events
+  Example:
+    >>> from gnrev.data import graph_returns
+    >>> data = graph_returns.synthetic_graph_returns(0, num_customers=20, num_variants=10)
+    >>> graph = message_graph(data)                      # all events, no labels
+    >>> queried = jnp.arange(5)                          # a batch of 5 queried events
+    >>> c, v = data.customer[queried], data.variant[queried]
+    >>> x_e = data.event_features[queried]
+    >>> model = BipartiteGNN(hidden_size=8, num_rounds=2)
+    >>> params = model.init(jax.random.key(0), graph, c, v, x_e)
+    >>> model.apply(params, graph, c, v, x_e).shape
+    (5,)
   """
   hidden_size: int = 32
   num_rounds: int = 2

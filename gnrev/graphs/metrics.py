@@ -60,9 +60,10 @@ def binary_classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[
   Returns:
     A dict of scalars, the four numbers reported by McGowan et al. (arXiv 2302.14096, Table 2).
 
-  Example::
-
-    metrics = binary_classification_metrics(model.apply(params, x_test), y_test)
+  Example:
+    >>> metrics = binary_classification_metrics(jnp.array([3.0, -2.0, 1.0]), jnp.array([1, 0, 0]))
+    >>> float(metrics["precision"]), float(metrics["recall"])
+    (0.5, 1.0)
   """
   if jnp.shape(logits) != jnp.shape(labels) or jnp.ndim(logits) != 1:
     raise ValueError(f"logits and labels must both have shape (n,), got {jnp.shape(logits)} "

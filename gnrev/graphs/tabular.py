@@ -42,12 +42,15 @@ class MLPClassifier(nn.Module):
     hidden_sizes: widths of the hidden layers.
     param_dtype: dtype of the parameters.
 
-  Example::
-
-    x = tabular_features(data, split.train)
-    model = MLPClassifier(hidden_sizes=(64, 64))
-    params = model.init(key, x)
-    logits = model.apply(params, x)                   # (n,)
+  Example:
+    >>> from gnrev.data import graph_returns
+    >>> data = graph_returns.synthetic_graph_returns(0, num_customers=20, num_variants=10)
+    >>> split = graph_returns.split_events(data.num_events, seed=0)
+    >>> x = tabular_features(data, split.train)
+    >>> model = MLPClassifier(hidden_sizes=(8,))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> model.apply(params, x).shape == (len(split.train),)
+    True
   """
   hidden_sizes: Sequence[int] = (64,)
   param_dtype: Any = jnp.float32

@@ -1,5 +1,5 @@
 """TreeMAML: MAML whose inner steps pool task gradients down a task tree, and the clustering
-that learns the tree (Garcia et al., arXiv 2103.04691; notes: shared/notes/treemaml.md)."""
+that learns the tree (Garcia et al., arXiv 2103.04691; docs: docs/meta.md)."""
 
 from gnrev.meta.clustering import (average_linkage_labels, cluster_tasks, cosine_similarity,
                                    otd_labels, threshold_labels)

@@ -1,4 +1,4 @@
-"""Learning the task tree by clustering task gradients (TreeMAML's Algorithm 2, notes section 2).
+"""Learning the task tree by clustering task gradients (TreeMAML's Algorithm 2, docs/meta.md).
 
 Tasks are compared by the cosine similarity of their flattened gradients. Three clusterings
 produce a ``(depth, n)`` label schedule, coarse to fine:
@@ -12,7 +12,7 @@ produce a ``(depth, n)`` label schedule, coarse to fine:
   fully jittable. Single linkage chains: one similar pair is enough to merge two clusters, so
   on noisy few-shot gradients a low threshold joins the whole meta-batch into one cluster.
 
-The paper's exact insertion rule and its constants are unknown to us (notes section 2.2,
+The paper's exact insertion rule and its constants are unknown to us (docs/meta.md,
 TO-FILL); the rule below and every default (``margin``, ``split_threshold``, ``thresholds``,
 ``center``) are our choices.
 """
@@ -225,8 +225,9 @@ def cluster_tasks(task_grads, depth: int, *, method: str = "otd", num_steps: int
     int32 labels ``(num_steps, n)``; no gradient flows through them.
 
   Example:
-    >>> grads = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(theta, support)
-    >>> labels = cluster_tasks(grads, depth=2, num_steps=3)
+    >>> grads = {"w": jnp.array([[1.0, 0.1], [0.9, 0.0], [-1.0, 0.1], [-0.9, 0.0]])}
+    >>> cluster_tasks(grads, depth=1, num_steps=2, method="average", thresholds=(0.0,)).tolist()
+    [[0, 0, 2, 2], [0, 1, 2, 3]]
 
   References:
     Garcia et al., arXiv 2103.04691, Algorithm 2; Menon et al., "Online Hierarchical

@@ -1,4 +1,4 @@
-"""Pooling task gradients over the clusters of a task tree (TreeMAML, notes section 1.2).
+"""Pooling task gradients over the clusters of a task tree (TreeMAML, docs/meta.md).
 
 A task tree over the ``n`` tasks of a meta-batch is stored as an int32 array ``labels`` of
 shape ``(num_steps, n)``: ``labels[k, i]`` is the cluster id of task ``i`` at inner step
@@ -114,10 +114,14 @@ def tree_pool(labels: jax.Array | None = None,
     ``labels[state.step]``; other extra arguments are ignored.
 
   Example:
-    >>> tx = optax.chain(tree_pool(labels), optax.scale(-0.01))
+    >>> labels = jnp.array([[0, 0, 2, 2], [0, 1, 2, 3]])         # 2 steps over 4 tasks
+    >>> task_params = {"w": jnp.zeros((4, 1))}
+    >>> task_grads = {"w": jnp.array([[1.0], [3.0], [5.0], [7.0]])}
+    >>> tx = optax.chain(tree_pool(labels), optax.scale(-0.5))
     >>> state = tx.init(task_params)
     >>> updates, state = tx.update(task_grads, state)
-    >>> task_params = optax.apply_updates(task_params, updates)
+    >>> optax.apply_updates(task_params, updates)["w"].ravel().tolist()   # pooled at step 1
+    [-1.0, -1.0, -3.0, -3.0]
 
   References:
     Garcia et al., "Meta-Learning with MAML on Trees", arXiv 2103.04691, Algorithm 1.

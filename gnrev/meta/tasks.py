@@ -1,9 +1,9 @@
-"""Tree-structured regression tasks whose meta-batches are whole subtrees (notes section 3.3).
+"""Tree-structured regression tasks whose meta-batches are whole subtrees (docs/meta.md).
 
 Each meta-batch draws a fresh tree with branching ``b_1, ..., b_D``; its ``prod(b)`` leaves
 are the tasks. Every node adds an offset with standard deviation ``level_stds[l]`` at depth
 ``l + 1`` to its parent's task parameter, so tasks sharing ancestors are similar. The
-paper's generator is unknown to us (notes section 3.2, TO-FILL): every constant here is our
+paper's generator is unknown to us (docs/meta.md): every constant here is our
 default and a constructor argument.
 
 * ``"linear"``: ``y = w^T x + eps``, ``x ~ N(0, I_dim)``, ``w = w_root + sum of offsets``,

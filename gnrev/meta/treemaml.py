@@ -1,4 +1,4 @@
-"""Functional MAML and TreeMAML on stacked task batches (notes sections 1.2, 1.3, 5.3).
+"""Functional MAML and TreeMAML on stacked task batches (docs/meta.md).
 
 With per-task parameters ``phi_i^0 = theta`` and step sizes ``alpha_1..alpha_K``, inner step
 ``k`` computes every task's support gradient, pools it over the task's cluster at that step
@@ -55,11 +55,17 @@ class TreeMAML:
       step's so the schedule is a tree (off by default, following the paper).
 
   Example:
-    >>> learner = TreeMAML(loss_fn, inner_lrs=(0.01, 0.01, 0.01))
-    >>> adapted = learner.adapt(theta, support, labels)      # leaves: (n, ...)
+    >>> loss_fn = lambda p, batch: jnp.mean((batch[0] @ p["w"] - batch[1]) ** 2)
+    >>> theta = {"w": jnp.zeros(2)}
+    >>> support = query = (jnp.ones((4, 3, 2)), jnp.ones((4, 3)))   # 4 tasks, 3 points each
+    >>> labels = jnp.array([[0, 0, 2, 2], [0, 1, 2, 3]])             # 2 inner steps
+    >>> learner = TreeMAML(loss_fn, inner_lrs=(0.01, 0.01))
+    >>> learner.adapt(theta, support, labels)["w"].shape            # leaves: (n, ...)
+    (4, 2)
     >>> loss = learner.meta_loss(theta, support, query, labels)
-    >>> step = jax.jit(learner.make_meta_step(optax.adam(1e-3)))
-    >>> theta, opt_state, loss = step(theta, opt_state, support, query, labels)
+    >>> optimizer = optax.adam(1e-3)
+    >>> step = jax.jit(learner.make_meta_step(optimizer))
+    >>> theta, opt_state, loss = step(theta, optimizer.init(theta), support, query, labels)
 
   References:
     Garcia et al., "Meta-Learning with MAML on Trees", arXiv 2103.04691, Algorithms 1-2.

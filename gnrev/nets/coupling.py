@@ -1,4 +1,4 @@
-"""Additive coupling blocks as pure functions (Buffelli et al. 2024, section 1.1 of our notes).
+"""Additive coupling blocks as pure functions (Buffelli et al. 2024, docs/nets.md).
 
 A block maps the two halves ``(x1, x2)`` of its input to
 

@@ -68,13 +68,16 @@ class RevMLP(nn.Module):
 
   Inputs carry a leading batch axis ``(n, ...)``; a 1-D input is treated as one example.
 
-  Example::
-
-    model = RevMLP(num_blocks=2, expansion=64, num_classes=10)
-    variables = model.init(jax.random.key(0), x)            # {'params': ..., 'fixed': ...}
-    logits = model.apply(variables, x)
-    h = model.apply(variables, x, method=model.hidden)
-    x_back = model.apply(variables, h, method=model.inverse)
+  Example:
+    >>> x = jax.random.normal(jax.random.key(1), (4, 16))
+    >>> model = RevMLP(num_blocks=2, expansion=64, num_classes=10)
+    >>> variables = model.init(jax.random.key(0), x)
+    >>> sorted(variables), model.apply(variables, x).shape
+    (['fixed', 'params'], (4, 10))
+    >>> h = model.apply(variables, x, method=model.hidden)
+    >>> x_back = model.apply(variables, h, method=model.inverse)
+    >>> bool(jnp.allclose(x_back, x, atol=1e-5))
+    True
   """
 
   num_blocks: int

@@ -1,7 +1,7 @@
 """FishLeg (Garcia et al., ICLR 2023) as an optax transformation.
 
 FishLeg learns a PSD ``Q(lam) ~ (F + gamma I)^{-1}`` by stochastic minimisation of the auxiliary
-loss (section 1.2 of our notes)
+loss (docs/optim.md, "The auxiliary loss")
 
 .. math:: A(\\lambda; u) = \\tfrac12 u^\\top Q F_\\gamma Q u - u^\\top Q u,
           \\qquad F_\\gamma = F + \\gamma I,
@@ -46,7 +46,7 @@ differs from the gradient's; keep the default ``lax.cond`` path for convenience 
 launchers, tests); use the split where step time matters (a Python loop jitting
 ``update_aux=True`` and ``False`` steps, or a scan over groups of ``k`` steps).
 
-Deviations from the official code, on purpose (section 4.1 of our notes):
+Deviations from the official code, on purpose (listed in docs/optim.md):
 
 * every aux step draws a fresh probe key (``rng`` folded with the step count);
 * Fisher products come from the caller's ``fvp_fn`` (exact GGN via
@@ -110,7 +110,7 @@ def fishleg_aux_loss_and_gradient(q_vector: Callable[[PyTree, PyTree], PyTree], 
       A(\\lambda) = \\tfrac12 v^\\top (F + \\gamma I) v - u^\\top v, \\qquad v = Q(\\lambda) u,
 
   with ``u`` the probe normalised to unit norm; its minimiser over ``Q`` is ``(F + gamma I)^{-1}``
-  (Garcia et al. 2023, eq. for the auxiliary loss; notes section 1.2). The gradient is
+  (Garcia et al. 2023, eq. for the auxiliary loss; docs/optim.md). The gradient is
   ``dv/dlam^T r`` with ``r = (F + gamma I) v - u``, or ``Q r`` when ``precondition_aux``.
 
   Args:
@@ -159,7 +159,7 @@ def scale_by_fishleg(
     probe: ``"gradient"`` (u = normalised gradient: Q accurate on the gradient subspace, for
       optimisation) or ``"gaussian"`` (isotropic probes: Q approximates all of
       ``F_gamma^{-1}``, for pruning); both unit-normalised.
-    precondition_aux: use ``Q r`` instead of ``r`` in the aux gradient (notes section 1.2).
+    precondition_aux: use ``Q r`` instead of ``r`` in the aux gradient (docs/optim.md).
     q_family: ``"kronecker"``, ``"diagonal"`` or ``"full"`` (see :mod:`gnrev.optim.q_blocks`).
     aux_optimizer: overrides ``optax.adam(aux_learning_rate)`` for lam.
 
@@ -173,12 +173,18 @@ def scale_by_fishleg(
     docstring for when to use which). Other extra arguments are ignored.
 
   Example:
+    >>> from gnrev import curvature
+    >>> apply_fn = lambda p, x: x @ p["w"]
+    >>> params, x = {"w": jnp.zeros((3, 2))}, jnp.ones((4, 3))
+    >>> grads = {"w": jnp.ones((3, 2))}
     >>> tx = scale_by_fishleg(damping=0.1)
     >>> state = tx.init(params)
-    >>> fvp = curvature.ggn_vector_product(model.apply, params, x_aux, curvature.bernoulli())
-    >>> direction, state = tx.update(grads, state, params, fvp_fn=fvp, rng=key)
+    >>> fvp = curvature.ggn_vector_product(apply_fn, params, x, curvature.bernoulli())
+    >>> direction, state = tx.update(grads, state, params, fvp_fn=fvp, rng=jax.random.key(0))
     >>> # Split schedule: two jitted programs, the aux step every 10 steps, no lax.cond.
     >>> direction, state = tx.update(grads, state, params, update_aux=False)
+    >>> direction["w"].shape
+    (3, 2)
 
   References:
     Garcia et al., "Fisher-Legendre (FishLeg) optimization of deep neural networks", ICLR 2023.
@@ -271,10 +277,12 @@ def fishleg(
   ``m`` is the momentum trace of ``Q g`` from :func:`scale_by_fishleg` (see it for the other
   arguments); weight decay is added to the step, not to ``m``, as in the official code.
 
+  The arguments ``damping``, ``aux_learning_rate``, ``update_aux_every``, ``momentum``,
+  ``init_scale``, ``probe``, ``precondition_aux``, ``q_family`` and ``aux_optimizer`` are as in
+  :func:`scale_by_fishleg`.
+
   Args:
     learning_rate: step size (float or optax schedule).
-    damping, aux_learning_rate, update_aux_every, momentum, init_scale, probe,
-      precondition_aux, q_family, aux_optimizer: as in :func:`scale_by_fishleg`.
     weight_decay: decoupled L2 coefficient added to the step.
 
   Returns:
@@ -282,8 +290,13 @@ def fishleg(
     for Gaussian probes).
 
   Example:
+    >>> params = {"w": jnp.ones(3)}
+    >>> fvp = lambda v: v                                   # F = I, for the example
     >>> tx = fishleg(0.05, damping=0.1, aux_learning_rate=1e-3, init_scale=0.2)
-    >>> updates, state = tx.update(grads, state, params, fvp_fn=fvp, rng=key)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(params, state, params, fvp_fn=fvp, rng=jax.random.key(0))
+    >>> [round(u, 6) for u in updates["w"].tolist()]        # -0.05 * Q_0 g with Q_0 = 0.2 I
+    [-0.01, -0.01, -0.01]
   """
   _check_positive("weight_decay", weight_decay, allow_zero=True)
   return optax.chain(

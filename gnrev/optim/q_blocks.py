@@ -8,7 +8,7 @@ exposes a PSD-by-construction product ``Q x``, a closed-form ``diag(Q)`` and fac
   ``Conv``, ``DenseGeneral`` with one output axis): the kernel reshaped to
   ``(prod(kernel.shape[:-1]), out)`` with the module's ``bias`` (if any) appended as a last row,
   ``U`` of shape ``(in + 1, out)``. As in the official ``FishLinear``/``FishConv2d`` (Garcia et
-  al. 2023; section 1.4 of our notes)
+  al. 2023; docs/optim.md, "Q families")
 
   .. math:: Q U = A \\odot \\big(L L^\\top (A \\odot U) R^\\top R\\big),
             \\qquad Q = D_A (L L^\\top \\otimes R^\\top R) D_A,

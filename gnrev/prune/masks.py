@@ -136,7 +136,11 @@ def keep_masked(masks: PyTree) -> optax.GradientTransformation:
     An ``optax.GradientTransformation``.
 
   Example:
+    >>> masks = {"kernel": jnp.array([[True, False]])}
     >>> tx = optax.chain(optax.adam(1e-3), keep_masked(masks))
+    >>> updates, _ = tx.update({"kernel": jnp.ones((1, 2))}, tx.init(masks))
+    >>> [round(u, 6) for u in updates["kernel"][0].tolist()]   # the pruned weight does not move
+    [-0.001, 0.0]
   """
 
   def init_fn(params):

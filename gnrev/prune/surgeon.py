@@ -8,7 +8,7 @@ deleting weight ``q`` and re-adjusting the others optimally costs
 
 For a set ``P`` pruned at once we use the independence approximation (one inverse-Fisher
 product) ``delta = -F_gamma^{-1} (1_P o theta / diag F_gamma^{-1})``, then set ``theta_P = 0``
-exactly (notes section 3.1). Every method is this one step with a different
+exactly (docs/prune.md). Every method is this one step with a different
 :class:`InverseFisher`:
 
 * FishLeg Surgeon (McGowan et al. 2024): ``Q(lam)`` fitted by FishLeg's auxiliary loss with
@@ -226,7 +226,7 @@ def refine_q(state: SurgeonState, apply_fn: Callable, params: PyTree, masks: PyT
 
   Each step: Gaussian probe ``u`` (masked, unit norm), ``v = M Q M u``, residual
   ``r = M F M v + gamma v - u`` with the exact Fisher (GGN) product on a random batch of ``x``,
-  optionally ``r <- M Q M r``, and an Adam step along ``J_lam(v)^T r`` (notes sections 1.2, 3.1).
+  optionally ``r <- M Q M r``, and an Adam step along ``J_lam(v)^T r`` (docs/prune.md).
   Its minimiser is ``Q = (F_SS + gamma I)^{-1}`` on the surviving weights.
 
   Args:
@@ -241,7 +241,7 @@ def refine_q(state: SurgeonState, apply_fn: Callable, params: PyTree, masks: PyT
     damping: ``gamma``.
     batch_size: Fisher batch per step, drawn with replacement; ``None`` uses all of ``x``.
     aux_learning_rate: Adam step size on lam.
-    precondition_aux: use ``Q r`` in place of ``r`` (notes section 1.2).
+    precondition_aux: use ``Q r`` in place of ``r`` (docs/optim.md, "The auxiliary loss").
 
   Returns:
     The refined state.
@@ -296,8 +296,14 @@ def fishleg_surgeon(apply_fn: Callable, params: PyTree, x: jax.Array, likelihood
     ``(masks, params)``: bool masks and pruned parameters (pruned entries exactly zero).
 
   Example:
-    >>> masks, pruned = prune.fishleg_surgeon(model.apply, params, x_train,
-    ...                                       curvature.categorical(), 0.9, rng=key)
+    >>> import flax.linen as nn
+    >>> from gnrev import curvature
+    >>> model, x = nn.Dense(4), jnp.ones((8, 5))
+    >>> params = model.init(jax.random.key(0), x)
+    >>> masks, pruned = fishleg_surgeon(model.apply, params, x, curvature.categorical(), 0.9,
+    ...                                 rng=jax.random.key(1), num_aux_steps=10)
+    >>> int(masks["params"]["kernel"].sum())                # 2 of 20 kernel weights survive
+    2
 
   References:
     McGowan et al., "Efficient Model Compression Techniques with FishLeg", arXiv 2412.02328;

@@ -25,9 +25,10 @@ from gnrev.train.optimizers import OPTIONS
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses ``"smoke,batch=32"`` into options, typed like ``defaults`` (a bare name means True).
 
-  Example::
-
-    options = parse_arg("smoke", smoke=False, batch=128)   # options.smoke, options.batch == 128
+  Example:
+    >>> options = parse_arg("smoke", smoke=False, batch=128)
+    >>> options.smoke, options.batch
+    (True, 128)
   """
   options = dict(defaults)
   for item in filter(None, (arg or "").split(",")):

@@ -1,4 +1,4 @@
-"""The exact GN sweep against a materialised Jacobian (float64, notes section 1.6)."""
+"""The exact GN sweep against a materialised Jacobian (float64, docs/gn.md)."""
 
 import jax
 import jax.numpy as jnp

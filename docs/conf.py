@@ -1,0 +1,54 @@
+"""Sphinx configuration for gnrev's documentation (built offline: no intersphinx, no downloads).
+
+    pip install -e ".[docs]"
+    python -m sphinx -W --keep-going -b html docs docs/_build/html
+"""
+
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)   # document this checkout's gnrev, installed or not
+
+with open(os.path.join(ROOT, "pyproject.toml")) as f:
+  _PYPROJECT = f.read()   # read with re, not tomllib: the docs also build on Python 3.10
+
+
+def _field(name: str) -> str:
+  return re.search(rf'^{name} = "([^"]+)"', _PYPROJECT, re.MULTILINE).group(1)
+
+
+project = "gnrev"
+author = "the gnrev authors"
+copyright = "the gnrev authors, Apache-2.0"   # noqa: A001  (Sphinx's name)
+release = version = _field("version")
+REPOSITORY = _field("Repository")   # [project.urls]: the one place the address is defined
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build"]
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "substitution"]
+myst_heading_anchors = 3
+myst_substitutions = {"repository": REPOSITORY}
+
+# flax dataclass fields every module has; documenting them twice is a duplicate-object warning.
+autodoc_default_options = {"members": True, "exclude-members": "param_dtype, parent, name"}
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_mock_imports = []
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+
+html_theme = "alabaster"
+html_static_path = ["_static"]
+html_title = f"gnrev {release}"
+html_theme_options = {"description": "Second-order and meta-learning research in JAX",
+                      "github_button": False, "extra_nav_links": {"Repository": REPOSITORY}}
