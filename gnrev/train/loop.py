@@ -129,8 +129,8 @@ def evaluate(eval_step, params, fixed, test: data.Dataset, targets: np.ndarray,
   for start in range(0, len(test.y), batch_size):
     rows = np.arange(start, start + batch_size)
     mask = (rows < len(test.y)).astype(np.float32)
-    rows = np.minimum(rows, len(test.y) - 1)
-    x, y, m = sharding.shard_batch(mesh, test.x[rows], targets[rows], mask)
+    x, y = sharding.shard_rows(mesh, np.minimum(rows, len(test.y) - 1), test.x, targets)
+    (m,) = sharding.shard_batch(mesh, mask)
     for name, value in eval_step(params, fixed, x, y, m).items():
       sums[name] = sums.get(name, 0.0) + float(value)
   out = {"test_loss": sums["loss"] / len(test.y), "test_accuracy": sums["correct"] / len(test.y)}
@@ -149,8 +149,7 @@ def _initial_state(config, model, setup, train: data.Dataset, mesh):
   state = {"params": params, "opt_state": setup.tx.init(params), "step": jnp.int32(0),
            "rng": jax.random.key_data(jax.random.key(config.seed + 1)),
            "epoch_sums": jnp.zeros(len(EPOCH_SUMS), jnp.float32)}
-  put = lambda tree: jax.device_put(tree, sharding.replicated(mesh))
-  return put(state), put(fixed)
+  return sharding.replicate(mesh, state), sharding.replicate(mesh, fixed)
 
 
 def train_run(config: ml_collections.ConfigDict, run: str, train: data.Dataset,
@@ -190,7 +189,7 @@ def train_run(config: ml_collections.ConfigDict, run: str, train: data.Dataset,
     with metrics.progress_bar(total, start, run) as bar:
       for step in range(start + 1, total + 1):
         rows = data.batch_indices(len(train.y), batch_size, config.data.seed, step - 1)
-        x, y = sharding.shard_batch(mesh, train.x[rows], train_targets[rows])
+        x, y = sharding.shard_rows(mesh, rows, train.x, train_targets)
         state, step_metrics = train_step(state, fixed, x, y)
         record = {"step": step, "epoch": (step - 1) // per_epoch + 1}
         if step % config.log_every == 0 or step == total:
