@@ -48,9 +48,10 @@ def read_metrics(path: str) -> list[dict]:
 
 
 def progress_bar(total: int, initial: int, run: str) -> tqdm.tqdm:
-  """A progress bar with steps/s; silent when stderr is not a terminal."""
+  """A progress bar with steps/s; silent when stderr is not a terminal and off process 0."""
   return tqdm.tqdm(total=total, initial=initial, desc=run, unit="step",
-                   disable=not sys.stderr.isatty(), dynamic_ncols=True)
+                   disable=not sys.stderr.isatty() or jax.process_index() != 0,
+                   dynamic_ncols=True)
 
 
 def binary_counts(predicted: jax.Array, actual: jax.Array, mask: jax.Array) -> dict:
