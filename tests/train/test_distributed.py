@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIG = os.path.join(REPO, "configs", "default.py")
 OVERRIDES = ["--config.checkpoint_every=2"]  # smoke: 4 steps per run; checkpoints 2 and 4
 KILLED_RUN, KILL_AT_STEP, LAST_CHECKPOINT = "fishleg", 3, 2
-TIMEOUT_S = 240  # for each launch of the two processes
+TIMEOUT_S = 300  # for each launch of the two processes
 
 # Both processes SIGKILL themselves at the same point of run "fishleg": after step 3, once
 # checkpoint 2 is complete (waiting for it makes the resumed step deterministic).
@@ -61,12 +61,15 @@ def launch(command: list[str], workdir: str, cache_dir: str) -> list[subprocess.
          "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO, "MPLBACKEND": "Agg",
          # The relaunch reuses the programs compiled before the kill.
          "JAX_COMPILATION_CACHE_DIR": cache_dir, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-  return [subprocess.Popen(
-      command + [f"--config={CONFIG}:smoke,all", f"--workdir={workdir}", *OVERRIDES,
-                 f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                 f"--process_id={i}"],
-      cwd=REPO, env=env, stdout=open(f"{workdir}.{i}.log", "w"), stderr=subprocess.STDOUT)
-          for i in range(2)]
+  processes = []
+  for i in range(2):
+    with open(f"{workdir}.{i}.log", "w") as log:
+      processes.append(subprocess.Popen(
+          command + [f"--config={CONFIG}:smoke,all", f"--workdir={workdir}", *OVERRIDES,
+                     f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                     f"--process_id={i}"],
+          cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+  return processes
 
 
 def wait(processes: list[subprocess.Popen], workdir: str) -> tuple[list[int], list[str]]:
@@ -87,6 +90,7 @@ def wait(processes: list[subprocess.Popen], workdir: str) -> tuple[list[int], li
 
 
 def test_two_processes_train_as_one_with_8_devices_and_resume_after_sigkill(tmp_path):
+  assert jax.device_count() == 8, "tests/conftest.py should give 8 CPU devices"
   workdir, cache = str(tmp_path / "two_processes"), str(tmp_path / "jax_cache")
   config = train.load_config(CONFIG, "smoke,all")
   config.checkpoint_every = 2
