@@ -11,7 +11,9 @@ Run (about 15 s for all three optimizers on 2 CPU cores, compilation included):
   python -m gnrev.main --config=configs/default.py --workdir=runs/default
 
 Smoke run (seconds): ``--config=configs/default.py:smoke``. Overrides, e.g.
-``--config.num_epochs=50 --config.optimizers.adam.learning_rate=1e-4``.
+``--config.num_epochs=50 --config.optimizers.adam.learning_rate=1e-4``. Every optimizer of the
+launcher (adds the min-norm ``gauss_newton`` and ``fishleg``, whose Jacobian-vector products need
+``memory_mode="autodiff"``): ``--config=configs/default.py:all`` (or ``:smoke,all``).
 Artefacts in the workdir: config.json, metrics.jsonl, curves.png, <run>/checkpoints/.
 """
 
@@ -23,7 +25,7 @@ LAUNCHER = True
 
 
 def get_config(arg=None):
-  options = parse_arg(arg, smoke=False)
+  options = parse_arg(arg, smoke=False, all=False)
   config = ml_collections.ConfigDict()
   config.seed = 42
   config.num_epochs = 20
@@ -58,4 +60,13 @@ def get_config(arg=None):
       "adam": {"name": "adam", "learning_rate": 1e-3},
       "sgd": {"name": "sgd", "learning_rate": 0.1},
   })
+  if options.all:
+    config.model.memory_mode = "autodiff"
+    # Damped enough for conjugate gradients to converge (tol 1e-6) in ~60 iterations: a
+    # truncated solve would make the step depend on float32 rounding, e.g. on how many devices
+    # sum the batch.
+    config.optimizers.gauss_newton = {"name": "gauss_newton", "learning_rate": 1.0,
+                                      "loss": "ce_identity", "damping": 10.0}
+    config.optimizers.fishleg = {"name": "fishleg", "learning_rate": 0.05, "damping": 0.5,
+                                 "aux_learning_rate": 1e-4, "update_aux_every": 2}
   return shrink_for_smoke(config) if options.smoke else config

@@ -3,8 +3,10 @@
 ``--config`` is an ml_collections config file (locked: ``--config.a.b=v`` overrides only
 existing fields, and every option of each run's optimizer exists, with its default;
 ``configs/X.py:arg`` passes ``arg`` to its ``get_config``). The run itself is
-:func:`gnrev.train.train_and_evaluate`, which notebooks call directly. For several hosts, call
-``jax.distributed.initialize()`` before training (see :mod:`gnrev.train.sharding`).
+:func:`gnrev.train.train_and_evaluate`, which notebooks call directly. One run over several
+processes (hosts, or one process per GPU): ``--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I`` on every process, or ``--distributed`` alone under SLURM / Open MPI (see
+docs/multiprocess.md and :mod:`gnrev.train.distributed`).
 
 A bad flag, config, data file or workdir stops the launch before anything trains with one line on
 stderr and exit status 1; ``GNREV_TRACEBACK=1`` (or ``--verbosity=1``) shows the traceback.
@@ -21,15 +23,18 @@ import re  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
-import jax  # noqa: E402
-
 from gnrev import train  # noqa: E402
-from gnrev.train import configs  # noqa: E402
+from gnrev.train import configs, distributed  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and plots.")
 configs.define_config_flag("config")
 flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool("distributed", False, "Start jax.distributed; values not given below are "
+                  "detected from the cluster (SLURM, Open MPI, ...).")
+flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (implies --distributed).")
+flags.DEFINE_integer("num_processes", None, "Processes in the run (implies --distributed).")
+flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
 
 # What a user's input can raise (flags, config files, data files, workdirs); anything else is a
 # bug and keeps its traceback.
@@ -76,10 +81,12 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # orbax logs every save step at INFO; keep the console to gnrev's own progress.
   logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
-  logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
-               jax.local_devices())
   try:
-    train.train_and_evaluate(configs.finish_config_flag("config"), FLAGS.workdir)
+    distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
+                           FLAGS.process_id)  # before any other JAX call
+    config = configs.finish_config_flag("config")
+    distributed.log_layout(config.num_devices, config.get("data", {}).get("batch_size"))
+    train.train_and_evaluate(config, FLAGS.workdir)
   except USER_ERRORS as e:
     if _traceback_wanted(sys.argv):
       raise

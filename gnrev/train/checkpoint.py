@@ -81,8 +81,13 @@ def checkpoint_steps(directory: str) -> list[int]:
 
 
 def load_params(directory: str, step: int | None = None) -> Any:
-  """The params of checkpoint ``step`` (default: the latest) in ``directory``, as numpy arrays."""
-  with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
+  """The params of checkpoint ``step`` (default: the latest) in ``directory``, as numpy arrays.
+
+  Any checkpoint loads, whatever the devices and processes that wrote it (e.g. a run over two
+  hosts, read on a laptop): its arrays are restored onto one local device, then to the host.
+  """
+  with ocp.CheckpointManager(os.path.abspath(directory),
+                             item_handlers=ocp.StandardCheckpointHandler()) as manager:
     steps = manager.all_steps()
     if not steps:
       raise FileNotFoundError(f"No checkpoint in {directory!r}.")
@@ -91,4 +96,7 @@ def load_params(directory: str, step: int | None = None) -> Any:
     elif step not in steps:
       raise ValueError(f"No checkpoint for step {step} in {directory!r}; kept steps: "
                        f"{sorted(steps)}.")
-    return manager.restore(step, args=ocp.args.StandardRestore())["params"]
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                            manager.item_metadata(step))
+    return jax.device_get(manager.restore(step, args=ocp.args.StandardRestore(abstract))["params"])

@@ -198,8 +198,8 @@ def evaluate(eval_step, params, fixed, test: data.Dataset, targets: np.ndarray,
   for start in range(0, count, batch_size):
     rows = np.arange(start, start + batch_size)
     mask = (rows < count).astype(np.float32)
-    rows = np.minimum(rows, count - 1)
-    x, y, m = sharding.shard_batch(mesh, test.x[rows], targets[rows], mask)
+    x, y = sharding.shard_rows(mesh, np.minimum(rows, count - 1), test.x, targets)
+    (m,) = sharding.shard_batch(mesh, mask)
     for name, value in eval_step(params, fixed, x, y, m).items():
       sums[name] = sums.get(name, 0.0) + float(value)
   return {f"{prefix}_{k}": float(v) for k, v in task.scores(sums, test).items()}
@@ -215,8 +215,7 @@ def _initial_state(config, model, setup, train: data.Dataset, mesh, task: Any = 
   fixed = {k: v for k, v in variables.items() if k != "params"}
   state = TrainState.create(params, setup.tx.init(params), jax.random.key(config.seed + 1),
                             len(epoch_sum_names(task)))
-  put = lambda tree: jax.device_put(tree, sharding.replicated(mesh))
-  return put(state), put(fixed)
+  return sharding.replicate(mesh, state), sharding.replicate(mesh, fixed)
 
 
 def supervised_program(config: ml_collections.ConfigDict, run: str, task: Any,
@@ -243,7 +242,7 @@ def supervised_program(config: ml_collections.ConfigDict, run: str, task: Any,
 
   def batch(step):
     rows = data.batch_indices(len(train_targets), batch_size, config.data.seed, step - 1)
-    return sharding.shard_batch(mesh, train.x[rows], train_targets[rows])
+    return sharding.shard_rows(mesh, rows, train.x, train_targets)
 
   postfix = ("train_loss", *(f"train_{k}" for k in task.step_metric_names[:1]))
   return Program(state=state, fixed=fixed, step=make_train_step(model, setup, task),

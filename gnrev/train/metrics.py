@@ -122,9 +122,11 @@ def progress_bar(total: int, initial: int, run: str,
   A ``tqdm.auto`` bar (with steps/s and the postfix values) in a terminal or a notebook; a
   :class:`LogProgress` line every ``interval`` seconds otherwise (logs, batch jobs, CI).
   """
-  if sys.stderr.isatty() or _in_notebook():
+  if jax.process_index() != 0 or sys.stderr.isatty() or _in_notebook():
     from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel  (notebook detection)
-    return tqdm(total=total, initial=initial, desc=run, unit="step", dynamic_ncols=True)
+    # Only process 0 of a multi-process run shows progress.
+    return tqdm(total=total, initial=initial, desc=run, unit="step", dynamic_ncols=True,
+                disable=jax.process_index() != 0)
   return LogProgress(total, initial, run, interval)
 
 

@@ -1,0 +1,72 @@
+"""One run over several processes (hosts, or GPUs of one host) on JAX's distributed runtime.
+
+:func:`initialize` is what ``gnrev.main`` calls first, before any other JAX call: with
+``--coordinator_address``, ``--num_processes`` and ``--process_id`` (all three, one process per
+command) or with ``--distributed`` alone, where ``jax.distributed.initialize()`` reads them from
+the cluster (SLURM, Open MPI, Cloud TPU, ...). Without any of these flags the run is one process,
+as before: a single process already uses every local device. docs/multiprocess.md is the
+runbook.
+"""
+
+from __future__ import annotations
+
+import jax
+from absl import logging
+
+from gnrev.train import sharding
+
+
+def initialize(distributed: bool = False, coordinator_address: str | None = None,
+               num_processes: int | None = None, process_id: int | None = None) -> bool:
+  """Starts JAX's distributed runtime if asked to; returns whether it did.
+
+  Args:
+    distributed: initialise even without the three values below, which JAX then detects
+      from the cluster environment (SLURM, Open MPI, ...).
+    coordinator_address: ``host:port`` of process 0, the same for every process.
+    num_processes: the number of processes, the same for every process.
+    process_id: this process's index, ``0 <= process_id < num_processes``.
+
+  Raises:
+    ValueError: if the values are incomplete or inconsistent and the environment does not
+      supply them (the message says which flags to set).
+
+  Example::
+
+    initialize(coordinator_address="10.0.0.1:8476", num_processes=2, process_id=0)
+  """
+  given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
+           "process_id": process_id}
+  if not distributed and all(v is None for v in given.values()):
+    return False
+  if num_processes is not None and process_id is not None and not (
+      0 <= process_id < num_processes):
+    raise ValueError(f"--process_id must be in [0, --num_processes={num_processes}); "
+                     f"got {process_id}.")
+  if jax.config.jax_cpu_collectives_implementation is None:
+    # CPU processes exchange data through gloo (jax's default since 0.5; older: none).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(**given)
+  except ValueError as e:
+    missing = ", ".join(f"--{k}" for k, v in given.items() if v is None)
+    raise ValueError(
+        f"Cannot start the distributed runtime: {e} Outside a cluster that JAX detects (SLURM, "
+        f"Open MPI, Cloud TPU) give every process --coordinator_address=HOST:PORT, "
+        f"--num_processes and its own --process_id; missing here: {missing}.") from e
+  return True
+
+
+def log_layout(num_devices: int, batch_size: int | None) -> None:
+  """Logs this process's place in the run: processes, devices and its rows of each batch.
+
+  ``batch_size`` None (a task without data batches, e.g. meta-learning) logs the devices only.
+  """
+  mesh = sharding.make_mesh(num_devices)
+  logging.info("JAX process %d of %d on %s; %d local devices %s; mesh of %d devices.",
+               jax.process_index(), jax.process_count(), jax.default_backend(),
+               jax.local_device_count(), [d.id for d in jax.local_devices()], mesh.size)
+  if batch_size and batch_size % mesh.size == 0:
+    rows = sharding.local_rows(mesh, batch_size)
+    logging.info("Process %d loads rows %d:%d of every global batch of %d.",
+                 jax.process_index(), rows.start, rows.stop, batch_size)
