@@ -16,7 +16,7 @@ steps including the optax update, at each size in --sizes:
 factorisations and solves per branch, counted analytically) and measured / floor. With
 --accuracy (default at paper_mnist) the float32 steps are compared with the float64 thin-SVD
 step on MNIST-like inputs (scikit-learn digits resized to 28 x 28, MNIST's normalisation, the
-paper's init), and the branches where "svd" fell back to an SVD are listed.
+paper's init), with the path ("gram" or "svd") each branch of the "svd" solver took.
 
 Sizes (n, d, M, L): tiny (32, 16, 64, 2; seconds, for tests), small (256, 784, 2048, 2),
 paper_mnist (1024, 784, 8000, 2; about 3 minutes on 2 CPU cores), paper_cifar
@@ -267,7 +267,8 @@ def accuracy_case(name, batch, features, expansion, blocks, rtols):
     results.append({"rtol": rtol, "atol": 1e-5, "kept_singular_values_float64": rank64,
                     "kept_singular_values_float32_svd": np.asarray(
                         steps["svd"][1]["rank"]).tolist(),
-                    "svd_fallback": np.asarray(steps["svd"][1]["svd_fallback"]).tolist(),
+                    "svd_path": [[gn.sweep.SVD_PATHS[p] for p in row]
+                                 for row in np.asarray(steps["svd"][1]["svd_path"]).tolist()],
                     "relative_error_svd": error(steps["svd"][0]),
                     "relative_error_thin_svd": error(steps["thin_svd"][0])})
   return {"n": batch, "d": features, "M": expansion, "L": blocks,

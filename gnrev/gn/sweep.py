@@ -35,13 +35,15 @@ from gnrev.nets import (branch, branch_hidden, branch_output, branch_weights_fro
 SOLVERS = ("cholesky", "svd", "thin_svd", "damped")
 ALLOCATIONS = ("full", "split")
 
-# The "svd" solver's Gram path resolves singular values down to about sqrt(eps) * s_max (A A^T
-# squares them, and its rounding errors are of order eps * s_max^2). It is used while the cut
-# lies at least this factor above that level, i.e. while the kept part of A has a condition number
-# of at most 1 / (factor * sqrt(eps)), so that its error estimate eps * cond^2 stays below
-# 1 / factor^2 = 1e-2 (measured at the paper's MNIST size in float32: 2e-5); otherwise the
-# branch falls back to an SVD.
-GRAM_CUT_FACTOR = 10.0
+# The "svd" solver's Gram path. A A^T squares the condition number: its float rounding (of order
+# eps s_max^2) moves the kept eigenvalues by a relative eps (s_max / s_min_kept)^2, our estimate
+# of the step's error; above GRAM_MAX_ERROR the branch is solved by an SVD instead. Measured at
+# the paper's MNIST size in float32 (rtol 1e-2: estimate 1.2e-3), the Gram step was 1.4e-3
+# (relative) from the float64 SVD step, mostly from modes next to the cut, which the Gram cannot
+# separate (a random target on one ReLU branch: 1.9e-2; the float32 thin SVD: 4e-6); at rtol 4e-3
+# (estimate 7.5e-3) it was 7e-2, hence the threshold between the two.
+GRAM_MAX_ERROR = 2e-3
+SVD_PATHS = ("gram", "svd")   # info["svd_path"] holds the index
 
 
 def allocation_weights(allocation: Union[str, Sequence[float]], num_blocks: int,
@@ -99,7 +101,7 @@ class BranchSolution(NamedTuple):
   realised: jax.Array                       # A Omega, (n, out): T itself when the solve is exact
   min_singular_value: Optional[jax.Array]   # n-th singular value of A (0 if n > M + 1)
   rank: Optional[jax.Array]                 # int32 numerical rank (after the svd truncation)
-  used_svd: Optional[jax.Array]             # bool: "svd" fell back from the Gram to the SVD
+  path: Optional[jax.Array]                 # int32, "svd" only: index into SVD_PATHS
 
 
 class BranchFeatures(NamedTuple):
@@ -238,11 +240,11 @@ def _gram_pinv_solve(features: BranchFeatures, target: jax.Array, rtol, atol):
 
   The singular values are ``sqrt(eig(S))``, cut as the SVD cuts them, and ``A^+ T`` is
   ``A^T V diag(1 / lambda) V^T T`` over the kept pairs (``S = A A^T``; for ``S = Q^T Q``:
-  ``Z^T V diag(1 / lambda) V^T Q^T T``). The Gram squares the condition number, so a branch
-  whose cut lies below ``GRAM_CUT_FACTOR sqrt(eps) s_max`` is solved by the SVD instead, chosen
-  inside jit with ``lax.cond`` (only one of the two runs).
+  ``Z^T V diag(1 / lambda) V^T Q^T T``). From the error estimate ``eps (s_max / s_min_kept)^2``
+  the branch takes one of :data:`SVD_PATHS`: the Gram up to ``GRAM_MAX_ERROR``, else the thin SVD
+  of ``A`` (of ``Q`` when factorised), chosen inside jit with ``lax.cond`` (only one runs).
 
-  Returns ``(Omega, A Omega, n-th singular value, rank, used_svd)``.
+  Returns ``(Omega, A Omega, n-th singular value, rank, path)``.
   """
   shape = _features_shape(features)
   system = _gram_system(features)
@@ -250,23 +252,24 @@ def _gram_pinv_solve(features: BranchFeatures, target: jax.Array, rtol, atol):
   eigenvalues = jnp.clip(eigenvalues, 0)
   sigma = jnp.sqrt(eigenvalues)
   cut = _cutoff(sigma, shape, rtol, atol)
-  eps = jnp.finfo(sigma.dtype).eps
-  resolved = cut >= GRAM_CUT_FACTOR * jnp.sqrt(eps) * jnp.max(sigma)
+  keep = sigma > cut
+  smallest_kept = jnp.min(jnp.where(keep, sigma, jnp.inf))
+  estimate = jnp.finfo(sigma.dtype).eps * (jnp.max(sigma) / smallest_kept) ** 2
+  inverse = jnp.where(keep, 1 / jnp.where(keep, eigenvalues, 1), 0)
 
   def by_gram(_):
-    keep = sigma > cut
-    inverse = jnp.where(keep, 1 / jnp.where(keep, eigenvalues, 1), 0)
     rhs = _rhs(features, system, target)
     y = vectors @ (inverse[:, None] * (vectors.T @ rhs))
     omega, realised = _finish(features, system, y)
     return omega, realised, _nth_singular_value(sigma, shape[0]), jnp.sum(keep, dtype=jnp.int32)
 
   def by_svd(_):
-    omega, realised, s, keep = _svd_solve(features, target, rtol, atol)
-    return omega, realised, _nth_singular_value(s, shape[0]), jnp.sum(keep, dtype=jnp.int32)
+    omega, realised, s, kept = _svd_solve(features, target, rtol, atol)
+    return omega, realised, _nth_singular_value(s, shape[0]), jnp.sum(kept, dtype=jnp.int32)
 
-  omega, realised, smallest, rank = jax.lax.cond(resolved, by_gram, by_svd, None)
-  return omega, realised, smallest, rank, jnp.logical_not(resolved)
+  use_svd = estimate > GRAM_MAX_ERROR
+  omega, realised, smallest, rank = jax.lax.cond(use_svd, by_svd, by_gram, None)
+  return omega, realised, smallest, rank, use_svd.astype(jnp.int32)
 
 
 def solve_branch(features: BranchFeatures, target: jax.Array, solver: str, rtol, atol, damping,
@@ -277,7 +280,7 @@ def solve_branch(features: BranchFeatures, target: jax.Array, solver: str, rtol,
   ``"damped"``: ``A^T (A A^T + damping I)^{-1} T`` (Tikhonov / Levenberg-Marquardt);
   ``"svd"`` and ``"thin_svd"``: truncated ``A^+ T`` dropping singular values below
   ``max(rtol s_max, atol)`` and below the rounding level ``eps max(A.shape) s_max``, from the
-  Gram's eigendecomposition (with the SVD as fallback, :func:`_gram_pinv_solve`) or always
+  Gram's eigendecomposition (replaced by the SVD where it would be inaccurate, :func:`_gram_pinv_solve`) or always
   from the thin SVD of ``A``.
   """
   shape = _features_shape(features)
@@ -286,8 +289,8 @@ def solve_branch(features: BranchFeatures, target: jax.Array, solver: str, rtol,
     return BranchSolution(branch_weights_from_omega(omega), realised,
                           _nth_singular_value(s, shape[0]), jnp.sum(keep, dtype=jnp.int32), None)
   if solver == "svd":
-    omega, realised, smallest, rank, used_svd = _gram_pinv_solve(features, target, rtol, atol)
-    return BranchSolution(branch_weights_from_omega(omega), realised, smallest, rank, used_svd)
+    omega, realised, smallest, rank, path = _gram_pinv_solve(features, target, rtol, atol)
+    return BranchSolution(branch_weights_from_omega(omega), realised, smallest, rank, path)
   system = _gram_system(features)
   shift = damping if solver == "damped" else 0
   factor = jax.scipy.linalg.cho_factor(
@@ -410,9 +413,10 @@ def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
     solver: ``"cholesky"`` (exact, needs every feature matrix of full row rank: batch at most
       expansion + 1 and, for a linear first block, at most half the input size + 1; checked),
       ``"svd"`` (truncated pseudo-inverse with ``rtol``/``atol``, the official code's numerics,
-      computed from the eigendecomposition of the Gram ``A A^T``; a branch whose cut lies too
-      close to the Gram's rounding level, ``10 sqrt(eps) s_max``, is solved by an SVD instead,
-      reported in ``info["svd_fallback"]``), ``"thin_svd"`` (the same truncated pseudo-inverse
+      computed from the eigendecomposition of the Gram ``A A^T``; by the error estimate
+      ``eps (s_max / s_min_kept)^2`` a branch falls back to an SVD, reported in
+      ``info["svd_path"]``; in float32 the step is about 1e-3 from the float64 step at the
+      paper's truncation), ``"thin_svd"`` (the same truncated pseudo-inverse
       from the thin SVD of ``A``, always; slower) or ``"damped"``
       (``A^T (A A^T + damping I)^{-1}``, a Levenberg-Marquardt step).
     rtol, atol: truncation of the ``"svd"`` / ``"thin_svd"`` solvers (official configs: 1e-2 and
@@ -430,8 +434,8 @@ def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
     holds ``finite`` (bool), ``direction_norm``, ``function_space_scale`` (``sum_l w_l``) and,
     with diagnostics, ``residual`` (``||J D - s t|| / ||s t||``), ``min_singular_value`` and
     ``rank`` (numerical rank), each ``(L, 2)`` for the F and G branches of every block; with
-    ``solver="svd"``, ``svd_fallback`` (bool ``(L, 2)``: the branches solved by the SVD rather than
-    the Gram).
+    ``solver="svd"``, ``svd_path`` (int32 ``(L, 2)``: index into ``gn.sweep.SVD_PATHS``, 0 the
+    Gram, 1 the SVD).
 
   Example::
 
@@ -490,8 +494,8 @@ def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
 
   info = {**direction_summary(direction), "function_space_scale": jnp.sum(weights)}
   if solver == "svd":
-    info["svd_fallback"] = jnp.array(
-        [[solution.used_svd for solution in block] for block in solutions])
+    info["svd_path"] = jnp.array([[solution.path for solution in block] for block in solutions],
+                                 jnp.int32)
   if diagnostics:
     autodiff = model.clone(memory_mode="autodiff")
     apply_fn = lambda p, inputs: autodiff.apply({**variables, "params": p}, inputs)

@@ -49,7 +49,7 @@ def test_gram_pinv_equals_thin_svd_and_dense_pinv(shape, rtol, atol):
   assert np.min(np.abs(s / cut - 1)) > 1e-6, "a singular value lies within 1e-6 of the cut"
   solve = lambda solver: sweep.solve_branch(features, target, solver, rtol, atol, 0.0, True)
   gram, thin = solve("svd"), solve("thin_svd")
-  assert not bool(gram.used_svd)
+  assert int(gram.path) == 0  # float64, cut far above the rounding level: the plain Gram
   reference = np.linalg.pinv(dense, rcond=cut / s[0]) @ np.asarray(target)
   for solution in (gram, thin):
     np.testing.assert_allclose(_omega(solution), reference,
@@ -62,35 +62,35 @@ def test_gram_pinv_equals_thin_svd_and_dense_pinv(shape, rtol, atol):
 
 
 @pytest.mark.x64
-@pytest.mark.parametrize("shape", BRANCHES[:3])
+@pytest.mark.parametrize("shape", [(10, 6, 8, "identity"), (12, 5, 8, "relu")])
 def test_cut_below_the_gram_resolution_falls_back_to_the_svd(shape):
   features, dense, target = _branch(*shape)
-  # rtol 1e-9 lies below 10 sqrt(eps) ~ 1.5e-7 in float64: the Gram cannot resolve it.
+  # Rank-deficient A (n > M + 1 or > in + 1): the Gram's zero eigenvalues come out at the rounding
+  # level, ~ sqrt(eps) s_max > the cut at rtol 1e-9, so the error estimate is O(1): the SVD.
   gram = sweep.solve_branch(features, target, "svd", 1e-9, 0.0, 0.0, False)
   thin = sweep.solve_branch(features, target, "thin_svd", 1e-9, 0.0, 0.0, False)
-  assert bool(gram.used_svd)
+  assert int(gram.path) == 1
   np.testing.assert_allclose(_omega(gram), _omega(thin), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.x64
-@pytest.mark.parametrize("linear_first_block,batch_size", [(False, 8), (True, 12)])
-def test_svd_sweep_equals_thin_svd_sweep_and_reports_the_path(linear_first_block, batch_size):
-  model, variables, x, labels, _ = tiny_problem(batch_size=batch_size,
-                                                linear_first_block=linear_first_block)
+@pytest.mark.parametrize("problem,rtol,path", [
+    ({}, 0.05, 0),
+    ({"batch_size": 12, "linear_first_block": True}, 0.05, 0),
+    # n = 10 > M + 1 = 9: zero singular values, which the Gram puts at its rounding level.
+    ({"batch_size": 10, "expansion": 8}, 0.0, 1)])
+def test_svd_sweep_equals_thin_svd_sweep_and_reports_the_path(problem, rtol, path):
+  model, variables, x, labels, _ = tiny_problem(**problem)
   directions, infos = {}, {}
-  for rtol in (0.05, 0.0):
-    for solver in ("svd", "thin_svd"):
-      directions[solver, rtol], infos[solver, rtol] = gn.exact_gn_direction(
-          model, variables, x, labels, solver=solver, rtol=rtol)
-    np.testing.assert_allclose(ravel_pytree(directions["svd", rtol])[0],
-                               ravel_pytree(directions["thin_svd", rtol])[0], rtol=1e-10,
-                               atol=1e-10 * float(infos["thin_svd", rtol]["direction_norm"]))
-    np.testing.assert_array_equal(infos["svd", rtol]["rank"], infos["thin_svd", rtol]["rank"])
-    assert "svd_fallback" not in infos["thin_svd", rtol]
-  # rtol 0.05: every branch on the Gram; rtol 0 (cut at the rounding level): every branch on
-  # the SVD.
-  np.testing.assert_array_equal(infos["svd", 0.05]["svd_fallback"], np.zeros((3, 2), bool))
-  np.testing.assert_array_equal(infos["svd", 0.0]["svd_fallback"], np.ones((3, 2), bool))
+  for solver in ("svd", "thin_svd"):
+    directions[solver], infos[solver] = gn.exact_gn_direction(model, variables, x, labels,
+                                                              solver=solver, rtol=rtol)
+  np.testing.assert_allclose(ravel_pytree(directions["svd"])[0],
+                             ravel_pytree(directions["thin_svd"])[0], rtol=1e-10,
+                             atol=1e-10 * float(infos["thin_svd"]["direction_norm"]))
+  np.testing.assert_array_equal(infos["svd"]["rank"], infos["thin_svd"]["rank"])
+  assert "svd_path" not in infos["thin_svd"]
+  np.testing.assert_array_equal(infos["svd"]["svd_path"], np.full((3, 2), path))
 
 
 @pytest.mark.x64
@@ -119,11 +119,11 @@ def test_float32_gram_step_is_accurate_at_the_papers_truncation():
   step = lambda rtol, solver, dtype: gn.exact_gn_direction(
       model, jax.tree.map(lambda a: np.asarray(a, dtype), variables), np.asarray(x, dtype),
       labels, solver=solver, rtol=rtol, atol=1e-5, diagnostics=False)
-  # The Gram's float32 rounding moves the eigenvalues at the cut by up to eps cond^2 ~ 1e-3
-  # (relative; measured 1.6e-3 at n=96, M=512); below the Gram's resolution the SVD takes over.
-  for rtol, fallback, tolerance in ((1e-2, False, 1e-2), (1e-4, True, 1e-4)):
+  # At rtol 1e-2 the estimate eps cond^2 ~ 1.2e-3: the Gram step (1.6e-3 off at n=96, M=512);
+  # at 1e-4 the Gram cannot resolve the cut: the SVD, as accurate as float32 allows.
+  for rtol, path, tolerance in ((1e-2, 0, 1e-2), (1e-4, 1, 1e-4)):
     direction, info = step(rtol, "svd", np.float32)
-    np.testing.assert_array_equal(info["svd_fallback"], np.full((2, 2), fallback))
+    np.testing.assert_array_equal(info["svd_path"], np.full((2, 2), path))
     with jax.enable_x64(True):
       reference = np.asarray(ravel_pytree(step(rtol, "thin_svd", np.float64)[0])[0])
     error = np.linalg.norm(np.asarray(ravel_pytree(direction)[0], np.float64) - reference)
