@@ -12,7 +12,8 @@ steps including the optax update, at each size in --sizes:
   gn_cholesky       solver "cholesky" (exact) on that model, activations kept
   gn_cholesky_invert  the same, block inputs rebuilt by inversion (memory-saving sweep)
 
---variants picks the GN steps (each with its SGD baseline). Next to each ratio over SGD: the ratio of the FLOP counts (forward, inverse, jvps, Gram products,
+--variants picks the GN steps (each with its SGD baseline). Next to each ratio over SGD:
+the ratio of the FLOP counts (forward, inverse, jvps, Gram products,
 factorisations and solves per branch, counted analytically) and measured / floor. With
 --accuracy (default at paper_mnist) the float32 steps are compared with the float64 thin-SVD
 step on MNIST-like inputs (scikit-learn digits resized to 28 x 28, MNIST's normalisation, the

@@ -280,7 +280,8 @@ def solve_branch(features: BranchFeatures, target: jax.Array, solver: str, rtol,
   ``"damped"``: ``A^T (A A^T + damping I)^{-1} T`` (Tikhonov / Levenberg-Marquardt);
   ``"svd"`` and ``"thin_svd"``: truncated ``A^+ T`` dropping singular values below
   ``max(rtol s_max, atol)`` and below the rounding level ``eps max(A.shape) s_max``, from the
-  Gram's eigendecomposition (replaced by the SVD where it would be inaccurate, :func:`_gram_pinv_solve`) or always
+  Gram's eigendecomposition (replaced by the SVD where it would be inaccurate,
+  :func:`_gram_pinv_solve`) or always
   from the thin SVD of ``A``.
   """
   shape = _features_shape(features)

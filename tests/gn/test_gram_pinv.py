@@ -1,4 +1,4 @@
-"""The "svd" solver's Gram-based truncated pseudo-inverse against the thin SVD and np.linalg.pinv."""
+"""The "svd" solver's Gram-based truncated pseudo-inverse against the thin SVD and dense pinv."""
 
 import jax
 import jax.numpy as jnp
