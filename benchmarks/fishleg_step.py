@@ -33,19 +33,36 @@ residual, plus ``2 (n^3 + m^3)`` per block to rebuild the cache).
     python -m benchmarks.fishleg_step      # from the repository root; ~8 min on 2 CPU cores
 """
 
-import functools
-import json
-import statistics
-import time
+import os
+import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common  # noqa: E402
 
-from configs.fishleg_autoencoder import get_config
-from experiments.fishleg_autoencoder import LIKELIHOOD, Autoencoder, load_pixels, make_optimizer
-from gnrev import curvature
+
+def _add_arguments(parser):
+  parser.add_argument("--sizes", default="digits,mnist_paper",
+                      help="comma-separated sizes out of digits, mnist_paper (default: "
+                           "%(default)s)")
+
+
+if __name__ == "__main__":
+  common.parse_args(__doc__, _add_arguments)  # --help and bad flags stop before JAX is imported
+
+import functools  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from configs.fishleg_autoencoder import get_config  # noqa: E402
+from experiments.fishleg_autoencoder import (LIKELIHOOD, Autoencoder, load_pixels,  # noqa: E402
+                                             make_optimizer)
+from gnrev import curvature  # noqa: E402
 
 SIZES = {
     # name: (encoder widths, batch size, steps per timed chunk, repeats)
@@ -199,12 +216,20 @@ def measure(size: str, config) -> dict:
   }
 
 
-def main():
+def main(argv=None):
+  args = common.parse_args(__doc__, _add_arguments, argv)
+  sizes = [size for size in args.sizes.split(",") if size]
+  unknown = sorted(set(sizes) - set(SIZES))
+  if unknown:
+    raise SystemExit(f"Unknown size(s) {', '.join(unknown)}; allowed: {', '.join(SIZES)}.")
   config = get_config()
-  print(json.dumps({
+  results = {}
+  for size in sizes:
+    common.log(f"measuring {size}")
+    results[size] = measure(size, config)
+  common.emit({
       "benchmark": "fishleg_step", "device": jax.devices()[0].platform,
-      "update_aux_every": config.fishleg.update_aux_every, "target": 1.5,
-      **{size: measure(size, config) for size in SIZES}}))
+      "update_aux_every": config.fishleg.update_aux_every, "target": 1.5, **results})
 
 
 if __name__ == "__main__":

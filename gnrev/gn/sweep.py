@@ -32,8 +32,18 @@ from gnrev.gn.targets import check_loss, newton_target
 from gnrev.nets import (branch, branch_hidden, branch_output, branch_weights_from_omega,
                         coupling_inverse, flatten_inputs, split_sizes, stack_forward)
 
-SOLVERS = ("cholesky", "svd", "damped")
+SOLVERS = ("cholesky", "svd", "thin_svd", "damped")
 ALLOCATIONS = ("full", "split")
+
+# The "svd" solver's Gram path. A A^T squares the condition number: its float rounding (of order
+# eps s_max^2) moves the kept eigenvalues by a relative eps (s_max / s_min_kept)^2, our estimate
+# of the step's error; above GRAM_MAX_ERROR the branch is solved by an SVD instead. Measured at
+# the paper's MNIST size in float32 (rtol 1e-2: estimate 1.2e-3), the Gram step was 1.4e-3
+# (relative) from the float64 SVD step, mostly from modes next to the cut, which the Gram cannot
+# separate (a random target on one ReLU branch: 1.9e-2; the float32 thin SVD: 4e-6); at rtol 4e-3
+# (estimate 7.5e-3) it was 7e-2, hence the threshold between the two.
+GRAM_MAX_ERROR = 2e-3
+SVD_PATHS = ("gram", "svd")   # info["svd_path"] holds the index
 
 
 def allocation_weights(allocation: Union[str, Sequence[float]], num_blocks: int,
@@ -91,42 +101,212 @@ class BranchSolution(NamedTuple):
   realised: jax.Array                       # A Omega, (n, out): T itself when the solve is exact
   min_singular_value: Optional[jax.Array]   # n-th singular value of A (0 if n > M + 1)
   rank: Optional[jax.Array]                 # int32 numerical rank (after the svd truncation)
+  path: Optional[jax.Array]                 # int32, "svd" only: index into SVD_PATHS
 
 
-def solve_branch(hidden: jax.Array, target: jax.Array, solver: str, rtol, atol, damping,
+class BranchFeatures(NamedTuple):
+  """A branch's feature matrix ``A = [phi(u C), 1]`` (``n x (M + 1)``) in the form its solve uses.
+
+  Dense (``hidden`` set): ``hidden = phi(u C)``; ``A A^T = hidden hidden^T + 1 1^T``.
+  Factorised (``hidden`` None; a linear branch whose input is at most half the expansion, like
+  the paper's first block): ``A = [u, 1] blockdiag(C, 1)`` has rank at most ``in + 1``. With
+  ``L L^T = C C^T`` (Cholesky), ``A = Q Z`` where ``Q = [u L, 1]`` is ``n x (in + 1)`` and
+  ``Z = blockdiag(L^{-1} C, 1)`` has orthonormal rows, so ``A`` has the singular values of ``Q``
+  and ``A^+ = Z^T Q^+``: every solve runs on ``Q`` and the ``n x M`` features are never formed.
+  """
+  hidden: Optional[jax.Array]     # phi(u C), (n, M); None when factorised
+  q: Optional[jax.Array]          # [u L, 1], (n, in + 1), when factorised
+  expansion: Optional[jax.Array]  # C, (in, M), when factorised
+  chol: Optional[jax.Array]       # L, lower triangular (in, in), when factorised
+
+
+def _is_factorised(branch_fixed: Mapping, activation: str) -> bool:
+  """Static rule: factorise a linear branch whose input is at most half its expansion.
+
+  ``C C^T`` is then well conditioned (for Gaussian ``C`` its condition number is at most
+  ``((1 + 1/sqrt 2) / (1 - 1/sqrt 2))^2 ~ 34``) and the factorised products are cheaper.
+  """
+  c = branch_fixed.get("C")
+  return activation == "identity" and c is not None and 2 * c.shape[0] <= c.shape[1]
+
+
+def branch_features(u: jax.Array, branch_fixed: Mapping, activation: str) -> BranchFeatures:
+  """The feature matrix of the branch at input ``u`` (see :class:`BranchFeatures`)."""
+  if not _is_factorised(branch_fixed, activation):
+    return BranchFeatures(branch_hidden(u, branch_fixed, activation), None, None, None)
+  c = branch_fixed["C"]
+  chol = jnp.linalg.cholesky(c @ c.T)
+  q = jnp.concatenate([u @ chol, jnp.ones_like(u[:, :1])], axis=-1)
+  return BranchFeatures(None, q, c, chol)
+
+
+def _features_shape(features: BranchFeatures) -> tuple[int, int]:
+  """``A``'s shape ``(n, M + 1)``."""
+  if features.hidden is not None:
+    return features.hidden.shape[0], features.hidden.shape[1] + 1
+  return features.q.shape[0], features.expansion.shape[1] + 1
+
+
+def _apply_branch(features: BranchFeatures, u: jax.Array, branch_params: Mapping) -> jax.Array:
+  """The branch output ``A [W, b]^T``; a factorised branch computes ``u (C W^T) + b``."""
+  if features.hidden is not None:
+    return branch_output(features.hidden, branch_params)
+  return u @ (features.expansion @ branch_params["W"].T) + branch_params["b"]
+
+
+class _GramSystem(NamedTuple):
+  """``A Omega = T`` reduced to a symmetric PSD ``S``: ``Omega = finish(f(S) rhs)``."""
+  gram: jax.Array   # S: A A^T (n x n) or, factorised with in + 1 < n, Q^T Q
+  left: bool        # S = A A^T: f(S) T is alpha and Omega = A^T alpha
+
+
+# Row blocks of the Gram product: the products on and below the block diagonal are computed and
+# the rest is their transpose, 2 n^2 M (k + 1) / (2 k) FLOPs instead of 2 n^2 M.
+GRAM_ROW_BLOCKS = 4
+_MIN_GRAM_BLOCK_ROWS = 128
+
+
+def symmetric_gram(matrix: jax.Array, row_blocks: int = GRAM_ROW_BLOCKS) -> jax.Array:
+  """``matrix @ matrix.T``, computing only the lower block triangle (XLA has no ``syrk``).
+
+  Exactly symmetric. Falls back to one product when blocks would have fewer than 128 rows.
+  """
+  rows = matrix.shape[0]
+  size = -(-rows // row_blocks)
+  if row_blocks < 2 or size < _MIN_GRAM_BLOCK_ROWS:
+    return matrix @ matrix.T
+  lower = []
+  for start in range(0, rows, size):
+    stop = min(start + size, rows)
+    # Row block i against every row up to the end of block i, in one product.
+    strip = matrix[start:stop] @ matrix[:stop].T
+    lower.append(jnp.pad(strip, ((0, 0), (0, rows - stop))))
+  lower = jnp.concatenate(lower)
+  block = jnp.arange(rows) // size
+  return jnp.where(block[:, None] >= block[None, :], lower, lower.T)
+
+
+def _gram_system(features: BranchFeatures) -> _GramSystem:
+  if features.hidden is not None:
+    # A A^T = hidden hidden^T + 1 1^T, without materialising A.
+    return _GramSystem(symmetric_gram(features.hidden) + 1, True)
+  q = features.q
+  if q.shape[1] < q.shape[0]:
+    return _GramSystem(q.T @ q, False)
+  return _GramSystem(q @ q.T, True)
+
+
+def _z_transpose(features: BranchFeatures, y: jax.Array) -> jax.Array:
+  """``Z^T y`` for a factorised branch: ``[C^T L^{-T} y_1; y_2]``, ``(M + 1) x out``."""
+  inner = jax.scipy.linalg.solve_triangular(features.chol.T, y[:-1], lower=False)
+  return jnp.concatenate([features.expansion.T @ inner, y[-1:]])
+
+
+def _finish(features: BranchFeatures, system: _GramSystem, y: jax.Array):
+  """``(Omega, A Omega)`` from ``y = f(S) rhs``."""
+  if features.hidden is not None:
+    omega = jnp.concatenate([features.hidden.T @ y, jnp.sum(y, axis=0, keepdims=True)])
+    return omega, system.gram @ y
+  if system.left:
+    projected = features.q.T @ y
+    return _z_transpose(features, projected), system.gram @ y
+  return _z_transpose(features, y), features.q @ y
+
+
+def _rhs(features: BranchFeatures, system: _GramSystem, target: jax.Array) -> jax.Array:
+  return target if system.left else features.q.T @ target
+
+
+def _svd_solve(features: BranchFeatures, target: jax.Array, rtol, atol):
+  """Truncated ``A^+ T`` from the thin SVD of ``A`` (of ``Q`` when factorised).
+
+  Returns ``(Omega, A Omega, singular values, keep mask)``.
+  """
+  shape = _features_shape(features)
+  if features.hidden is not None:
+    matrix = jnp.concatenate([features.hidden, jnp.ones_like(features.hidden[:, :1])], axis=-1)
+  else:
+    matrix = features.q
+  u, s, vt = jnp.linalg.svd(matrix, full_matrices=False)
+  keep = s > _cutoff(s, shape, rtol, atol)
+  projected = jnp.where(keep[:, None], u.T @ target, 0)
+  y = vt.T @ (projected / jnp.where(keep, s, 1)[:, None])
+  omega = y if features.hidden is not None else _z_transpose(features, y)
+  return omega, u @ projected, s, keep
+
+
+def _gram_pinv_solve(features: BranchFeatures, target: jax.Array, rtol, atol):
+  """Truncated ``A^+ T`` from the eigendecomposition of the Gram ``S`` (SVD fallback).
+
+  The singular values are ``sqrt(eig(S))``, cut as the SVD cuts them, and ``A^+ T`` is
+  ``A^T V diag(1 / lambda) V^T T`` over the kept pairs (``S = A A^T``; for ``S = Q^T Q``:
+  ``Z^T V diag(1 / lambda) V^T Q^T T``). From the error estimate ``eps (s_max / s_min_kept)^2``
+  the branch takes one of :data:`SVD_PATHS`: the Gram up to ``GRAM_MAX_ERROR``, else the thin SVD
+  of ``A`` (of ``Q`` when factorised), chosen inside jit with ``lax.cond`` (only one runs).
+
+  Returns ``(Omega, A Omega, n-th singular value, rank, path)``.
+  """
+  shape = _features_shape(features)
+  system = _gram_system(features)
+  eigenvalues, vectors = jnp.linalg.eigh(system.gram)
+  eigenvalues = jnp.clip(eigenvalues, 0)
+  sigma = jnp.sqrt(eigenvalues)
+  cut = _cutoff(sigma, shape, rtol, atol)
+  keep = sigma > cut
+  smallest_kept = jnp.min(jnp.where(keep, sigma, jnp.inf))
+  estimate = jnp.finfo(sigma.dtype).eps * (jnp.max(sigma) / smallest_kept) ** 2
+  inverse = jnp.where(keep, 1 / jnp.where(keep, eigenvalues, 1), 0)
+
+  def by_gram(_):
+    rhs = _rhs(features, system, target)
+    y = vectors @ (inverse[:, None] * (vectors.T @ rhs))
+    omega, realised = _finish(features, system, y)
+    return omega, realised, _nth_singular_value(sigma, shape[0]), jnp.sum(keep, dtype=jnp.int32)
+
+  def by_svd(_):
+    omega, realised, s, kept = _svd_solve(features, target, rtol, atol)
+    return omega, realised, _nth_singular_value(s, shape[0]), jnp.sum(kept, dtype=jnp.int32)
+
+  use_svd = estimate > GRAM_MAX_ERROR
+  omega, realised, smallest, rank = jax.lax.cond(use_svd, by_svd, by_gram, None)
+  return omega, realised, smallest, rank, use_svd.astype(jnp.int32)
+
+
+def solve_branch(features: BranchFeatures, target: jax.Array, solver: str, rtol, atol, damping,
                  diagnostics: bool) -> BranchSolution:
-  """Solves ``A Omega = target`` for ``A = [hidden, 1]`` with the chosen pseudo-inverse.
+  """Solves ``A Omega = target`` for the branch's ``A`` with the chosen pseudo-inverse.
 
   ``"cholesky"``: ``Omega = A^T (A A^T)^{-1} T`` (min-norm, exact for full row rank);
   ``"damped"``: ``A^T (A A^T + damping I)^{-1} T`` (Tikhonov / Levenberg-Marquardt);
-  ``"svd"``: truncated ``A^+ T`` dropping singular values below ``max(rtol s_max, atol)`` and
-  below the rounding level ``eps max(A.shape) s_max``.
+  ``"svd"`` and ``"thin_svd"``: truncated ``A^+ T`` dropping singular values below
+  ``max(rtol s_max, atol)`` and below the rounding level ``eps max(A.shape) s_max``, from the
+  Gram's eigendecomposition (replaced by the SVD where it would be inaccurate,
+  :func:`_gram_pinv_solve`) or always
+  from the thin SVD of ``A``.
   """
+  shape = _features_shape(features)
+  if solver == "thin_svd":
+    omega, realised, s, keep = _svd_solve(features, target, rtol, atol)
+    return BranchSolution(branch_weights_from_omega(omega), realised,
+                          _nth_singular_value(s, shape[0]), jnp.sum(keep, dtype=jnp.int32), None)
   if solver == "svd":
-    features = jnp.concatenate([hidden, jnp.ones_like(hidden[:, :1])], axis=-1)
-    u, s, vt = jnp.linalg.svd(features, full_matrices=False)
-    keep = s > _cutoff(s, features.shape, rtol, atol)
-    projected = jnp.where(keep[:, None], u.T @ target, 0)
-    omega = vt.T @ (projected / jnp.where(keep, s, 1)[:, None])
-    return BranchSolution(branch_weights_from_omega(omega), u @ projected,
-                          _nth_singular_value(s, hidden.shape[0]), jnp.sum(keep, dtype=jnp.int32))
-  # A A^T = hidden hidden^T + 1 1^T, without materialising A.
-  gram = hidden @ hidden.T + 1
+    omega, realised, smallest, rank, path = _gram_pinv_solve(features, target, rtol, atol)
+    return BranchSolution(branch_weights_from_omega(omega), realised, smallest, rank, path)
+  system = _gram_system(features)
   shift = damping if solver == "damped" else 0
-  factor = jax.scipy.linalg.cho_factor(gram + shift * jnp.eye(gram.shape[0], dtype=gram.dtype),
-                                       lower=True)
-  alpha = jax.scipy.linalg.cho_solve(factor, target)
-  omega = jnp.concatenate([hidden.T @ alpha, jnp.sum(alpha, axis=0, keepdims=True)])
-  solution = BranchSolution(branch_weights_from_omega(omega), gram @ alpha, None, None)
+  factor = jax.scipy.linalg.cho_factor(
+      system.gram + shift * jnp.eye(system.gram.shape[0], dtype=system.gram.dtype), lower=True)
+  y = jax.scipy.linalg.cho_solve(factor, _rhs(features, system, target))
+  omega, realised = _finish(features, system, y)
+  solution = BranchSolution(branch_weights_from_omega(omega), realised, None, None, None)
   if not diagnostics:
     return solution
-  # Eigenvalues of A A^T carry rounding errors of order eps * lambda_max, hence the rank cutoff on
-  # the eigenvalues, not on their square roots.
-  eigenvalues = jnp.clip(jnp.linalg.eigvalsh(gram), 0)
-  rank = jnp.sum(eigenvalues > _cutoff(eigenvalues, (hidden.shape[0], hidden.shape[1] + 1)),
-                 dtype=jnp.int32)
+  # Eigenvalues of the Gram carry rounding errors of order eps * lambda_max, hence the rank cutoff
+  # on the eigenvalues, not on their square roots.
+  eigenvalues = jnp.clip(jnp.linalg.eigvalsh(system.gram), 0)
+  rank = jnp.sum(eigenvalues > _cutoff(eigenvalues, shape), dtype=jnp.int32)
   return solution._replace(
-      min_singular_value=_nth_singular_value(jnp.sqrt(eigenvalues), hidden.shape[0]), rank=rank)
+      min_singular_value=_nth_singular_value(jnp.sqrt(eigenvalues), shape[0]), rank=rank)
 
 
 def _nth_singular_value(singular_values, rows: int):
@@ -142,53 +322,65 @@ def _cutoff(singular_values, shape, rtol=0.0, atol=0.0):
   return jnp.maximum(jnp.maximum(rtol * largest, atol), noise)
 
 
-def _branch_jvp(u: jax.Array, tangent: jax.Array, branch_params: Mapping, branch_fixed: Mapping,
-                activation: str) -> jax.Array:
-  """``F'(u)[tangent]``: the change of a branch's output when its input moves (weights fixed)."""
+def _branch_jvp(u: jax.Array, features: BranchFeatures, tangent: jax.Array,
+                branch_params: Mapping, branch_fixed: Mapping, activation: str) -> jax.Array:
+  """``F'(u)[tangent]``: the change of a branch's output when its input moves (weights fixed).
+
+  Written out for the two activations so that it reuses the features of the forward pass
+  (ReLU's mask is ``hidden > 0``) and, for a linear branch, multiplies by the small ``C W^T``
+  (``in x out``) instead of passing ``n x M`` intermediates; ``jax.jvp`` otherwise.
+  """
+  w, c = branch_params["W"], branch_fixed.get("C")
+  if activation == "identity":
+    return tangent @ (w.T if c is None else c @ w.T)
+  if activation == "relu" and features.hidden is not None:
+    pre = tangent if c is None else tangent @ c
+    return jnp.where(features.hidden > 0, pre, 0) @ w.T
   return jax.jvp(lambda v: branch(v, branch_params, branch_fixed, activation), (u,),
                  (tangent,))[1]
 
 
 class BlockInputs(NamedTuple):
   """What the sweep needs from one block's forward pass."""
-  x1: jax.Array        # first input half (only used to continue the inverse sweep)
-  x2: jax.Array        # F's input
-  y1: jax.Array        # G's input
-  hidden_f: jax.Array  # phi(x2 C_F)
-  hidden_g: jax.Array  # phi(y1 C_G)
+  x1: jax.Array                 # first input half (only used to continue the inverse sweep)
+  x2: jax.Array                 # F's input
+  y1: jax.Array                 # G's input
+  features_f: BranchFeatures    # A_F = [phi(x2 C_F), 1]
+  features_g: BranchFeatures    # A_G = [phi(y1 C_G), 1]
 
 
 def _block_forward(params, fixed, x1, x2, activation) -> tuple[BlockInputs, jax.Array]:
   """A coupling block's forward pass that keeps its branch features for the sweep."""
-  hidden_f = branch_hidden(x2, fixed.get("F", {}), activation)
-  y1 = x1 + branch_output(hidden_f, params["F"])
-  hidden_g = branch_hidden(y1, fixed.get("G", {}), activation)
-  y2 = x2 + branch_output(hidden_g, params["G"])
-  return BlockInputs(x1, x2, y1, hidden_f, hidden_g), y2
+  features_f = branch_features(x2, fixed.get("F", {}), activation)
+  y1 = x1 + _apply_branch(features_f, x2, params["F"])
+  features_g = branch_features(y1, fixed.get("G", {}), activation)
+  y2 = x2 + _apply_branch(features_g, y1, params["G"])
+  return BlockInputs(x1, x2, y1, features_f, features_g), y2
 
 
 def _inverted_block(params, fixed, y1, y2, activation) -> BlockInputs:
   """A block's inputs and features rebuilt from its output (no stored activations)."""
   x1, x2 = coupling_inverse(params, fixed, y1, y2, activation)
-  return BlockInputs(x1, x2, y1, branch_hidden(x2, fixed.get("F", {}), activation),
-                     branch_hidden(y1, fixed.get("G", {}), activation))
+  return BlockInputs(x1, x2, y1, branch_features(x2, fixed.get("F", {}), activation),
+                     branch_features(y1, fixed.get("G", {}), activation))
 
 
 def _block_gn_step(params, fixed, activation, inputs: BlockInputs, t1, t2, weight, solve,
                    exact_f: bool, pull_back: bool):
   """Steps 2-5 of the sweep for one block: its direction, solutions and pulled-back target."""
-  g_along = lambda tangent: _branch_jvp(inputs.y1, tangent, params["G"], fixed.get("G", {}),
-                                        activation)
-  f = solve(inputs.hidden_f, weight * t1)
+  g_along = lambda tangent: _branch_jvp(inputs.y1, inputs.features_g, tangent, params["G"],
+                                        fixed.get("G", {}), activation)
+  f = solve(inputs.features_f, weight * t1)
   # An exact F-solve realises w T1, so the cross term is w G'(y1)[T1]: one jvp serves the cross
   # term and the pull-back (docs/gn.md, cost).
   g_of_t1 = g_along(t1) if (exact_f or pull_back) else None
   cross = weight * g_of_t1 if exact_f else g_along(f.realised)
-  g = solve(inputs.hidden_g, weight * t2 - cross)
+  g = solve(inputs.features_g, weight * t2 - cross)
   pulled_back_target = None
   if pull_back:
     s2 = t2 - g_of_t1
-    s1 = t1 - _branch_jvp(inputs.x2, s2, params["F"], fixed.get("F", {}), activation)
+    s1 = t1 - _branch_jvp(inputs.x2, inputs.features_f, s2, params["F"], fixed.get("F", {}),
+                          activation)
     pulled_back_target = (s1, s2)
   return {"F": f.direction, "G": g.direction}, (f, g), pulled_back_target
 
@@ -221,22 +413,30 @@ def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
       code), ``"split"`` (``w_l = 1/L``: step ``t``) or one weight per block.
     solver: ``"cholesky"`` (exact, needs every feature matrix of full row rank: batch at most
       expansion + 1 and, for a linear first block, at most half the input size + 1; checked),
-      ``"svd"`` (truncated pseudo-inverse with ``rtol``/``atol``, the official code) or
-      ``"damped"`` (``A^T (A A^T + damping I)^{-1}``, a Levenberg-Marquardt step).
-    rtol, atol: truncation of the ``"svd"`` solver (official configs: 1e-2 and 1e-5).
+      ``"svd"`` (truncated pseudo-inverse with ``rtol``/``atol``, the official code's numerics,
+      computed from the eigendecomposition of the Gram ``A A^T``; by the error estimate
+      ``eps (s_max / s_min_kept)^2`` a branch falls back to an SVD, reported in
+      ``info["svd_path"]``; in float32 the step is about 1e-3 from the float64 step at the
+      paper's truncation), ``"thin_svd"`` (the same truncated pseudo-inverse
+      from the thin SVD of ``A``, always; slower) or ``"damped"``
+      (``A^T (A A^T + damping I)^{-1}``, a Levenberg-Marquardt step).
+    rtol, atol: truncation of the ``"svd"`` / ``"thin_svd"`` solvers (official configs: 1e-2 and
+      1e-5).
     damping: Tikhonov damping of the ``"damped"`` solver.
     keep_activations: keep each block's inputs and features from the forward pass (faster). If
       False, they are rebuilt by inverting the blocks from the output, so no activations are held
       across depth (the paper's memory-saving sweep); both give the same direction.
     diagnostics: also compute the function-space residual (one jvp through the network) and the
       singular values of every feature matrix (one ``eigvalsh`` of ``A A^T`` per branch unless
-      the solver is ``"svd"``).
+      the solver is ``"svd"`` or ``"thin_svd"``).
 
   Returns:
     ``(direction, info)``: ``direction`` has the structure of ``variables["params"]``; ``info``
     holds ``finite`` (bool), ``direction_norm``, ``function_space_scale`` (``sum_l w_l``) and,
     with diagnostics, ``residual`` (``||J D - s t|| / ||s t||``), ``min_singular_value`` and
-    ``rank`` (numerical rank), each ``(L, 2)`` for the F and G branches of every block.
+    ``rank`` (numerical rank), each ``(L, 2)`` for the F and G branches of every block; with
+    ``solver="svd"``, ``svd_path`` (int32 ``(L, 2)``: index into ``gn.sweep.SVD_PATHS``, 0 the
+    Gram, 1 the SVD).
 
   Example:
     >>> from gnrev import nets
@@ -297,6 +497,9 @@ def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
   direction = _blocks_as_params(model, variables, features, tuple(blocks_direction))
 
   info = {**direction_summary(direction), "function_space_scale": jnp.sum(weights)}
+  if solver == "svd":
+    info["svd_path"] = jnp.array([[solution.path for solution in block] for block in solutions],
+                                 jnp.int32)
   if diagnostics:
     autodiff = model.clone(memory_mode="autodiff")
     apply_fn = lambda p, inputs: autodiff.apply({**variables, "params": p}, inputs)

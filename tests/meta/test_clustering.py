@@ -83,3 +83,32 @@ def test_generator_labels_match_its_subtrees():
     meta.HierarchicalRegression("cubic")
   with pytest.raises(ValueError, match="level_stds"):
     meta.HierarchicalRegression(branching=(2, 2), level_stds=(1.0,))
+
+
+def _threshold_labels_by_squaring(similarity, thresholds):
+  """The previous implementation (the reference): ``ceil(log2 n)`` boolean matrix squarings."""
+  num_tasks = similarity.shape[0]
+  eye = np.eye(num_tasks, dtype=bool)
+  rows = []
+  for tau in thresholds:
+    reach = (similarity >= tau) | eye
+    for _ in range(max(1, int(np.ceil(np.log2(max(num_tasks, 2)))))):
+      reach = (reach.astype(np.float64) @ reach.astype(np.float64)) > 0
+    rows.append(np.argmax(reach, axis=1))
+  return np.stack(rows).astype(np.int32)
+
+
+@pytest.mark.x64
+def test_threshold_labels_equal_the_matrix_squaring_reference():
+  rng = np.random.default_rng(0)
+  cut = jax.jit(meta.threshold_labels, static_argnums=1)
+  for trial in range(24):
+    num_tasks = int(rng.integers(1, 40))
+    similarity = rng.uniform(-1, 1, (num_tasks, num_tasks))
+    if trial % 3 == 0:
+      similarity = 0.5 * (similarity + similarity.T)
+    if trial % 3 == 1:  # a long chain: i ~ i + 1 only, the worst case for propagation
+      similarity = np.eye(num_tasks, k=1) + np.eye(num_tasks, k=-1) - 0.5
+    thresholds = tuple(np.sort(rng.uniform(-0.2, 1.0, 3)).tolist())
+    expected = _threshold_labels_by_squaring(similarity, thresholds)
+    np.testing.assert_array_equal(cut(jnp.asarray(similarity), thresholds), expected)
