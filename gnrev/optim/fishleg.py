@@ -60,6 +60,7 @@ Deviations from the official code, on purpose (section 4.1 of our notes):
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -83,6 +84,9 @@ class ScaleByFishLegState(NamedTuple):
   # changes; the update's Q g reads it (half the FLOPs of Q g from the factors). Change lam only
   # through fishleg_set_lam, which keeps the two consistent.
   q_cache: dict
+  # int32 (), updates skipped because the gradient or the step was not finite (nothing else
+  # changed on those updates, see scale_by_fishleg).
+  num_skipped: jax.Array
 
 
 def _check_positive(name: str, value, allow_zero: bool = False) -> None:
@@ -98,6 +102,63 @@ def _tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
 
 def _all_finite(tree: PyTree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _keep_if_finite(finite: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+  """``new`` where ``finite`` else ``old``, leaf by leaf: FishLeg's one non-finite guard.
+
+  A select rather than ``lax.cond`` (as in ``optax.apply_if_finite``): no buffers are copied into
+  and out of a conditional, and the skipped branch costs only the elementwise selects.
+  """
+  return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+
+def scale_by_factor_geometry() -> optax.GradientTransformation:
+  """Turns a normalised step on FishLeg's factors into a relative change of Q (aux optimizer).
+
+  Adam moves every entry of a factor by about its learning rate. For a dense ``n x n`` factor
+  (``L``, ``R``, ``C``) and the low-rank gradient a single probe gives, that is a sign pattern of
+  spectral norm up to ``n * lr``: with ``n = 1000`` and ``lr = 1e-3`` one aux step can double a
+  Kronecker block's largest eigenvalue in directions the probe never saw (the divergence of the
+  paper's MNIST autoencoder). This transform divides a dense factor's step by its side ``n`` and
+  multiplies an elementwise factor's step (``A``, ``d``) by the factor's magnitude, so that the
+  learning rate bounds the relative change of each factor per aux step whatever the layer width
+  and the scale of Q (dense factors: relative to their root-mean-square singular value).
+  """
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("scale_by_factor_geometry needs the current factors (params).")
+
+    def scale(path, step, factor):
+      name = str(getattr(path[-1], "key", path[-1]))
+      if name in ("L", "R", "C"):
+        # ||step||_2 <= ||step||_F <= n lr for Adam; the factor's scale is ~||factor||_F / sqrt(n).
+        n = factor.shape[0]
+        return step * (jnp.linalg.norm(factor) / (n * math.sqrt(n)))
+      return step * jnp.abs(factor)
+
+    return jax.tree_util.tree_map_with_path(scale, updates, params), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def default_aux_optimizer(aux_learning_rate: float) -> optax.GradientTransformation:
+  """FishLeg's aux optimizer: Adam directions, factor-relative steps (scale_by_factor_geometry)."""
+  return optax.chain(optax.scale_by_adam(), scale_by_factor_geometry(),
+                     optax.scale(-aux_learning_rate))
+
+
+def _check_fvp_result(fvp_v: PyTree, v: PyTree) -> None:
+  """Raises a TypeError naming ``fvp_fn`` unless ``fvp_v`` has ``v``'s structure, shapes, dtypes."""
+  if jax.tree.structure(fvp_v) != jax.tree.structure(v):
+    raise TypeError(f"fishleg: fvp_fn(v) must return a tree with the structure of the params "
+                    f"{jax.tree.structure(v)}; got {jax.tree.structure(fvp_v)}.")
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(fvp_v)[0], jax.tree.leaves(v)):
+    if a.shape != b.shape or a.dtype != b.dtype:
+      raise TypeError(f"fishleg: fvp_fn(v) must return leaves with the shapes and dtypes of the "
+                      f"params; at {jax.tree_util.keystr(path)} expected {b.dtype}{list(b.shape)}, "
+                      f"got {a.dtype}{list(a.shape)}.")
 
 
 def fishleg_aux_loss_and_gradient(q_vector: Callable[[PyTree, PyTree], PyTree], lam: PyTree,
@@ -127,7 +188,9 @@ def fishleg_aux_loss_and_gradient(q_vector: Callable[[PyTree, PyTree], PyTree], 
   norm = optax.tree.norm(probe)
   u = jax.tree.map(lambda x: x / norm, probe)
   v, q_vjp = jax.vjp(lambda l: q_vector(l, u), lam)
-  damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_fn(v), v)
+  fvp_v = fvp_fn(v)
+  _check_fvp_result(fvp_v, v)
+  damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_v, v)
   aux_loss = 0.5 * _tree_vdot(v, damped_fv) - _tree_vdot(u, v)
   residual = jax.tree.map(jnp.subtract, damped_fv, u)
   if precondition_aux:
@@ -146,6 +209,7 @@ def scale_by_fishleg(
     precondition_aux: bool = True,
     q_family: str = "kronecker",
     aux_optimizer: optax.GradientTransformation | None = None,
+    weight_decay: float = 0.0,
 ) -> optax.GradientTransformationExtraArgs:
   """FishLeg direction ``m <- momentum * m + Q(lam) g`` with online learning of lam.
 
@@ -189,7 +253,9 @@ def scale_by_fishleg(
   _check_positive("update_aux_every", update_aux_every)
   _check_positive("init_scale", init_scale)
   _check_positive("momentum", momentum, allow_zero=True)
-  aux_opt = aux_optimizer if aux_optimizer is not None else optax.adam(aux_learning_rate)
+  _check_positive("weight_decay", weight_decay, allow_zero=True)
+  aux_opt = (aux_optimizer if aux_optimizer is not None
+             else default_aux_optimizer(aux_learning_rate))
 
   def init_fn(params):
     structure = q_structure(params, q_family)
@@ -198,7 +264,7 @@ def scale_by_fishleg(
     return ScaleByFishLegState(
         count=jnp.zeros([], jnp.int32), lam=lam, aux_opt_state=aux_opt.init(lam),
         momentum=jax.tree.map(jnp.zeros_like, params), aux_loss=jnp.zeros([], jnp.float32),
-        q_cache=structure.product_cache(lam))
+        q_cache=structure.product_cache(lam), num_skipped=jnp.zeros([], jnp.int32))
 
   def draw_probe(grads, rng, count):
     if probe == "gradient":
@@ -213,17 +279,16 @@ def scale_by_fishleg(
                                                        damping, precondition_aux)
     lam_step, new_aux_opt_state = aux_opt.update(lam_grad, aux_opt_state, lam)
     new_lam = optax.apply_updates(lam, lam_step)
-    finite = jnp.isfinite(aux_loss) & _all_finite(lam_grad)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    new_lam = keep(new_lam, lam)
-    return (new_lam, keep(new_aux_opt_state, aux_opt_state),
-            jnp.where(finite, aux_loss, previous_loss).astype(jnp.float32),
-            structure.product_cache(new_lam))
+    finite = jnp.isfinite(aux_loss) & _all_finite(new_lam)
+    new_lam, new_aux_opt_state, aux_loss = _keep_if_finite(
+        finite, (new_lam, new_aux_opt_state, aux_loss.astype(jnp.float32)),
+        (lam, aux_opt_state, previous_loss))
+    return new_lam, new_aux_opt_state, aux_loss, structure.product_cache(new_lam)
 
   def update_fn(updates, state, params=None, *, fvp_fn: Callable | None = None,
                 rng: jax.Array | None = None, update_aux: bool | jax.Array | None = None,
                 **extra_args):
-    del params, extra_args
+    del extra_args
     if update_aux is None:
       update_aux = state.count % update_aux_every == 0
     if not isinstance(update_aux, bool) and getattr(update_aux, "shape", None) != ():
@@ -234,6 +299,9 @@ def scale_by_fishleg(
                       "at the current params, e.g. gnrev.curvature.ggn_vector_product(...)).")
     if probe == "gaussian" and rng is None and update_aux is not False:
       raise TypeError("fishleg update with probe='gaussian' needs the keyword argument rng.")
+    decays = not (isinstance(weight_decay, (int, float)) and weight_decay == 0)
+    if decays and params is None:
+      raise ValueError("fishleg with weight_decay > 0 needs params in update.")
     structure = q_structure(updates, q_family)
     direction = structure.q_vector_cached(state.lam, state.q_cache, updates)
     trace = jax.tree.map(lambda m, d: momentum * m + d, state.momentum, direction)
@@ -245,10 +313,19 @@ def scale_by_fishleg(
     else:
       lam, aux_opt_state, aux_loss, q_cache = jax.lax.cond(update_aux, take_aux_step,
                                                            skip_aux_step)
+    step = trace
+    if decays:
+      step = jax.tree.map(lambda t, p: t + weight_decay * p, trace, params)
+    # A non-finite gradient or step (overflow, a NaN loss) is skipped: zero update, the state as
+    # it was (momentum, Q and the aux optimizer untouched), counted in num_skipped.
+    finite = _all_finite(updates) & _all_finite(step)
     new_state = ScaleByFishLegState(
         count=optax.safe_increment(state.count), lam=lam, aux_opt_state=aux_opt_state,
-        momentum=trace, aux_loss=aux_loss, q_cache=q_cache)
-    return trace, new_state
+        momentum=trace, aux_loss=aux_loss, q_cache=q_cache, num_skipped=state.num_skipped)
+    new_state = _keep_if_finite(finite, new_state, state)._replace(
+        num_skipped=jnp.where(finite, state.num_skipped,
+                              optax.safe_increment(state.num_skipped)))
+    return _keep_if_finite(finite, step, jax.tree.map(jnp.zeros_like, step)), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -285,11 +362,9 @@ def fishleg(
     >>> tx = fishleg(0.05, damping=0.1, aux_learning_rate=1e-3, init_scale=0.2)
     >>> updates, state = tx.update(grads, state, params, fvp_fn=fvp, rng=key)
   """
-  _check_positive("weight_decay", weight_decay, allow_zero=True)
   return optax.chain(
       scale_by_fishleg(damping, aux_learning_rate, update_aux_every, momentum, init_scale, probe,
-                       precondition_aux, q_family, aux_optimizer),
-      optax.add_decayed_weights(weight_decay),
+                       precondition_aux, q_family, aux_optimizer, weight_decay=weight_decay),
       optax.scale_by_learning_rate(learning_rate),
   )
 
