@@ -222,6 +222,27 @@ def fishleg_aux_loss_and_gradient(q_vector: Callable[[PyTree, PyTree], PyTree], 
   return aux_loss, lam_grad
 
 
+def _aux_loss_and_gradient_cached(structure, lam, cache, probe, fvp_fn, damping,
+                                  precondition_aux):
+  """:func:`fishleg_aux_loss_and_gradient` for ``structure.q_vector`` from lam's product cache.
+
+  Same values up to rounding (float64 test); ``Q u``, the preconditioned residual and the
+  lam-gradient all use the cached ``L L^T`` and ``R^T R`` (:meth:`QStructure.q_vector_vjp_cached`)
+  instead of autodiff through the factors.
+  """
+  norm = optax.tree.norm(probe)
+  u = jax.tree.map(lambda x: x / norm, probe)
+  v = structure.q_vector_cached(lam, cache, u)
+  fvp_v = fvp_fn(v)
+  _check_fvp_result(fvp_v, v)
+  damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_v, v)
+  aux_loss = 0.5 * _tree_vdot(v, damped_fv) - _tree_vdot(u, v)
+  residual = jax.tree.map(jnp.subtract, damped_fv, u)
+  if precondition_aux:
+    residual = structure.q_vector_cached(lam, cache, residual)
+  return aux_loss, structure.q_vector_vjp_cached(lam, cache, u, residual)
+
+
 def scale_by_fishleg(
     damping: float = 0.5,
     aux_learning_rate: float = 0.05,
@@ -301,8 +322,8 @@ def scale_by_fishleg(
     return treedef.unflatten(
         [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
-  def aux_step(structure, lam, aux_opt_state, previous_loss, u, fvp_fn):
-    aux_loss, lam_grad = fishleg_aux_loss_and_gradient(structure.q_vector, lam, u, fvp_fn,
+  def aux_step(structure, lam, cache, aux_opt_state, previous_loss, u, fvp_fn):
+    aux_loss, lam_grad = _aux_loss_and_gradient_cached(structure, lam, cache, u, fvp_fn,
                                                        damping, precondition_aux)
     lam_step, new_aux_opt_state = aux_opt.update(lam_grad, aux_opt_state, lam)
     new_lam = optax.apply_updates(lam, lam_step)
@@ -332,8 +353,9 @@ def scale_by_fishleg(
     structure = q_structure(updates, q_family)
     direction = structure.q_vector_cached(state.lam, state.q_cache, updates)
     trace = jax.tree.map(lambda m, d: momentum * m + d, state.momentum, direction)
-    take_aux_step = lambda: aux_step(structure, state.lam, state.aux_opt_state, state.aux_loss,
-                                     draw_probe(updates, rng, state.count), fvp_fn)
+    take_aux_step = lambda: aux_step(structure, state.lam, state.q_cache, state.aux_opt_state,
+                                     state.aux_loss, draw_probe(updates, rng, state.count),
+                                     fvp_fn)
     skip_aux_step = lambda: (state.lam, state.aux_opt_state, state.aux_loss, state.q_cache)
     if isinstance(update_aux, bool):
       lam, aux_opt_state, aux_loss, q_cache = take_aux_step() if update_aux else skip_aux_step()

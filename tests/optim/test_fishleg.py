@@ -446,3 +446,21 @@ def test_leaves_that_fall_back_to_diagonal_blocks_are_listed_in_a_warning():
   with pytest.warns(UserWarning, match="embedding, layer/u, layer/v"):
     blocks = optim.q_structure(ambiguous).blocks
   assert [type(b) for b in blocks] == [KroneckerBlock] + [DiagonalBlock] * 3
+
+
+@pytest.mark.x64
+@pytest.mark.parametrize("q_family", optim.Q_FAMILIES)
+@pytest.mark.parametrize("precondition_aux", [True, False])
+def test_cached_aux_gradient_equals_autodiff_through_the_factors(q_family, precondition_aux):
+  from gnrev.optim.fishleg import _aux_loss_and_gradient_cached
+  params = _conv_net_params()
+  structure = optim.q_structure(params, q_family)
+  lam = _random_lam(structure, jax.random.key(5))
+  probe = jax.tree.map(lambda p: jax.random.normal(jax.random.key(6), p.shape), params)
+  fvp = lambda v: jax.tree.map(lambda x: 3.0 * x + jnp.sin(x), v)
+  expected = optim.fishleg_aux_loss_and_gradient(structure.q_vector, lam, probe, fvp, 0.1,
+                                                 precondition_aux)
+  cached = _aux_loss_and_gradient_cached(structure, lam, structure.product_cache(lam), probe,
+                                         fvp, 0.1, precondition_aux)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12), cached,
+               expected)
