@@ -21,8 +21,9 @@ step without and one with the aux step (separate programs, no ``lax.cond``), amo
 ``((k - 1) plain + aux) / k``; next to it the analytic count of the dominant matrix products
 (``6 B W`` for forward + backward with ``W`` weights; ``2 n m (n + m)`` per Kronecker block
 ``(n, m)`` for ``Q U = A (L L^T (A U) R^T R)`` from the cached ``L L^T`` and ``R^T R``; aux
-step ``~10 B W`` for the GGN product plus ``~4`` uncached Q products' worth for ``Q u``, its vjp
-and the preconditioned residual, plus ``2 (n^3 + m^3)`` per block to rebuild the cache).
+step ``~10 B W`` for the GGN product plus ~4 cached Q products' worth for ``Q u``, the
+preconditioned residual and the closed-form lam-gradient, plus ``(n^3 + m^3)`` per block in
+that gradient and ``2 (n^3 + m^3)`` to rebuild the cache).
 
     python -m benchmarks.fishleg_step      # from the repository root; ~10 min on 2 idle cores
 """
@@ -158,11 +159,18 @@ def analytic_flops(widths, batch, every) -> dict:
               for i, (n, m) in enumerate(layers)}
   q_product = sum(q_blocks.values())
   cache = sum(2 * ((n + 1)**3 + m**3) for n, m in layers)
-  # Aux step: the GGN product, Q u from the factors and its vjp (differentiable in lam, ~3
-  # uncached products), the preconditioned residual (1 uncached), the new cache.
-  aux = 10 * batch * weights + 4 * 2 * q_product + cache
+  # Aux step: the GGN product, Q u and the preconditioned residual from the cache (2 products),
+  # the closed-form lam-gradient (~2 products' worth plus (n^3 + m^3) for the L and R
+  # multiplications), the new cache.
+  aux = 10 * batch * weights + 4 * q_product + 1.5 * cache
+  # For comparison: Q g from per-example layer inputs and output gradients (gradient = sum of
+  # B outer products) if Q had no elementwise A: B (n^2 + m^2) per block plus forming the
+  # (n, m) result, 2 B n m.
+  per_example = sum(2 * batch * ((n + 1)**2 + m**2) + 2 * batch * (n + 1) * m
+                    for n, m in layers)
   return {"grad": grad, "q_product_cached": q_product, "q_product_per_block": q_blocks,
           "cache_rebuild": cache, "aux_step": aux,
+          "q_product_per_example_route_without_A": per_example,
           "fishleg_over_adam_floor": (grad + q_product + aux / every) / grad}
 
 

@@ -25,7 +25,7 @@ is low rank, so Adam's step on a dense ``n x n`` factor is a near rank-1 sign pa
 spectral norm ``~n * aux_lr``, about 1 for ``n = 1000`` and ``aux_lr = 1e-3``. One aux step
 raised the largest eigenvalue of ``L L^T`` and ``R^T R`` by 1.3-2x in directions the probe never
 saw, while diag(Q) stayed within 2% of 1 and the aux loss said Q was far too large along the
-gradient (``u^T F u`` ~ 14 at init, ~900 after 100 steps: a summed 784-pixel loss has a large
+gradient (``u^T F u`` ~ 14 at init, ~900 after 150 steps: a summed 784-pixel loss has a large
 Fisher). Steps along the inflated directions then blew up. The aux rate now bounds the
 relative change of every factor per aux step (``tests/optim``' wide-layer regression test).
 

@@ -374,7 +374,7 @@ def test_aux_steps_on_a_wide_layer_cannot_inflate_q_where_the_fisher_says_shrink
   Adam moved every entry of the 1000 x 1000 factors by aux_lr, a near rank-1 sign pattern of
   spectral norm ~n aux_lr (the aux gradient of one probe is low rank): one aux step at the
   config's aux_lr 1e-3 doubled Q's largest eigenvalue while the aux loss asked Q to shrink
-  (``u^T F u`` ~ 14 at init for a loss summed over 784 pixels, ~900 after 100 steps). Here the
+  (``u^T F u`` ~ 14 at init for a loss summed over 784 pixels, ~900 after 150 steps). Here the
   Fisher is ``c I`` with ``c = 100``: Q must move from I towards ``1 / (c + damping)``, never up.
   """
   n, batch = 512, 8
