@@ -52,11 +52,14 @@ the gradient plus one Q product. From the factors that is ``4 n m (n + m)`` FLOP
 block of shape ``(n, m)``, as much as the gradient's ``6 B W`` at the paper's MNIST autoencoder
 with batch 1000; the state therefore keeps ``L L^T`` and ``R^T R`` (``q_cache``, rebuilt after
 each aux step for ``2 (n^3 + m^3)``) and plain steps apply Q with two products, ``2 n m (n + m)``
-(no-aux step 2.1x -> 1.6x Adam there). An aux step adds one Fisher product (``~10 B W``), ``Q u``
-from the factors with its vjp and the preconditioned residual (~4 uncached Q products), and the
-cache rebuild, ~7 Adam steps' worth; amortised over ``k = 10`` the floor is ~2.3x Adam at the
-paper size (~2.4x for the digits autoencoder). Measured: paper size split 2.30x, ``lax.cond``
-2.58x (before the cache 2.74x and 2.90x); digits size split 2.03x, ``lax.cond`` 2.34x. The
+(no-aux step 2.1x -> 1.6x Adam there). An aux step adds one Fisher product (``~10 B W``) and
+``Q u``, the preconditioned residual and the lam-gradient, all from the cache in closed form
+(:meth:`QStructure.q_vector_vjp_cached`: ~4 cached Q products plus ``n^3 + m^3`` per block,
+instead of ~8 through the factors), and the cache rebuild. The Q product does not shrink with
+the batch: 9.0 GFLOP at the paper's autoencoder against Adam's 1.6 GFLOP step at batch 100
+(amortised floor ~10x there, ~2.1x at batch 1000). Measured before the closed-form aux step
+(batch 1000): split 2.30x, ``lax.cond`` 2.58x (before the cache 2.74x and 2.90x); digits size
+split 2.03x, ``lax.cond`` 2.34x. The
 ``lax.cond`` path pays ~0.3x Adam more at both sizes because XLA copies every lam, cache and
 aux-optimizer buffer into and out of the conditional on every step (no FLOPs, but bytes and
 count). A ``fvp_fn`` linearised outside ``update`` (``curvature.ggn_vector_product(...)`` built
@@ -405,7 +408,8 @@ def fishleg(
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``fvp_fn=`` (and ``rng=``
-    for Gaussian probes).
+    for Gaussian probes) and ignores other keyword arguments. A non-finite gradient or step
+    gives a zero update with the state unchanged, counted in ``state[0].num_skipped``.
 
   Example:
     >>> tx = fishleg(0.01, init_scale=0.3)  # SGD warm start: first steps SGD-momentum at 0.003
