@@ -312,7 +312,7 @@ _SETTINGS = dict(learning_rate=0.3, damping=1.0, aux_learning_rate=0.05, update_
 # Rosenbrock's Hessian (condition ~2500 at the minimum, indefinite away from it) needs the full
 # 2x2 Q and a small SGD warm start; the aux rate is a relative change of Q per step.
 _ROSENBROCK_SETTINGS = dict(learning_rate=0.1, damping=1.0, aux_learning_rate=0.2,
-                            update_aux_every=1, momentum=0.5, init_scale=1e-2, q_family="full")
+                            update_aux_every=1, momentum=0.9, init_scale=1e-2, q_family="full")
 
 
 @pytest.mark.parametrize("probe", optim.PROBES)
