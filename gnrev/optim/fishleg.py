@@ -26,8 +26,11 @@ spectral norm ``~n * aux_lr``, about 1 for ``n = 1000`` and ``aux_lr = 1e-3``. O
 raised the largest eigenvalue of ``L L^T`` and ``R^T R`` by 1.3-2x in directions the probe never
 saw, while diag(Q) stayed within 2% of 1 and the aux loss said Q was far too large along the
 gradient (``u^T F u`` ~ 14 at init, ~900 after 150 steps: a summed 784-pixel loss has a large
-Fisher). Steps along the inflated directions then blew up. The aux rate now bounds the
-relative change of every factor per aux step (``tests/optim``' wide-layer regression test).
+Fisher), so steps grew along directions the Fisher never asked for. The aux rate now bounds
+the relative change of every factor per aux step (``tests/optim``' wide-layer regression test).
+The other cause is the SGD warm start: with ``Q_0 = s I`` the first steps are SGD-momentum at
+``learning_rate * s``, which must be a stable SGD rate for the loss (~0.003 on that summed
+loss; at 0.01 it diverges within 10 steps whatever the aux optimizer does).
 
 Settings for a user without a tuning budget: the defaults below (damping 0.5, aux rate 0.05,
 aux step every 10, momentum 0.9, exact GGN products) and an SGD warm start: pick
