@@ -1,215 +1,136 @@
-"""FishLeg vs Adam vs SGD-momentum on a deep autoencoder: train/test NLL vs steps and wall-clock.
+"""FishLeg vs Adam vs SGD-momentum on the paper's MNIST autoencoder: curves over seeds.
 
-Config and runbook: ``configs/fishleg_autoencoder.py``. Writes ``<workdir>/out/`` with a JSON of
-all curves plus a summary (does FishLeg reach Adam's final training loss in fewer steps and in
-less time?) and a PNG. Timing covers the jitted training steps only (evaluation excluded).
+Runs the launcher config ``configs/fishleg_autoencoder.py`` once per seed and run (one
+``python -m gnrev.main`` per pair, so that each run's wall-clock is its own), reads every
+``metrics.jsonl`` and writes ``fishleg_autoencoder.json`` (curves, per-run summaries, verdict)
+and ``fishleg_autoencoder.png`` (test NLL against steps and against wall-clock). No optimizer
+loop lives here: training is the trainer's.
+
+    nice -n 10 python experiments/fishleg_autoencoder.py --seeds=0,1,2 --results
+
+``--results`` writes into experiments/results/ (default: <workdir>/out); ``--smoke`` runs the
+config's ``:smoke`` size (seconds per run). Wall-clock is the launcher process's time for the
+run (compilation and evaluations included) spread evenly over its steps.
 """
 
 from __future__ import annotations
 
-import gzip
+import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from absl import app, flags
-from ml_collections import config_flags
 
-from gnrev import curvature, optim
-
-LIKELIHOOD = curvature.bernoulli()
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "fishleg_autoencoder.py")
+RESULTS = os.path.join(REPO, "experiments", "results")
 
 
-class Autoencoder(nn.Module):
-  """ReLU encoder -> linear code -> ReLU decoder -> pixel logits (Hinton & Salakhutdinov shape)."""
-  encoder_widths: tuple[int, ...]
-  code_size: int
-  num_pixels: int
-
-  @nn.compact
-  def __call__(self, x):
-    for width in self.encoder_widths:
-      x = nn.relu(nn.Dense(width)(x))
-    x = nn.Dense(self.code_size)(x)
-    for width in reversed(self.encoder_widths):
-      x = nn.relu(nn.Dense(width)(x))
-    return nn.Dense(self.num_pixels)(x)
+def run_names() -> list[str]:
+  sys.path.insert(0, REPO)
+  from configs.fishleg_autoencoder import all_runs  # pylint: disable=import-outside-toplevel
+  return list(all_runs())
 
 
-def _read_idx_images(path: str) -> np.ndarray:
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    data = f.read()
-  count, rows, cols = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
-  return np.frombuffer(data, np.uint8, offset=16).reshape(count, rows * cols) / 255.0
+def launch(seed: int, run: str, workdir: str, smoke: bool, num_epochs: int = 0) -> float:
+  """Trains one (seed, run) through the launcher; returns its wall-clock seconds."""
+  arg = f"seed={seed},runs={run}" + (",smoke" if smoke else "")
+  overrides = [f"--config.num_epochs={num_epochs}"] if num_epochs else []
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  tic = time.perf_counter()
+  subprocess.run([sys.executable, "-m", "gnrev.main", f"--config={CONFIG}:{arg}",
+                  f"--workdir={workdir}", *overrides], cwd=REPO, env=env, check=True,
+                 stdout=subprocess.DEVNULL)
+  return time.perf_counter() - tic
 
 
-def load_pixels(data_dir: str = "") -> tuple[np.ndarray, np.ndarray]:
-  """(train, test) pixel arrays in [0, 1]: MNIST from ``data_dir`` if present, else digits."""
-  for suffix in ("", ".gz"):
-    train = os.path.join(data_dir, "train-images-idx3-ubyte" + suffix)
-    test = os.path.join(data_dir, "t10k-images-idx3-ubyte" + suffix)
-    if data_dir and os.path.exists(train) and os.path.exists(test):
-      return (_read_idx_images(train).astype(np.float32),
-              _read_idx_images(test).astype(np.float32))
-  from sklearn.datasets import load_digits
-  pixels = (load_digits().data / 16.0).astype(np.float32)
-  order = np.random.default_rng(0).permutation(len(pixels))
-  return pixels[order[:1400]], pixels[order[1400:]]
+def read_curve(workdir: str, run: str, seconds: float) -> dict:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  records = [r for r in records if r.get("run") == run]
+  last_step = max(r["step"] for r in records)
+  test = [(r["step"], r["test_loss"]) for r in records if "test_loss" in r]
+  train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+  return {"step": [s for s, _ in test], "test_loss": [v for _, v in test],
+          "time": [seconds * s / last_step for s, _ in test],
+          "train_step": [s for s, _ in train], "train_loss": [v for _, v in train],
+          "skipped": int(sum(r.get("skipped", 0) for r in records)),
+          "seconds": seconds}
 
 
-def make_optimizer(name: str, config) -> optax.GradientTransformation:
-  if name == "fishleg":
-    return optim.fishleg(**config.fishleg)
-  if name == "adam":
-    return optax.adam(config.adam.learning_rate, b2=config.adam.b2, eps=config.adam.eps)
-  if name == "sgd_momentum":
-    return optax.sgd(config.sgd.learning_rate, momentum=config.sgd.momentum)
-  raise ValueError(f"Unknown optimizer {name!r}; allowed: fishleg, adam, sgd_momentum.")
+def summarise(curves: dict) -> dict:
+  summary = {}
+  for run, seeds in curves.items():
+    final = [c["test_loss"][-1] for c in seeds]
+    summary[run] = {"final_test_nll_mean": float(np.mean(final)),
+                    "final_test_nll_std": float(np.std(final)),
+                    "final_test_nll_per_seed": final,
+                    "finite": bool(np.all(np.isfinite(final))),
+                    "skipped_steps": int(sum(c["skipped"] for c in seeds)),
+                    "seconds_mean": float(np.mean([c["seconds"] for c in seeds]))}
+  adams = {k: v for k, v in summary.items() if k.startswith("adam")}
+  verdict = {}
+  if adams and "fishleg" in summary:
+    best = min(adams, key=lambda k: adams[k]["final_test_nll_mean"])
+    fishleg = summary["fishleg"]
+    verdict = {"best_adam": best, "best_adam_test_nll": adams[best]["final_test_nll_mean"],
+               "fishleg_test_nll": fishleg["final_test_nll_mean"],
+               "fishleg_beats_best_adam": bool(
+                   fishleg["finite"] and fishleg["skipped_steps"] == 0 and
+                   fishleg["final_test_nll_mean"] < adams[best]["final_test_nll_mean"])}
+  return {"runs": summary, "verdict": verdict}
 
 
-def make_train_chunk(model: Autoencoder, tx: optax.GradientTransformation, uses_fisher: bool):
-  """Jitted ``(params, opt_state, pixels, batch_idx, aux_idx, keys) -> (params, opt_state)``.
-
-  Runs ``len(batch_idx)`` steps under ``lax.scan``; FishLeg gets the exact GGN (= Fisher for
-  the Bernoulli likelihood) on a separate auxiliary batch.
-  """
-
-  def step(carry, inputs):
-    params, opt_state, pixels = carry
-    idx, aux_idx, key = inputs
-    x = pixels[idx]
-    grads = jax.grad(lambda p: LIKELIHOOD.nll(model.apply({"params": p}, x), x))(params)
-    extra = {}
-    if uses_fisher:
-      apply_fn = lambda p, xb: model.apply({"params": p}, xb)
-      # Linearised inside fvp_fn, so the aux batch's forward pass runs only on aux steps.
-      extra = {"fvp_fn": lambda v: curvature.ggn_vector_product(
-          apply_fn, params, pixels[aux_idx], LIKELIHOOD)(v), "rng": key}
-    updates, opt_state = tx.update(grads, opt_state, params, **extra)
-    return (optax.apply_updates(params, updates), opt_state, pixels), None
-
-  @jax.jit
-  def chunk(params, opt_state, pixels, batch_idx, aux_idx, keys):
-    (params, opt_state, _), _ = jax.lax.scan(step, (params, opt_state, pixels),
-                                             (batch_idx, aux_idx, keys))
-    return params, opt_state
-
-  return chunk
-
-
-def run_one(name: str, seed: int, config, train: np.ndarray, test: np.ndarray) -> dict:
-  model = Autoencoder(tuple(config.encoder_widths), config.code_size, train.shape[1])
-  params = model.init(jax.random.key(seed), train[:1])["params"]
-  tx = make_optimizer(name, config)
-  opt_state = tx.init(params)
-  chunk = make_train_chunk(model, tx, uses_fisher=name == "fishleg")
-  evaluate = jax.jit(lambda p, x: LIKELIHOOD.nll(model.apply({"params": p}, x), x))
-  rng = np.random.default_rng(seed)
-  keys = jax.random.split(jax.random.key(seed + 1000), config.num_steps)
-  n = config.eval_every
-  draw = lambda size: rng.integers(0, len(train), (n, size)).astype(np.int32)
-  # Compile outside the clock.
-  jax.block_until_ready(chunk(params, opt_state, train, draw(config.batch_size),
-                              draw(config.aux_batch_size), keys[:n]))
-  curve = {"step": [0], "time": [0.0], "train_loss": [float(evaluate(params, train))],
-           "test_loss": [float(evaluate(params, test))]}
-  elapsed = 0.0
-  for start in range(0, config.num_steps, n):
-    batch_idx, aux_idx = draw(config.batch_size), draw(config.aux_batch_size)
-    tic = time.perf_counter()
-    params, opt_state = jax.block_until_ready(
-        chunk(params, opt_state, train, batch_idx, aux_idx, keys[start:start + n]))
-    elapsed += time.perf_counter() - tic
-    curve["step"].append(start + n)
-    curve["time"].append(elapsed)
-    curve["train_loss"].append(float(evaluate(params, train)))
-    curve["test_loss"].append(float(evaluate(params, test)))
-  return curve
-
-
-def first_reaching(curve_steps, curve_times, losses, target):
-  hits = np.nonzero(np.asarray(losses) <= target)[0]
-  if not len(hits):
-    return None, None
-  return int(curve_steps[hits[0]]), float(curve_times[hits[0]])
-
-
-def summarise(results: dict) -> dict:
-  """Mean curves over seeds; when FishLeg first reaches Adam's final (mean) training loss."""
-  mean = {name: {key: np.mean([run[key] for run in runs], axis=0)
-                 for key in ("step", "time", "train_loss", "test_loss")}
-          for name, runs in results.items()}
-  target = float(mean["adam"]["train_loss"][-1])
-  summary = {"adam_final_train_loss": target,
-             "adam_total_time_s": float(mean["adam"]["time"][-1]),
-             "adam_num_steps": int(mean["adam"]["step"][-1])}
-  for name, curves in mean.items():
-    steps, seconds = first_reaching(curves["step"], curves["time"], curves["train_loss"], target)
-    summary[name] = {"final_train_loss": float(curves["train_loss"][-1]),
-                     "final_test_loss": float(curves["test_loss"][-1]),
-                     "total_time_s": float(curves["time"][-1]),
-                     "steps_to_adam_final_train_loss": steps,
-                     "time_to_adam_final_train_loss_s": seconds}
-  fishleg = summary["fishleg"]
-  summary["fishleg_reaches_adam_final_in_fewer_steps"] = (
-      fishleg["steps_to_adam_final_train_loss"] is not None
-      and fishleg["steps_to_adam_final_train_loss"] < summary["adam_num_steps"])
-  summary["fishleg_reaches_adam_final_in_less_time"] = (
-      fishleg["time_to_adam_final_train_loss_s"] is not None
-      and fishleg["time_to_adam_final_train_loss_s"] < summary["adam_total_time_s"])
-  return summary
-
-
-def plot(results: dict, path: str) -> None:
-  import matplotlib
+def plot(curves: dict, path: str) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-  for color, (name, runs) in enumerate(results.items()):
-    for x_key, ax in zip(("step", "time"), axes):
-      for i, run in enumerate(runs):
-        kwargs = {"label": name} if i == 0 else {}
-        ax.plot(run[x_key], run["train_loss"], color=f"C{color}", alpha=0.8, lw=1, **kwargs)
-        ax.plot(run[x_key], run["test_loss"], color=f"C{color}", ls="--", alpha=0.6, lw=1)
-  for ax, xlabel in zip(axes, ("step", "wall-clock (s, training only)")):
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+  for color, (run, seeds) in enumerate(curves.items()):
+    for i, c in enumerate(seeds):
+      label = {"label": run} if i == 0 else {}
+      axes[0].plot(c["step"], c["test_loss"], color=f"C{color}", lw=1, **label)
+      axes[1].plot(c["time"], c["test_loss"], color=f"C{color}", lw=1)
+  for ax, xlabel in zip(axes, ("step", "wall-clock (s, launcher process)")):
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("NLL (solid train, dashed test)")
+    ax.set_ylabel("test NLL (nats per digit)")
     ax.set_yscale("log")
-  axes[0].legend()
+  axes[0].legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=80)
+  plt.close(fig)
 
 
-def train_and_compare(config, workdir: str) -> dict:
-  train, test = load_pixels(config.data_dir)
-  results = {name: [run_one(name, seed, config, train, test) for seed in config.seeds]
-             for name in ("fishleg", "adam", "sgd_momentum")}
-  out = os.path.join(workdir, "out")
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+  parser.add_argument("--runs", default="", help="'+'-separated subset of the config's runs")
+  parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "fishleg_autoencoder"))
+  parser.add_argument("--results", action="store_true", help="write into experiments/results")
+  parser.add_argument("--smoke", action="store_true", help="the config's :smoke size")
+  parser.add_argument("--num_epochs", type=int, default=0,
+                      help="override the config's 50 epochs (40 steps each); 0: keep")
+  args = parser.parse_args(argv)
+  runs = args.runs.split("+") if args.runs else run_names()
+  curves = {run: [] for run in runs}
+  for seed in (int(s) for s in args.seeds.split(",") if s):
+    for run in runs:
+      workdir = os.path.join(args.workdir, f"seed{seed}", run)
+      seconds = launch(seed, run, workdir, args.smoke, args.num_epochs)
+      curves[run].append(read_curve(workdir, run, seconds))
+  out = RESULTS if args.results else os.path.join(args.workdir, "out")
   os.makedirs(out, exist_ok=True)
-  summary = summarise(results)
+  results = {"seeds": args.seeds, "smoke": args.smoke, "num_epochs": args.num_epochs or 50,
+             **summarise(curves), "curves": curves}
   with open(os.path.join(out, "fishleg_autoencoder.json"), "w") as f:
-    json.dump({"config": config.to_dict(), "summary": summary, "curves": results}, f,
-              default=list)
-  plot(results, os.path.join(out, "fishleg_autoencoder.png"))
-  return summary
-
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to configs/fishleg_autoencoder.py.")
-flags.DEFINE_string("workdir", "/tmp/fishleg_autoencoder", "Where out/ is written.")
-
-
-def main(argv):
-  del argv
-  print(json.dumps(train_and_compare(FLAGS.config, FLAGS.workdir), indent=1))
+    json.dump(results, f, indent=1)
+  plot(curves, os.path.join(out, "fishleg_autoencoder.png"))
+  print(json.dumps({"runs": results["runs"], "verdict": results["verdict"]}, indent=1))
+  return results
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  main()

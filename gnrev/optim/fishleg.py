@@ -12,9 +12,33 @@ Fisher product gives an unbiased aux gradient.
 
 Aux step (every ``update_aux_every`` parameter steps, one aux-optimizer step on lam): unit
 probe ``u`` (the gradient or a Gaussian draw), ``v = Q u``, residual ``r = F v + gamma v - u``,
-optionally preconditioned ``r <- Q r``, lam-gradient ``J_lam(Q(lam) u)^T r``. A non-finite
-residual (e.g. a NaN Fisher product) skips the aux step and leaves lam and its optimizer state
-untouched.
+optionally preconditioned ``r <- Q r``, lam-gradient ``J_lam(Q(lam) u)^T r``, one step of the
+aux optimizer (Adam directions made relative to each factor, :func:`scale_by_factor_geometry`).
+A non-finite residual (e.g. a NaN Fisher product) skips the aux step and leaves lam and its
+optimizer state untouched; a non-finite gradient or step skips the whole update (zero update,
+state unchanged, ``num_skipped`` counted). ``fvp_fn``'s result is checked against the params'
+structure, shapes and dtypes.
+
+Why plain Adam on the factors diverged (the paper's MNIST autoencoder, 784-1000-...-784, loss
+summed over pixels, NaN within 50 steps at every learning rate): the aux gradient of one probe
+is low rank, so Adam's step on a dense ``n x n`` factor is a near rank-1 sign pattern of
+spectral norm ``~n * aux_lr``, about 1 for ``n = 1000`` and ``aux_lr = 1e-3``. One aux step
+raised the largest eigenvalue of ``L L^T`` and ``R^T R`` by 1.3-2x in directions the probe never
+saw, while diag(Q) stayed within 2% of 1 and the aux loss said Q was far too large along the
+gradient (``u^T F u`` ~ 14 at init, ~900 after 150 steps: a summed 784-pixel loss has a large
+Fisher), so steps grew along directions the Fisher never asked for. The aux rate now bounds
+the relative change of every factor per aux step (``tests/optim``' wide-layer regression test).
+The other cause is the SGD warm start: with ``Q_0 = s I`` the first steps are SGD-momentum at
+``learning_rate * s``, which must be a stable SGD rate for the loss (~0.003 on that summed
+loss; at 0.01 it diverges within 10 steps whatever the aux optimizer does).
+
+Settings for a user without a tuning budget: the defaults below (damping 0.5, aux rate 0.05,
+aux step every 10, momentum 0.9, exact GGN products) and an SGD warm start: pick
+``learning_rate`` and ``init_scale`` so that ``learning_rate * init_scale`` is a stable
+SGD-momentum rate for the loss (e.g. 0.01 and 0.3 on the MNIST autoencoder). Damping is in the
+loss's units: Q is bounded by ``1 / damping``, and the Fisher of a loss summed over ``D``
+outputs is ``D`` times that of the per-output mean, so a damping ``gamma`` for a summed loss
+corresponds to ``gamma / D`` for the mean (0.5 summed over 784 pixels ~ 6e-4 per pixel).
 
 Gating, two ways (``update``'s keyword ``update_aux``):
 
@@ -31,11 +55,14 @@ the gradient plus one Q product. From the factors that is ``4 n m (n + m)`` FLOP
 block of shape ``(n, m)``, as much as the gradient's ``6 B W`` at the paper's MNIST autoencoder
 with batch 1000; the state therefore keeps ``L L^T`` and ``R^T R`` (``q_cache``, rebuilt after
 each aux step for ``2 (n^3 + m^3)``) and plain steps apply Q with two products, ``2 n m (n + m)``
-(no-aux step 2.1x -> 1.6x Adam there). An aux step adds one Fisher product (``~10 B W``), ``Q u``
-from the factors with its vjp and the preconditioned residual (~4 uncached Q products), and the
-cache rebuild, ~7 Adam steps' worth; amortised over ``k = 10`` the floor is ~2.3x Adam at the
-paper size (~2.4x for the digits autoencoder). Measured: paper size split 2.30x, ``lax.cond``
-2.58x (before the cache 2.74x and 2.90x); digits size split 2.03x, ``lax.cond`` 2.34x. The
+(no-aux step 2.1x -> 1.6x Adam there). An aux step adds one Fisher product (``~10 B W``) and
+``Q u``, the preconditioned residual and the lam-gradient, all from the cache in closed form
+(:meth:`QStructure.q_vector_vjp_cached`: ~4 cached Q products plus ``n^3 + m^3`` per block,
+instead of ~8 through the factors), and the cache rebuild. The Q product does not shrink with
+the batch: 9.0 GFLOP at the paper's autoencoder against Adam's 1.6 GFLOP step at batch 100
+(amortised floor ~10x there, ~2.1x at batch 1000). Measured before the closed-form aux step
+(batch 1000): split 2.30x, ``lax.cond`` 2.58x (before the cache 2.74x and 2.90x); digits size
+split 2.03x, ``lax.cond`` 2.34x. The
 ``lax.cond`` path pays ~0.3x Adam more at both sizes because XLA copies every lam, cache and
 aux-optimizer buffer into and out of the conditional on every step (no FLOPs, but bytes and
 count). A ``fvp_fn`` linearised outside ``update`` (``curvature.ggn_vector_product(...)`` built
@@ -54,12 +81,15 @@ Deviations from the official code, on purpose (listed in docs/optim.md):
 * the diagonal warm start uses the mean *squared* gradient (:func:`fishleg_warm_start`);
 * momentum is a heavy-ball trace ``m <- beta m + Q g`` (optax ``trace``) instead of the official
   EMA ``beta m + (1 - beta) Q g``: identical direction, the learning rate differs by
-  ``1 / (1 - beta)``, and with ``Q_0 = s I`` the first steps are exactly SGD-momentum with rate
-  ``learning_rate * s``.
+  ``1 / (1 - beta)`` (the paper's MNIST ``eta = 0.01`` is 0.001 here), and with ``Q_0 = s I`` the
+  first steps are exactly SGD-momentum with rate ``learning_rate * s``;
+* the aux optimizer's steps are relative to each factor (:func:`scale_by_factor_geometry`)
+  instead of plain Adam, so ``aux_learning_rate`` (default 0.05) means the same at every width.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -83,6 +113,9 @@ class ScaleByFishLegState(NamedTuple):
   # changes; the update's Q g reads it (half the FLOPs of Q g from the factors). Change lam only
   # through fishleg_set_lam, which keeps the two consistent.
   q_cache: dict
+  # int32 (), updates skipped because the gradient or the step was not finite (nothing else
+  # changed on those updates, see scale_by_fishleg).
+  num_skipped: jax.Array
 
 
 def _check_positive(name: str, value, allow_zero: bool = False) -> None:
@@ -98,6 +131,63 @@ def _tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
 
 def _all_finite(tree: PyTree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _keep_if_finite(finite: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+  """``new`` where ``finite`` else ``old``, leaf by leaf: FishLeg's one non-finite guard.
+
+  A select rather than ``lax.cond`` (as in ``optax.apply_if_finite``): no buffers are copied into
+  and out of a conditional, and the skipped branch costs only the elementwise selects.
+  """
+  return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+
+def scale_by_factor_geometry() -> optax.GradientTransformation:
+  """Turns a normalised step on FishLeg's factors into a relative change of Q (aux optimizer).
+
+  Adam moves every entry of a factor by about its learning rate. For a dense ``n x n`` factor
+  (``L``, ``R``, ``C``) and the low-rank gradient a single probe gives, that is a sign pattern of
+  spectral norm up to ``n * lr``: with ``n = 1000`` and ``lr = 1e-3`` one aux step can double a
+  Kronecker block's largest eigenvalue in directions the probe never saw (the divergence of the
+  paper's MNIST autoencoder). This transform divides a dense factor's step by its side ``n`` and
+  multiplies an elementwise factor's step (``A``, ``d``) by the factor's magnitude, so that the
+  learning rate bounds the relative change of each factor per aux step whatever the layer width
+  and the scale of Q (dense factors: relative to their root-mean-square singular value).
+  """
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("scale_by_factor_geometry needs the current factors (params).")
+
+    def scale(path, step, factor):
+      name = str(getattr(path[-1], "key", path[-1]))
+      if name in ("L", "R", "C"):
+        # ||step||_2 <= ||step||_F <= n lr for Adam; the factor's scale is ~||factor||_F / sqrt(n).
+        n = factor.shape[0]
+        return step * (jnp.linalg.norm(factor) / (n * math.sqrt(n)))
+      return step * jnp.abs(factor)
+
+    return jax.tree_util.tree_map_with_path(scale, updates, params), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def default_aux_optimizer(aux_learning_rate: float) -> optax.GradientTransformation:
+  """FishLeg's aux optimizer: Adam directions, factor-relative steps (scale_by_factor_geometry)."""
+  return optax.chain(optax.scale_by_adam(), scale_by_factor_geometry(),
+                     optax.scale(-aux_learning_rate))
+
+
+def _check_fvp_result(fvp_v: PyTree, v: PyTree) -> None:
+  """Raises a TypeError naming ``fvp_fn`` unless ``fvp_v`` has ``v``'s structure, shapes, dtypes."""
+  if jax.tree.structure(fvp_v) != jax.tree.structure(v):
+    raise TypeError(f"fishleg: fvp_fn(v) must return a tree with the structure of the params "
+                    f"{jax.tree.structure(v)}; got {jax.tree.structure(fvp_v)}.")
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(fvp_v)[0], jax.tree.leaves(v)):
+    if a.shape != b.shape or a.dtype != b.dtype:
+      raise TypeError(f"fishleg: fvp_fn(v) must return leaves with the shapes and dtypes of the "
+                      f"params; at {jax.tree_util.keystr(path)} expected {b.dtype}{list(b.shape)}, "
+                      f"got {a.dtype}{list(a.shape)}.")
 
 
 def fishleg_aux_loss_and_gradient(q_vector: Callable[[PyTree, PyTree], PyTree], lam: PyTree,
@@ -127,7 +217,9 @@ def fishleg_aux_loss_and_gradient(q_vector: Callable[[PyTree, PyTree], PyTree], 
   norm = optax.tree.norm(probe)
   u = jax.tree.map(lambda x: x / norm, probe)
   v, q_vjp = jax.vjp(lambda l: q_vector(l, u), lam)
-  damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_fn(v), v)
+  fvp_v = fvp_fn(v)
+  _check_fvp_result(fvp_v, v)
+  damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_v, v)
   aux_loss = 0.5 * _tree_vdot(v, damped_fv) - _tree_vdot(u, v)
   residual = jax.tree.map(jnp.subtract, damped_fv, u)
   if precondition_aux:
@@ -136,9 +228,30 @@ def fishleg_aux_loss_and_gradient(q_vector: Callable[[PyTree, PyTree], PyTree], 
   return aux_loss, lam_grad
 
 
+def _aux_loss_and_gradient_cached(structure, lam, cache, probe, fvp_fn, damping,
+                                  precondition_aux):
+  """:func:`fishleg_aux_loss_and_gradient` for ``structure.q_vector`` from lam's product cache.
+
+  Same values up to rounding (float64 test); ``Q u``, the preconditioned residual and the
+  lam-gradient all use the cached ``L L^T`` and ``R^T R`` (:meth:`QStructure.q_vector_vjp_cached`)
+  instead of autodiff through the factors.
+  """
+  norm = optax.tree.norm(probe)
+  u = jax.tree.map(lambda x: x / norm, probe)
+  v = structure.q_vector_cached(lam, cache, u)
+  fvp_v = fvp_fn(v)
+  _check_fvp_result(fvp_v, v)
+  damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_v, v)
+  aux_loss = 0.5 * _tree_vdot(v, damped_fv) - _tree_vdot(u, v)
+  residual = jax.tree.map(jnp.subtract, damped_fv, u)
+  if precondition_aux:
+    residual = structure.q_vector_cached(lam, cache, residual)
+  return aux_loss, structure.q_vector_vjp_cached(lam, cache, u, residual)
+
+
 def scale_by_fishleg(
     damping: float = 0.5,
-    aux_learning_rate: float = 1e-4,
+    aux_learning_rate: float = 0.05,
     update_aux_every: int = 10,
     momentum: float = 0.9,
     init_scale: float = 1.0,
@@ -146,12 +259,15 @@ def scale_by_fishleg(
     precondition_aux: bool = True,
     q_family: str = "kronecker",
     aux_optimizer: optax.GradientTransformation | None = None,
+    weight_decay: float = 0.0,
 ) -> optax.GradientTransformationExtraArgs:
   """FishLeg direction ``m <- momentum * m + Q(lam) g`` with online learning of lam.
 
   Args:
-    damping: ``gamma`` in ``Q ~ (F + gamma I)^{-1}``.
-    aux_learning_rate: learning rate of the default aux optimizer ``optax.adam``.
+    damping: ``gamma`` in ``Q ~ (F + gamma I)^{-1}``, in the loss's units (Q <= 1 / gamma; for a
+      loss summed over ``D`` outputs use ``D`` times the damping of the per-output mean).
+    aux_learning_rate: rate of the default aux optimizer (:func:`default_aux_optimizer`): the
+      largest relative change of each Q factor per aux step.
     update_aux_every: one aux step every this many updates (at counts 0, k, 2k, ...), unless
       ``update`` gets ``update_aux``.
     momentum: heavy-ball coefficient on ``Q g`` (0 disables it).
@@ -161,7 +277,9 @@ def scale_by_fishleg(
       ``F_gamma^{-1}``, for pruning); both unit-normalised.
     precondition_aux: use ``Q r`` instead of ``r`` in the aux gradient (docs/optim.md).
     q_family: ``"kronecker"``, ``"diagonal"`` or ``"full"`` (see :mod:`gnrev.optim.q_blocks`).
-    aux_optimizer: overrides ``optax.adam(aux_learning_rate)`` for lam.
+    aux_optimizer: overrides ``default_aux_optimizer(aux_learning_rate)`` for lam.
+    weight_decay: decoupled L2 coefficient added to the direction (``m + weight_decay * theta``;
+      needs ``params``), inside the transform so that a skipped update is exactly zero.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update(grads, state, params=None, *,
@@ -195,7 +313,9 @@ def scale_by_fishleg(
   _check_positive("update_aux_every", update_aux_every)
   _check_positive("init_scale", init_scale)
   _check_positive("momentum", momentum, allow_zero=True)
-  aux_opt = aux_optimizer if aux_optimizer is not None else optax.adam(aux_learning_rate)
+  _check_positive("weight_decay", weight_decay, allow_zero=True)
+  aux_opt = (aux_optimizer if aux_optimizer is not None
+             else default_aux_optimizer(aux_learning_rate))
 
   def init_fn(params):
     structure = q_structure(params, q_family)
@@ -204,7 +324,7 @@ def scale_by_fishleg(
     return ScaleByFishLegState(
         count=jnp.zeros([], jnp.int32), lam=lam, aux_opt_state=aux_opt.init(lam),
         momentum=jax.tree.map(jnp.zeros_like, params), aux_loss=jnp.zeros([], jnp.float32),
-        q_cache=structure.product_cache(lam))
+        q_cache=structure.product_cache(lam), num_skipped=jnp.zeros([], jnp.int32))
 
   def draw_probe(grads, rng, count):
     if probe == "gradient":
@@ -214,22 +334,21 @@ def scale_by_fishleg(
     return treedef.unflatten(
         [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
-  def aux_step(structure, lam, aux_opt_state, previous_loss, u, fvp_fn):
-    aux_loss, lam_grad = fishleg_aux_loss_and_gradient(structure.q_vector, lam, u, fvp_fn,
+  def aux_step(structure, lam, cache, aux_opt_state, previous_loss, u, fvp_fn):
+    aux_loss, lam_grad = _aux_loss_and_gradient_cached(structure, lam, cache, u, fvp_fn,
                                                        damping, precondition_aux)
     lam_step, new_aux_opt_state = aux_opt.update(lam_grad, aux_opt_state, lam)
     new_lam = optax.apply_updates(lam, lam_step)
-    finite = jnp.isfinite(aux_loss) & _all_finite(lam_grad)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    new_lam = keep(new_lam, lam)
-    return (new_lam, keep(new_aux_opt_state, aux_opt_state),
-            jnp.where(finite, aux_loss, previous_loss).astype(jnp.float32),
-            structure.product_cache(new_lam))
+    finite = jnp.isfinite(aux_loss) & _all_finite(new_lam)
+    new_lam, new_aux_opt_state, aux_loss = _keep_if_finite(
+        finite, (new_lam, new_aux_opt_state, aux_loss.astype(jnp.float32)),
+        (lam, aux_opt_state, previous_loss))
+    return new_lam, new_aux_opt_state, aux_loss, structure.product_cache(new_lam)
 
   def update_fn(updates, state, params=None, *, fvp_fn: Callable | None = None,
                 rng: jax.Array | None = None, update_aux: bool | jax.Array | None = None,
                 **extra_args):
-    del params, extra_args
+    del extra_args
     if update_aux is None:
       update_aux = state.count % update_aux_every == 0
     if not isinstance(update_aux, bool) and getattr(update_aux, "shape", None) != ():
@@ -240,21 +359,34 @@ def scale_by_fishleg(
                       "at the current params, e.g. gnrev.curvature.ggn_vector_product(...)).")
     if probe == "gaussian" and rng is None and update_aux is not False:
       raise TypeError("fishleg update with probe='gaussian' needs the keyword argument rng.")
+    decays = not (isinstance(weight_decay, (int, float)) and weight_decay == 0)
+    if decays and params is None:
+      raise ValueError("fishleg with weight_decay > 0 needs params in update.")
     structure = q_structure(updates, q_family)
     direction = structure.q_vector_cached(state.lam, state.q_cache, updates)
     trace = jax.tree.map(lambda m, d: momentum * m + d, state.momentum, direction)
-    take_aux_step = lambda: aux_step(structure, state.lam, state.aux_opt_state, state.aux_loss,
-                                     draw_probe(updates, rng, state.count), fvp_fn)
+    take_aux_step = lambda: aux_step(structure, state.lam, state.q_cache, state.aux_opt_state,
+                                     state.aux_loss, draw_probe(updates, rng, state.count),
+                                     fvp_fn)
     skip_aux_step = lambda: (state.lam, state.aux_opt_state, state.aux_loss, state.q_cache)
     if isinstance(update_aux, bool):
       lam, aux_opt_state, aux_loss, q_cache = take_aux_step() if update_aux else skip_aux_step()
     else:
       lam, aux_opt_state, aux_loss, q_cache = jax.lax.cond(update_aux, take_aux_step,
                                                            skip_aux_step)
+    step = trace
+    if decays:
+      step = jax.tree.map(lambda t, p: t + weight_decay * p, trace, params)
+    # A non-finite gradient or step (overflow, a NaN loss) is skipped: zero update, the state as
+    # it was (momentum, Q and the aux optimizer untouched), counted in num_skipped.
+    finite = _all_finite(updates) & _all_finite(step)
     new_state = ScaleByFishLegState(
         count=optax.safe_increment(state.count), lam=lam, aux_opt_state=aux_opt_state,
-        momentum=trace, aux_loss=aux_loss, q_cache=q_cache)
-    return trace, new_state
+        momentum=trace, aux_loss=aux_loss, q_cache=q_cache, num_skipped=state.num_skipped)
+    new_state = _keep_if_finite(finite, new_state, state)._replace(
+        num_skipped=jnp.where(finite, state.num_skipped,
+                              optax.safe_increment(state.num_skipped)))
+    return _keep_if_finite(finite, step, jax.tree.map(jnp.zeros_like, step)), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -262,7 +394,7 @@ def scale_by_fishleg(
 def fishleg(
     learning_rate: optax.ScalarOrSchedule,
     damping: float = 0.5,
-    aux_learning_rate: float = 1e-4,
+    aux_learning_rate: float = 0.05,
     update_aux_every: int = 10,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
@@ -287,7 +419,8 @@ def fishleg(
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``fvp_fn=`` (and ``rng=``
-    for Gaussian probes).
+    for Gaussian probes) and ignores other keyword arguments. A non-finite gradient or step
+    gives a zero update with the state unchanged, counted in ``state[0].num_skipped``.
 
   Example:
     >>> params = {"w": jnp.ones(3)}
@@ -298,11 +431,9 @@ def fishleg(
     >>> [round(u, 6) for u in updates["w"].tolist()]        # -0.05 * Q_0 g with Q_0 = 0.2 I
     [-0.01, -0.01, -0.01]
   """
-  _check_positive("weight_decay", weight_decay, allow_zero=True)
   return optax.chain(
       scale_by_fishleg(damping, aux_learning_rate, update_aux_every, momentum, init_scale, probe,
-                       precondition_aux, q_family, aux_optimizer),
-      optax.add_decayed_weights(weight_decay),
+                       precondition_aux, q_family, aux_optimizer, weight_decay=weight_decay),
       optax.scale_by_learning_rate(learning_rate),
   )
 

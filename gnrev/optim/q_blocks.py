@@ -4,11 +4,11 @@ Every block owns some leaves of the parameter tree, keeps them in an internal la
 exposes a PSD-by-construction product ``Q x``, a closed-form ``diag(Q)`` and factors for
 ``Q = diag(target)`` (used for ``Q_0 = s I`` and the diagonal warm start):
 
-* :class:`KroneckerBlock` for every module holding a ``kernel`` with >= 2 axes (flax ``Dense``,
-  ``Conv``, ``DenseGeneral`` with one output axis): the kernel reshaped to
-  ``(prod(kernel.shape[:-1]), out)`` with the module's ``bias`` (if any) appended as a last row,
-  ``U`` of shape ``(in + 1, out)``. As in the official ``FishLinear``/``FishConv2d`` (Garcia et
-  al. 2023; docs/optim.md, "Q families")
+* :class:`KroneckerBlock` for every leaf with >= 2 axes (a Dense or Conv kernel, whatever its
+  name: flax ``kernel``, haiku ``w``, a plain dict's ``w1``): the kernel reshaped to
+  ``(prod(kernel.shape[:-1]), out)`` with its bias (a 1-D sibling of size ``out``, if any)
+  appended as a last row, ``U`` of shape ``(in + 1, out)``. As in the official
+  ``FishLinear``/``FishConv2d`` (Garcia et al. 2023; docs/optim.md, "Q families")
 
   .. math:: Q U = A \\odot \\big(L L^\\top (A \\odot U) R^\\top R\\big),
             \\qquad Q = D_A (L L^\\top \\otimes R^\\top R) D_A,
@@ -18,14 +18,16 @@ exposes a PSD-by-construction product ``Q x``, a closed-form ``diag(Q)`` and fac
 * :class:`FullBlock` (``q_family="full"``): one dense ``Q = C C^T`` over all parameters, for
   small-model studies and the reference tests.
 
-No layer registration: the family is read off the tree's paths. ``lam`` (FishLeg's lambda) is a
-dict from block name (the module's path, e.g. ``"Dense_0"``, or the leaf's path) to its factors.
+No layer registration: blocks are read off the tree's shapes (:func:`q_structure`). ``lam``
+(FishLeg's lambda) is a dict from block name (the module's path, e.g. ``"Dense_0"``, or the
+leaf's path) to its factors.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Sequence
 
 import jax
@@ -84,6 +86,22 @@ class KroneckerBlock:
   def cached_product(self, lam: dict, cache: dict, u: jax.Array) -> jax.Array:
     return lam["A"] * ((cache["LLt"] @ (lam["A"] * u)) @ cache["RtR"])
 
+  def cached_vjp(self, lam: dict, cache: dict, u: jax.Array, w: jax.Array) -> dict:
+    """Gradient of ``<w, Q(lam) u>`` with respect to ``{L, R, A}``, from the cache.
+
+    With ``X = A o u``, ``Y = A o w``, ``P = L L^T`` and ``S = R^T R``: ``d/dA = w o (P X S) +
+    u o (P Y S)``, ``d/dL = (C + C^T) L`` with ``C = X S Y^T`` and ``d/dR = R (B + B^T)`` with
+    ``B = Y^T P X``: three ``(n, m)``-sized products with P and with S each, instead of the
+    ~four Q products from the factors that autodiff through :meth:`q_product` costs.
+    """
+    p, s = cache["LLt"], cache["RtR"]
+    x, y = lam["A"] * u, lam["A"] * w
+    px, py = p @ x, p @ y
+    c = (x @ s) @ y.T
+    b = y.T @ px
+    return {"A": w * (px @ s) + u * (py @ s), "L": (c + c.T) @ lam["L"],
+            "R": lam["R"] @ (b + b.T)}
+
   def diagonal(self, lam: dict) -> jax.Array:
     row = jnp.sum(lam["L"]**2, axis=1)
     col = jnp.sum(lam["R"]**2, axis=0)
@@ -114,6 +132,9 @@ class DiagonalBlock:
 
   def cached_product(self, lam, cache, x):
     return self.q_product(lam, x)
+
+  def cached_vjp(self, lam, cache, u, w):
+    return {"d": 2 * lam["d"] * u * w}
 
   def diagonal(self, lam):
     return lam["d"]**2
@@ -147,6 +168,9 @@ class FullBlock:
 
   def cached_product(self, lam, cache, x):
     return cache["CCt"] @ x
+
+  def cached_vjp(self, lam, cache, u, w):
+    return {"C": jnp.outer(w, lam["C"].T @ u) + jnp.outer(u, lam["C"].T @ w)}
 
   def diagonal(self, lam):
     return jnp.sum(lam["C"]**2, axis=1)
@@ -189,6 +213,17 @@ class QStructure:
     return self._apply(
         lambda block, x: block.cached_product(lam[block.name], cache[block.name], x), v)
 
+  def q_vector_vjp_cached(self, lam: dict, cache: dict, u: PyTree, w: PyTree) -> dict:
+    """``d <w, Q(lam) u> / d lam`` (lam-shaped) from ``cache = product_cache(lam)``.
+
+    Equal to ``jax.vjp(lambda l: q_vector(l, u), lam)[1](w)`` up to rounding, at a fraction of
+    its FLOPs (see :meth:`KroneckerBlock.cached_vjp`).
+    """
+    u_leaves, w_leaves = self.treedef.flatten_up_to(u), self.treedef.flatten_up_to(w)
+    return {block.name: block.cached_vjp(lam[block.name], cache[block.name],
+                                         block.gather(u_leaves), block.gather(w_leaves))
+            for block in self.blocks}
+
   def diagonal(self, lam: dict, like: PyTree) -> PyTree:
     """``diag(Q(lam))`` as a tree shaped like ``like`` (closed form per block)."""
     return self._apply(lambda block, x: block.diagonal(lam[block.name]).astype(x.dtype), like)
@@ -210,11 +245,49 @@ def q_family_of(lam: dict) -> str:
           "kronecker" if any("L" in b for b in blocks) else "diagonal")
 
 
+# Kernels whose factors would be larger than this on a side (e.g. an embedding table's vocabulary)
+# get diagonal blocks instead: a side of n costs n^2 memory and n^2 per row of every Q product.
+MAX_KRONECKER_SIDE = 4096
+_BIAS_NAMES = ("bias", "b")
+
+
+def _pair_biases(kernels: list[int], candidates: list[int], names: list[str],
+                 shapes: list[tuple[int, ...]]) -> dict[int, int]:
+  """Kernel index -> bias index among the 1-D leaves of one parent, only where unambiguous.
+
+  A bias is a 1-D sibling of the kernel's output size. With several kernels or candidates in the
+  same parent, a candidate is taken when it is the only one of that size, or its name is the
+  kernel's with ``w``/``kernel``/``weight`` replaced by ``b``/``bias`` (``w1`` -> ``b1``).
+  """
+  leaf = lambda i: names[i].rpartition("/")[2]
+  pairs, taken = {}, set()
+  for k in kernels:
+    fits = [c for c in candidates if shapes[c] == shapes[k][-1:] and c not in taken]
+    if len(fits) > 1:
+      stem = leaf(k)
+      wanted = {stem.replace(a, b, 1) for a, b in (("kernel", "bias"), ("weight", "bias"),
+                                                  ("w", "b"))} - {stem}
+      if len(kernels) == 1:
+        wanted |= set(_BIAS_NAMES)
+      fits = [c for c in fits if leaf(c) in wanted]
+    if len(fits) == 1:
+      pairs[k] = fits[0]
+      taken.add(fits[0])
+  return pairs
+
+
 def q_structure(params: PyTree, q_family: str = "kronecker") -> QStructure:
   """Finds FishLeg's Q blocks for a parameter tree (arrays or ``jax.ShapeDtypeStruct``).
 
+  Blocks are found by shape, whatever the leaves are called (flax ``kernel``/``bias``, haiku
+  ``w``/``b``, plain dicts): every leaf with >= 2 axes is a kernel whose last axis is the output
+  (flax/haiku Dense and Conv layouts), reshaped to ``(prod(shape[:-1]), out)``; a 1-D sibling of
+  size ``out`` in the same parent is its bias (see :func:`_pair_biases` when a parent holds
+  several). Kernels with a side above :data:`MAX_KRONECKER_SIDE` fall back to diagonal blocks,
+  and a warning lists them together with 1-D leaves next to kernels that could not be paired.
+
   Args:
-    params: a flax-style tree of parameters (nested mappings); only shapes are read.
+    params: a tree of parameters (nested mappings, lists, ...); only shapes are read.
     q_family: ``"kronecker"`` (per-layer Kronecker blocks for kernels, diagonal for the rest),
       ``"diagonal"`` (a diagonal block per leaf) or ``"full"`` (one dense Q; tiny models only).
 
@@ -230,17 +303,27 @@ def q_structure(params: PyTree, q_family: str = "kronecker") -> QStructure:
   shapes = [tuple(leaf.shape) for _, leaf in paths_leaves]
   if q_family == "full":
     return QStructure(treedef, (FullBlock("full", tuple(shapes)),))
-  blocks, used = [], set()
+  blocks, used, fell_back = [], set(), []
   if q_family == "kronecker":
-    index_of = {name: i for i, name in enumerate(names)}
+    parents: dict[str, list[int]] = {}
     for i, name in enumerate(names):
-      module, _, leaf_name = name.rpartition("/")
-      if leaf_name != "kernel" or len(shapes[i]) < 2:
-        continue
-      bias = index_of.get(f"{module}/bias" if module else "bias")
-      if bias is not None and shapes[bias] != shapes[i][-1:]:
-        bias = None
-      blocks.append(KroneckerBlock(module or "kernel", i, bias, shapes[i]))
-      used.update({i, bias} - {None})
+      parents.setdefault(name.rpartition("/")[0], []).append(i)
+    for parent, members in parents.items():
+      kernels = [i for i in members if len(shapes[i]) >= 2 and math.prod(shapes[i]) > 0]
+      too_big = [i for i in kernels
+                 if max(math.prod(shapes[i][:-1]) + 1, shapes[i][-1]) > MAX_KRONECKER_SIDE]
+      fell_back += [names[i] for i in too_big]
+      kernels = [i for i in kernels if i not in too_big]
+      pairs = _pair_biases(kernels, [i for i in members if len(shapes[i]) == 1], names, shapes)
+      for k in kernels:
+        name = (parent or names[k]) if len(kernels) == 1 else names[k]
+        blocks.append(KroneckerBlock(name, k, pairs.get(k), shapes[k]))
+        used.update({k, pairs.get(k)} - {None})
+      if kernels:
+        fell_back += [names[i] for i in members if len(shapes[i]) == 1 and i not in used]
+  if fell_back:
+    warnings.warn(f"FishLeg: diagonal Q blocks for {', '.join(fell_back)} (kernels with a side "
+                  f"above {MAX_KRONECKER_SIDE}, or 1-D leaves beside a kernel that could not be "
+                  f"paired with one as its bias).", stacklevel=2)
   blocks += [DiagonalBlock(names[i], i, shapes[i]) for i in range(len(names)) if i not in used]
   return QStructure(treedef, tuple(blocks))
