@@ -41,9 +41,13 @@ def check_dataset(dataset: Any, source: str) -> None:
     dataset: a :class:`gnrev.data.Dataset` (``x``, ``y``, ``num_classes``).
     source: how to name it in the message, e.g. ``"dataset 'digits' (train split)"``.
 
-  Example::
-
-    check_dataset(load_dataset("digits", "train"), "digits train")   # passes silently
+  Example:
+    >>> import numpy as np
+    >>> from gnrev.data import Dataset
+    >>> check_dataset(Dataset(np.zeros((2, 3), np.float32), np.array([0, 2]), 2), "toy")
+    Traceback (most recent call last):
+    ...
+    ValueError: toy: label 2 at index 1 is outside [0, 2) (1 of 2 labels are); allowed: 0..1.
   """
   x, y = np.asarray(dataset.x), np.asarray(dataset.y)
   if not isinstance(dataset.num_classes, (int, np.integer)) or dataset.num_classes < 1:

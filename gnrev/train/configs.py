@@ -74,10 +74,13 @@ def complete_optimizer_options(config: ml_collections.ConfigDict) -> dict[str, t
   Returns:
     ``{run: (optimizer name, [options added])}``, for :func:`drop_options_of_replaced_optimizers`.
 
-  Example::
-
-    config.optimizers = {"adam": {"name": "adam", "learning_rate": 1e-3}}
-    complete_optimizer_options(config)   # config.optimizers.adam.b1 == 0.9, ...
+  Example:
+    >>> import ml_collections
+    >>> config = ml_collections.ConfigDict(
+    ...     {"optimizers": {"adam": {"name": "adam", "learning_rate": 1e-3}}})
+    >>> added = complete_optimizer_options(config)
+    >>> config.optimizers.adam.b1, "b1" in added["adam"][1]
+    (0.9, True)
   """
   added = {}
   for run, run_config in config.get("optimizers", {}).items():

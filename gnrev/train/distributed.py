@@ -31,9 +31,9 @@ def initialize(distributed: bool = False, coordinator_address: str | None = None
     ValueError: if the values are incomplete or inconsistent and the environment does not
       supply them (the message says which flags to set).
 
-  Example::
-
-    initialize(coordinator_address="10.0.0.1:8476", num_processes=2, process_id=0)
+  For example, process 0 of a two-process run whose process 0 listens on ``node0:8476`` calls
+  ``initialize(False, "node0:8476", 2, 0)`` and process 1 ``initialize(False, "node0:8476", 2,
+  1)``; docs/multiprocess.md has the launcher commands.
   """
   given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
            "process_id": process_id}

@@ -433,10 +433,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ``{run: {"params", "step", "test_loss", ...}}`` at the end of each run (the task's test
     metrics; with early stopping those of the best evaluation, and ``best_step``).
 
-  Example::
-
-    config = load_config("configs/default.py", "smoke")
-    results = train_and_evaluate(config, "runs/smoke")   # results["adam"]["test_accuracy"]
+  For example, ``train_and_evaluate(load_config("configs/default.py", "smoke"), "runs/smoke")``
+  returns ``{"adam": {"test_accuracy": ..., ...}, "exact_gn": ..., "sgd": ...}``
+  (``notebooks/quickstart.ipynb`` runs it).
   """
   task = tasks.build_task(config)
   mesh = sharding.make_mesh(config.num_devices)

@@ -76,10 +76,12 @@ class Autoencoder(nn.Module):
     encoder_widths: widths of the encoder's ReLU layers (the decoder's, reversed).
     code_size: width of the linear code.
 
-  Example::
-
-    model = Autoencoder(num_outputs=64, encoder_widths=(128, 64), code_size=30)
-    logits = model.apply(model.init(key, x), x)          # x: (n, 8, 8, 1) -> (n, 64)
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> model = Autoencoder(num_outputs=64, encoder_widths=(16, 8), code_size=4)
+    >>> x = jnp.zeros((2, 8, 8, 1))
+    >>> model.apply(model.init(jax.random.key(0), x), x).shape
+    (2, 64)
   """
   num_outputs: int
   encoder_widths: Sequence[int] = (128, 64)

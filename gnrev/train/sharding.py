@@ -65,9 +65,13 @@ def check_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
 def local_rows(mesh: Mesh, global_batch_size: int) -> slice:
   """The rows of a global batch that this process's devices hold (contiguous, from the mesh).
 
-  Example::
+  With 2 processes of 4 devices each, ``local_rows(mesh, 32)`` is ``slice(0, 16)`` on process
+  0 and ``slice(16, 32)`` on process 1.
 
-    rows = local_rows(mesh, 32)   # 2 processes of 4 devices: slice(0, 16) on process 0
+  Example:
+    >>> mesh = make_mesh()
+    >>> local_rows(mesh, 4 * mesh.size) == slice(0, 4 * mesh.size)   # one process: every row
+    True
   """
   starts = sorted(index[0].start or 0 for index in batch_sharded(mesh)
                   .addressable_devices_indices_map((global_batch_size,)).values())
@@ -84,9 +88,12 @@ def shard_rows(mesh: Mesh, rows: np.ndarray, *arrays: np.ndarray) -> tuple[jax.A
   Each process gathers only its own part of ``rows`` (:func:`local_rows`): the other processes
   supply the rest of the global ``jax.Array``.
 
-  Example::
-
-    x, y = shard_rows(mesh, np.arange(32), train_x, train_targets)   # x.shape[0] == 32
+  Example:
+    >>> mesh = make_mesh()
+    >>> x = np.arange(2 * mesh.size * 3.0).reshape(-1, 3)
+    >>> (batch,) = shard_rows(mesh, np.arange(2 * mesh.size)[::-1], x)
+    >>> bool((np.asarray(batch) == x[::-1]).all())
+    True
   """
   sharding, mine = batch_sharded(mesh), rows[local_rows(mesh, len(rows))]
   return tuple(jax.make_array_from_process_local_data(sharding, a[mine], (len(rows),) +

@@ -267,10 +267,13 @@ def _check_dataset_options(name: str, options: dict) -> None:
 def check_config(config) -> None:
   """Checks every field of ``config`` and of each run alone; raises the first :class:`ConfigError`.
 
-  Example::
-
-    config.log_every = 0
-    check_config(config)   # ConfigError: config.log_every = 0 is not allowed; expected an int >= 1.
+  Example:
+    >>> import ml_collections
+    >>> check_config(ml_collections.ConfigDict(
+    ...     {"seed": 0, "num_epochs": 1, "eval_every": 0, "log_every": 0}))
+    Traceback (most recent call last):
+    ...
+    gnrev.train.validation.ConfigError: config.log_every = 0 is not allowed; expected an int >= 1.
   """
   for key, rule in TOP_RULES.items():
     _check_field(config, "", key, rule)
