@@ -12,6 +12,9 @@ batch. Writes ``treemaml_<kind>[_flat]<tag>.json`` and ``.png`` into the workdir
         --workdir=runs/treemaml_linear
     python experiments/treemaml_synthetic.py --config=configs/treemaml_sinusoid.py \\
         --workdir=runs/treemaml_sinusoid_flat --seeds=0,1 --config.task.family.hierarchical=False
+    python experiments/treemaml_synthetic.py --config=configs/treemaml_sinusoid.py \\
+        --workdir=runs/treemaml_sinusoid_so --seeds=0,1 --config.task.first_order=False \\
+        --tag=_second_order --runs=maml,shared_first_step,treemaml_true,treemaml_learned
 """
 
 from __future__ import annotations
@@ -98,8 +101,20 @@ def plot(results: dict, title: str, path: str) -> None:
 
 
 def run_experiment(config, workdir: str, seeds, tag: str = "",
-                   results_dir: str | None = None) -> dict:
-  """Launches every seed, then writes the summary JSON and PNG; returns the summary."""
+                   results_dir: str | None = None, runs=None) -> dict:
+  """Launches every seed, then writes the summary JSON and PNG; returns the summary.
+
+  ``runs``: the config's runs to launch (default: all).
+  """
+  if runs:
+    unknown = sorted(set(runs) - set(config.optimizers))
+    if unknown:
+      raise ValueError(f"Unknown run(s) {', '.join(unknown)}; the config has "
+                       f"{', '.join(config.optimizers)}.")
+    config = copy.deepcopy(config)
+    with config.unlocked():
+      for run in set(config.optimizers) - set(runs):
+        del config.optimizers[run]
   start = time.time()
   finals = launch(config, workdir, seeds)
   summary = summarise(config, finals, time.time() - start)
@@ -120,13 +135,14 @@ _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where the JSON and PNG 
                                    "results).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (one launcher run each).")
 _TAG = flags.DEFINE_string("tag", "", "Suffix of the results' names, e.g. _20shot.")
+_RUNS = flags.DEFINE_list("runs", None, "The config's runs to launch (default: all).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
   summary = run_experiment(_CONFIG.value, _WORKDIR.value, [int(s) for s in _SEEDS.value],
-                           _TAG.value, _RESULTS_DIR.value)
+                           _TAG.value, _RESULTS_DIR.value, _RUNS.value)
   for method, r in summary["query_mse_per_inner_step"].items():
     print(f"{method:18s} " + " ".join(f"{m:.4f}±{h:.4f}" for m, h in zip(r["mean"], r["ci95"]))
           + "  ARI " + " ".join(f"{a:.3f}" for a in r["ari_vs_true_tree_per_step"]), flush=True)

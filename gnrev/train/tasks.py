@@ -66,7 +66,7 @@ class SupervisedTask:
     scores: ``(sums, dataset) -> {name: value}`` (means over the split's examples), reported as
       ``test_<name>`` / ``val_<name>``.
     panels: ``(metric, title, yscale)`` of the plot, one per metric.
-    gn_losses: the :mod:`gnrev.gn` losses whose Gauss-Newton model is this task's loss.
+    gn_losses: the :mod:`gnrev.gn` losses a Gauss-Newton run may fit this task's targets with.
     check_data: ``dataset -> None``; raises ``ValueError`` when the data do not fit the task.
   """
   name: str

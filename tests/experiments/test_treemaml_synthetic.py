@@ -48,18 +48,19 @@ def test_smoke_configs_are_launcher_configs_with_one_run_per_inner_rule(name):
 
 def test_smoke_experiment_runs_the_launcher_per_seed_and_writes_where_asked(tmp_path):
   config = train.load_config(os.path.join(REPO, "configs", "treemaml_linear.py"), "smoke")
-  for run in ("no_adaptation", "shared_first_step"):
-    del config.optimizers[run]
-  summary = ts.run_experiment(config, str(tmp_path / "runs"), seeds=(0, 1), tag="_smoke",
-                              results_dir=str(tmp_path / "out"))
+  summary = ts.run_experiment(config, str(tmp_path / "runs"), seeds=(1,), tag="_smoke",
+                              results_dir=str(tmp_path / "out"),
+                              runs=("maml", "treemaml_true"))
   assert sorted(os.listdir(tmp_path / "out")) == ["treemaml_linear_smoke.json",
                                                   "treemaml_linear_smoke.png"]
-  assert {"seed_0", "seed_1"} <= set(os.listdir(tmp_path / "runs"))
+  assert os.listdir(tmp_path / "runs") == ["seed_1"]
   runs = summary["query_mse_per_inner_step"]
-  assert set(runs) == {"maml", "treemaml_true", "treemaml_learned"}
+  assert set(runs) == {"maml", "treemaml_true"}  # learned trees: tests/train/test_tasks.py
   assert runs["treemaml_true"]["ari_vs_true_tree_per_step"] == [1.0, 1.0, 1.0]
   assert all(len(r["mean"]) == 4 and np.all(np.isfinite(r["ci95"])) for r in runs.values())
   with open(tmp_path / "out" / "treemaml_linear_smoke.json") as f:
-    assert json.load(f)["seeds"] == [0, 1]
+    assert json.load(f)["seeds"] == [1]
   records = train.read_metrics(str(tmp_path / "runs" / "seed_1"))
-  assert {r["run"] for r in records} == set(config.optimizers)
+  assert {r["run"] for r in records} == {"maml", "treemaml_true"}
+  with pytest.raises(ValueError, match="Unknown run\\(s\\) reptile"):
+    ts.run_experiment(config, str(tmp_path / "runs"), seeds=(1,), runs=("reptile",))
