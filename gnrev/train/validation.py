@@ -30,6 +30,7 @@ import numpy as np
 
 from gnrev import data, gn, optim
 from gnrev.gn.sweep import check_batch_fits
+from gnrev.train import tasks
 from gnrev.train.models import MODELS, build_model
 from gnrev.train.optimizers import OPTIONS, optimizer_options
 
@@ -200,7 +201,8 @@ def _rule_for(name: str, option: str, default: Any) -> Rule | None:
   return Rule("str") if isinstance(default, str) else None
 
 
-def _check_run(config, run: str, opt_config: Any) -> None:
+def _check_run(config, run: str, opt_config: Any, reserved: tuple[str, ...] = ()) -> None:
+  """``reserved``: run fields owned by the task (meta-learning's ``inner``), checked there."""
   field = f"optimizers.{run}"
   if not isinstance(run, str) or not RUN_NAME.fullmatch(run) or run in RESERVED_RUN_NAMES:
     raise ConfigError(
@@ -215,7 +217,7 @@ def _check_run(config, run: str, opt_config: Any) -> None:
     raise ConfigError(f"Run {run!r}: Unknown optimizer {name!r} (config.{field}.name); allowed: "
                       f"{', '.join(sorted(OPTIONS))}.")
   try:
-    options = optimizer_options(opt_config)
+    options = optimizer_options(opt_config, reserved)
   except ValueError as e:
     raise ConfigError(f"Run {run!r}: {e}") from e
   defaults = optimizer_defaults(name)
@@ -225,10 +227,11 @@ def _check_run(config, run: str, opt_config: Any) -> None:
       raise _error(f"{field}.{option}", value, rule.describe() + f" (optimizer {name!r})")
   if name == "exact_gn":
     _check_exact_gn_options(config, field, options)
-  if name in NEEDS_AUTODIFF and config.model.get("memory_mode", "autodiff") != "autodiff":
+  model = config.get("model") or {}
+  if name in NEEDS_AUTODIFF and model.get("memory_mode", "autodiff") != "autodiff":
     raise ConfigError(
         f"Run {run!r}: {name}'s steps use jax.jvp, which needs "
-        f"--config.model.memory_mode=autodiff; got {config.model.memory_mode!r}.")
+        f"--config.model.memory_mode=autodiff; got {model.get('memory_mode')!r}.")
 
 
 def _check_exact_gn_options(config, field: str, options: dict) -> None:
@@ -277,9 +280,27 @@ def check_config(config) -> None:
   """
   for key, rule in TOP_RULES.items():
     _check_field(config, "", key, rule)
-  for section in ("data", "model", "optimizers"):
+  try:
+    task = tasks.build_task(config)
+  except ValueError as e:
+    raise ConfigError(f"config.task: {e}") from e
+  # A task without a dataset and a model of the launcher's (meta-learning samples its own task
+  # batches and checks its fields itself) has only runs here.
+  supervised = isinstance(task, tasks.SupervisedTask)
+  reserved = tuple(getattr(task, "run_fields", ()))
+  for section in ("data", "model", "optimizers") if supervised else ("optimizers",):
     if section not in config or not hasattr(config[section], "items"):
       raise ConfigError(f"config.{section} is missing or not a dict (see configs/default.py).")
+  if not config.optimizers:
+    raise ConfigError("config.optimizers is empty; give at least one run, e.g. "
+                      "{'adam': {'name': 'adam', 'learning_rate': 1e-3}}.")
+  if supervised:
+    _check_data_and_model_fields(config)
+  for run, opt_config in config.optimizers.items():
+    _check_run(config, run, opt_config, reserved)
+
+
+def _check_data_and_model_fields(config) -> None:
   if config.data.get("name") not in data.DATASETS:
     raise ConfigError(f"Unknown dataset {config.data.get('name')!r} (config.data.name); "
                       f"allowed: {', '.join(sorted(data.DATASETS))}.")
@@ -296,11 +317,6 @@ def check_config(config) -> None:
     build_model(config.model, 2)
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config.model ({config.model.name!r}): {e}") from e
-  if not config.optimizers:
-    raise ConfigError("config.optimizers is empty; give at least one run, e.g. "
-                      "{'adam': {'name': 'adam', 'learning_rate': 1e-3}}.")
-  for run, opt_config in config.optimizers.items():
-    _check_run(config, run, opt_config)
 
 
 def check_data(config, train: data.Dataset, test: data.Dataset) -> None:
