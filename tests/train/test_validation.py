@@ -131,9 +131,9 @@ BAD_STRUCTURE = [
      "config.optimizers.gn_damped.damping = 0.0 is not allowed; expected a number > 0 with "
      "solver 'damped'"),
     ("data.options", {"sed": 1}, "config.data.options has unknown option(s) sed for dataset "
-                                 "'digits'; allowed: seed."),
+                                 "'digits'; allowed: seed, scale."),
     ("data.name", "imagenet", "Unknown dataset 'imagenet' (config.data.name); allowed: cifar10"),
-    ("model.name", "resnet", "Unknown model 'resnet' (config.model.name); allowed: cnn"),
+    ("model.name", "resnet", "Unknown model 'resnet' (config.model.name); allowed: autoencoder, cnn"),
     ("model.expansion", -3, "config.model ('revmlp'): expansion must be a positive int or None"),
     ("model.num_blocks", 0, "num_blocks must be a positive int"),
     ("model.memory_mode", "bogus", "config.model ('revmlp'): "),
