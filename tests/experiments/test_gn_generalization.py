@@ -48,7 +48,7 @@ def test_smoke_run_writes_figures_and_numbers_for_every_finding_it_ran(tmp_path)
 
 
 @pytest.mark.parametrize("finding", ["fullbatch", "minibatch", "nobottleneck", "ablations"])
-@pytest.mark.parametrize("size", ["", ",smoke", ",paper_mnist", ",paper_cifar"])
+@pytest.mark.parametrize("size", ["", ",smoke", ",paper_mnist5k", ",paper_mnist", ",paper_cifar"])
 def test_every_finding_and_size_gives_a_valid_launcher_config(finding, size):
   config = train.load_config(CONFIG, finding + size)
   train.check_config(config)
