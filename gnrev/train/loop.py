@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import flax.linen as nn
@@ -284,9 +285,14 @@ def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
                 workdir: str) -> dict:
   """Trains (or resumes) one run's program; its records go to ``workdir/metrics.jsonl``.
 
+  Evaluations run every ``config.eval_every`` steps (0: at the end of every epoch) and after
+  the last step.
+
   Returns:
-    ``{"params", "step", **final metrics}``; with early stopping the params and metrics are
-    those of the best evaluation, and ``best_step`` its step.
+    ``{"params", "step", "trained_steps", "train_seconds", **final metrics}``; with early
+    stopping the params and metrics are those of the best evaluation, and ``best_step`` its
+    step. ``train_seconds`` is the wall-clock of this call's ``trained_steps`` steps (with
+    checkpointing and logging, without the evaluations): a resumed run times only its own.
   """
   per_epoch = program.steps_per_epoch
   total = config.num_epochs * per_epoch
@@ -322,6 +328,7 @@ def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
         state, record = program.after_step(state, 0, record)
       write(record)
     logging.info("Run %s: steps %d..%d of %d (%d per epoch).", run, start, total, total, per_epoch)
+    eval_seconds, started = 0.0, time.perf_counter()
     with metrics.progress_bar(total, start, run) as bar:
       for step in range(start + 1, total + 1):
         if stopped(state):
@@ -335,8 +342,10 @@ def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
           sums = np.asarray(state.epoch_sums) / per_epoch
           record.update({f"epoch_{k}": float(v) for k, v in zip(program.epoch_sum_names, sums)})
           state = state.replace(epoch_sums=jnp.zeros_like(state.epoch_sums))
-        if step % eval_every == 0 or step % per_epoch == 0 or step == total:
+        if step % eval_every == 0 or step == total:
+          tic = time.perf_counter()
           evaluated = program.evaluate(state.params)
+          eval_seconds += time.perf_counter() - tic
           record.update(evaluated)
           if stopping is not None:
             state = _track_best(state, evaluated, step, stopping)
@@ -346,10 +355,14 @@ def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
           write(record)
         checkpoint.save(manager, step, state, force=step == total or stopped(state))
         bar.update(1)
+      jax.block_until_ready(state)
+    timing = {"trained_steps": int(state.step) - start,
+              "train_seconds": time.perf_counter() - started - eval_seconds}
     manager.wait_until_finished()
   if stopping is None:
-    return {"params": state.params, "step": int(state.step), **program.evaluate(state.params)}
-  return {"params": state.best.params, "step": int(state.step),
+    return {"params": state.params, "step": int(state.step), **timing,
+            **program.evaluate(state.params)}
+  return {"params": state.best.params, "step": int(state.step), **timing,
           "best_step": int(state.best.step), **program.evaluate(state.best.params)}
 
 
