@@ -83,6 +83,9 @@ def read_seed(workdir: str) -> tuple[float, dict]:
     variant, sparsity = _split(run)
     first = next(r for r in mine if r["step"] == 0)
     last = [r for r in mine if "test_accuracy" in r][-1]
+    directory = os.path.join(workdir, "prune", run, "checkpoints")
+    if not os.path.isdir(directory) or last["step"] not in train.checkpoint_steps(directory):
+      continue  # not finished (the final checkpoint is written with the last record)
     if abs(last["sparsity"] - sparsity) > 2e-3:
       raise ValueError(f"{run}: final sparsity {last['sparsity']} is not {sparsity}.")
     by_sparsity = out.setdefault(variant, {})
@@ -99,19 +102,21 @@ def read_seed(workdir: str) -> tuple[float, dict]:
 def analyse(workdir: str, models, seeds) -> dict:
   results = {"dense": {}, "accuracy": {}, "fls_margin": {}}
   for model in models:
-    per_seed = [read_seed(os.path.join(workdir, f"{model}_s{seed}")) for seed in seeds
-                if os.path.isdir(os.path.join(workdir, f"{model}_s{seed}", "prune"))]
+    present = [seed for seed in seeds
+               if os.path.isdir(os.path.join(workdir, f"{model}_s{seed}", "prune"))]
+    per_seed = [read_seed(os.path.join(workdir, f"{model}_s{seed}")) for seed in present]
     if not per_seed:
       continue
     results["dense"][model] = [d for d, _ in per_seed]
+    # Each cell over the seeds that finished its run (``seeds`` names them).
     table = {}
-    for variant, by_sparsity in per_seed[0][1].items():
-      for sparsity, entry in by_sparsity.items():
-        for key in ("no_ft", "ft"):
-          if key in entry:
-            values = [s[variant][sparsity][key] for _, s in per_seed
-                      if sparsity in s.get(variant, {})]
-            table.setdefault(variant, {}).setdefault(sparsity, {})[key] = values
+    for index, (_, variants) in enumerate(per_seed):
+      for variant, by_sparsity in variants.items():
+        for sparsity, entry in by_sparsity.items():
+          cell = table.setdefault(variant, {}).setdefault(sparsity, {})
+          for key, value in entry.items():
+            cell.setdefault(key, []).append(value)
+            cell.setdefault(f"{key}_seeds", []).append(present[index])
     results["accuracy"][model] = table
     margins = {}
     for variant in table:
@@ -123,10 +128,14 @@ def analyse(workdir: str, models, seeds) -> dict:
         if other is None:
           continue
         for sparsity, entry in table[variant].items():
-          for key, values in entry.items():
-            diff = np.array(values) - np.array(other[sparsity][key])
+          for key in ("no_ft", "ft"):
+            if key not in entry or key not in other.get(sparsity, {}):
+              continue
+            mine = dict(zip(entry[f"{key}_seeds"], entry[key]))
+            theirs = dict(zip(other[sparsity][f"{key}_seeds"], other[sparsity][key]))
+            diff = np.array([mine[k] - theirs[k] for k in mine if k in theirs])
             margins.setdefault(f"{suffix}_{key}", {}).setdefault(baseline, {})[sparsity] = (
-                float(diff.mean()), float(diff.std()))
+                float(diff.mean()), float(diff.std()), len(diff))
     results["fls_margin"][model] = margins
   return results
 
@@ -145,8 +154,9 @@ def markdown(results: dict) -> str:
       for key in ("no_ft", "ft"):
         cells = []
         for s in sparsities:
-          values = np.array(table[variant].get(s, {}).get(key, [np.nan])) * 100
-          cells.append(f"{values.mean():.1f} ± {values.std():.1f}")
+          values = np.array(table[variant].get(s, {}).get(key, [])) * 100
+          n = "" if len(values) == len(dense) else f" (n={len(values)})"
+          cells.append(f"{values.mean():.1f} ± {values.std():.1f}{n}" if len(values) else "—")
         if any(key in table[variant][s] for s in table[variant]):
           lines.append(f"| {variant} | {'yes' if key == 'ft' else 'no'} | " + " | ".join(cells)
                        + " |")
@@ -156,8 +166,7 @@ def markdown(results: dict) -> str:
 def plot(results: dict, path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   models = list(results["accuracy"])
-  panels = [("global_oneshot", "no_ft"), ("global_oneshot", "ft"), ("layer_oneshot", "no_ft"),
-            ("global_cubic0", "no_ft"), ("global_cubic", "ft")]
+  panels = [("global_oneshot", "no_ft"), ("layer_oneshot", "no_ft")]
   fig, axes = plt.subplots(len(models), len(panels), figsize=(3.2 * len(panels),
                                                               3 * len(models)), squeeze=False)
   colours = {"fishleg_surgeon": "C0", "diagonal_fisher": "C1", "magnitude": "C2"}
@@ -170,8 +179,9 @@ def plot(results: dict, path: str) -> None:
         if not entry:
           continue
         sparsities = sorted((s for s in entry if key in entry[s]), key=float)
-        values = np.array([entry[s][key] for s in sparsities])
-        ax.errorbar([float(s) for s in sparsities], values.mean(1), values.std(1),
+        mean = [np.mean(entry[s][key]) for s in sparsities]
+        std = [np.std(entry[s][key]) for s in sparsities]
+        ax.errorbar([float(s) for s in sparsities], mean, std,
                     label=method, color=colour, marker="o", capsize=3)
       ax.axhline(np.mean(results["dense"][model]), color="k", ls="--", lw=1, label="dense")
       ax.set(title=f"{model} {suffix} {'fine-tuned' if key == 'ft' else 'no FT'}",
