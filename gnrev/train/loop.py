@@ -17,7 +17,9 @@ Options besides the data, model and optimizers (all optional):
   split), evaluated as ``val_*`` next to ``test_*``;
 * ``config.early_stopping.metric`` (e.g. ``"val_loss"``), ``.patience`` (evaluations without
   improvement before the run stops; 0: off) and ``.mode`` (``"min"`` or ``"max"``): the run
-  keeps the parameters of its best evaluation and reports the metrics of those.
+  keeps the parameters of its best evaluation and reports the metrics of those;
+* ``config.init_from`` and ``config.pruning`` (or a run's ``pruning``): start from another run's
+  checkpoint, prune on a schedule and fine-tune with the masks kept (:mod:`gnrev.train.pruning`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import optax
 from absl import logging
 
 from gnrev import data
-from gnrev.train import checkpoint, metrics, sharding, tasks, validation
+from gnrev.train import checkpoint, metrics, pruning, sharding, tasks, validation
 from gnrev.train.models import MODELS, build_model
 from gnrev.train.optimizers import (OptimizerSetup, build_optimizer, check_optimizer,
                                     optimizer_options)
@@ -46,7 +48,7 @@ EARLY_STOPPING_MODES = ("min", "max")
 
 
 def _run_fields(task) -> tuple[str, ...]:
-  return tuple(getattr(task, "run_fields", ()))
+  return (*getattr(task, "run_fields", ()), *pruning.RUN_FIELDS)
 
 
 def check_config(config: ml_collections.ConfigDict, splits: Any = None) -> Any:
@@ -80,6 +82,7 @@ def check_config(config: ml_collections.ConfigDict, splits: Any = None) -> Any:
       optimizer_options(opt_config, _run_fields(task))
     except ValueError as e:
       raise ValueError(f"Run {run!r}: {e}") from e
+  pruning.check_pruning(config, supervised=not meta)
   stopping = _early_stopping(config)
   if stopping is not None:
     metric, _, mode = stopping
@@ -108,9 +111,12 @@ def check_config(config: ml_collections.ConfigDict, splits: Any = None) -> Any:
   model = build_model(config.model, num_outputs)
   for run, opt_config in config.optimizers.items():
     try:
-      check_optimizer(opt_config, model, task, train.x.shape, config.data.batch_size)
+      check_optimizer(opt_config, model, task, train.x.shape, config.data.batch_size,
+                      _run_fields(task))
     except ValueError as e:
       raise ValueError(f"Run {run!r}: {e}") from e
+  total_steps = config.num_epochs * data.steps_per_epoch(len(train.y), config.data.batch_size)
+  pruning.check_pruning(config, model=model, example=train.x[:1], total_steps=total_steps)
   return splits
 
 
@@ -223,8 +229,11 @@ def supervised_program(config: ml_collections.ConfigDict, run: str, task: Any,
                        val: data.Dataset | None = None) -> Program:
   """The :class:`Program` of run ``run`` of a supervised task (see :mod:`gnrev.train.state`)."""
   model = build_model(config.model, task.num_outputs(train))
-  setup = build_optimizer(config.optimizers[run], model, task)
+  setup = build_optimizer(config.optimizers[run], model, task, _run_fields(task))
+  prune_options = pruning.pruning_options(config, run)  # None: the run does not prune
+  setup = pruning.wrap_optimizer(prune_options, setup)
   state, fixed = _initial_state(config, model, setup, train, mesh, task)
+  state = pruning.init_state(prune_options, pruning.init_params(config, state, setup.tx))
   train_targets, test_targets = task.targets(train), task.targets(test)
   outputs = jax.eval_shape(lambda p, f, x: model.apply({"params": p, **f}, x), state.params,
                            fixed, train.x[:1])
@@ -248,7 +257,9 @@ def supervised_program(config: ml_collections.ConfigDict, run: str, task: Any,
   return Program(state=state, fixed=fixed, step=make_train_step(model, setup, task),
                  batch=batch, evaluate=evaluate_all,
                  steps_per_epoch=data.steps_per_epoch(len(train_targets), batch_size),
-                 epoch_sum_names=epoch_sum_names(task), postfix=postfix)
+                 epoch_sum_names=epoch_sum_names(task), postfix=postfix,
+                 after_step=pruning.make_hook(prune_options, model, fixed, task, train,
+                                              evaluate_all))
 
 
 def _improved(value: float, best: float, mode: str) -> bool:
@@ -312,7 +323,10 @@ def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
       record = program.evaluate(state.params)
       if stopping is not None:
         state = _track_best(state, record, 0, stopping)
-      write({"step": 0, "epoch": 0, **record})
+      record = {"step": 0, "epoch": 0, **record}
+      if program.after_step is not None:
+        state, record = program.after_step(state, 0, record)
+      write(record)
     logging.info("Run %s: steps %d..%d of %d (%d per epoch).", run, start, total, total, per_epoch)
     eval_seconds, started = 0.0, time.perf_counter()
     with metrics.progress_bar(total, start, run) as bar:
@@ -335,6 +349,8 @@ def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
           record.update(evaluated)
           if stopping is not None:
             state = _track_best(state, evaluated, step, stopping)
+        if program.after_step is not None:
+          state, record = program.after_step(state, step, record)
         if len(record) > 2:
           write(record)
         checkpoint.save(manager, step, state, force=step == total or stopped(state))

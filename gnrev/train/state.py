@@ -39,6 +39,8 @@ class TrainState:
     epoch_sums: float32 running sums over the current epoch, one per name of the program's
       ``epoch_sum_names``.
     best: :class:`BestState` with early stopping, else None.
+    pruning: :class:`gnrev.train.pruning.PruneState` (masks, FishLeg Surgeon's Q) for a run
+      that prunes, else None.
   """
   params: Any
   opt_state: Any
@@ -46,6 +48,7 @@ class TrainState:
   rng: jax.Array
   epoch_sums: jax.Array
   best: BestState | None = None
+  pruning: Any = None
 
   @classmethod
   def create(cls, params, opt_state, seed_key: jax.Array, num_sums: int) -> "TrainState":
@@ -79,6 +82,9 @@ class Program(NamedTuple):
     steps_per_epoch: steps of one epoch (epoch sums and the default evaluation period).
     epoch_sum_names: names of ``state.epoch_sums``, logged as ``epoch_<name>`` per epoch.
     postfix: step metrics shown next to the progress bar.
+    after_step: ``(state, step, record) -> (state, record)`` run after step ``step``'s
+      evaluation (and after the initial one, step 0), before its record is written and its
+      checkpoint saved; e.g. pruning (:func:`gnrev.train.pruning.make_hook`). None: nothing.
   """
   state: TrainState
   fixed: Any
@@ -88,3 +94,4 @@ class Program(NamedTuple):
   steps_per_epoch: int
   epoch_sum_names: tuple[str, ...]
   postfix: tuple[str, ...] = ("train_loss",)
+  after_step: Callable[[TrainState, int, dict], tuple[TrainState, dict]] | None = None
