@@ -84,7 +84,8 @@ def bits_per_char(params, batch) -> jax.Array:
 
 
 def tree_order(languages: Iterable[str]) -> tuple[str, ...]:
-  """The languages in the order of :data:`gnrev.data.languages.LANGUAGE_TREE` (siblings together)."""
+  """The languages in the order of :data:`gnrev.data.languages.LANGUAGE_TREE` (siblings
+  together)."""
   rank = {lang: i for i, lang in enumerate(lang_data.LANGUAGE_PATHS)}
   return tuple(sorted(lang_data.check_languages(languages), key=rank.__getitem__))
 

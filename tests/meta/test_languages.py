@@ -91,7 +91,8 @@ def test_held_out_languages_only_in_the_held_out_split(samples):
     assert not set(samples[split][0].task_languages) & set(HELD_OUT)
   held = samples["held_out"][0]
   assert set(held.task_languages) == set(LANGS)
-  np.testing.assert_array_equal(held.is_evaluated, [lang in HELD_OUT for lang in held.task_languages])
+  np.testing.assert_array_equal(held.is_evaluated,
+                                [lang in HELD_OUT for lang in held.task_languages])
   # Held-out languages sit in the tree beside their meta-trained siblings (nl with de, en).
   subbranch = held.level_labels("subbranch")
   assert subbranch[held.task_languages.index("nl")] == subbranch[held.task_languages.index("de")]
