@@ -1,6 +1,7 @@
 """Return prediction through the launcher: one model on the purchase graph, Adam vs FishLeg.
 
-Each example is a purchase event, a row ``[customer index, variant index, event features]``;
+Task ``edge_classification``. Each example is a purchase event, a row ``[customer index,
+variant index, event features]``;
 the label is whether it was returned (class 1). The message graph (node features, unlabelled
 message edges over all events) is the model's non-trained ``graph`` variable collection: it is
 replicated over the devices and passed to every jitted step as an argument. Test metrics on the
@@ -24,7 +25,8 @@ Artefacts in the workdir: config.json, metrics.jsonl, curves.png (with precision
 panels), <run>/checkpoints/. Measured (synthetic graph, seed 0, 20 epochs, test F1 / BCE):
 gnn adam 0.667 / 0.578, fishleg 0.665 / 0.586; edge_mlp adam 0.561 / 0.672, fishleg
 0.574 / 0.679, gauss_newton 0.524 / 0.664; logreg adam 0.403 / 0.690. For several seeds,
-early stopping and the GNN-vs-per-event table use ``experiments/graph_returns.py``.
+early stopping on a validation split and the GNN-vs-per-event table use
+``configs/graph_returns.py`` and ``experiments/graph_returns.py``.
 """
 
 import ml_collections
@@ -46,6 +48,7 @@ def get_config(arg=None):
     raise ValueError(f"Unknown model {options.model!r}; allowed: {', '.join(MODELS)}.")
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.task = ml_collections.ConfigDict({"name": "edge_classification"})
   config.num_epochs = 20
   config.eval_every = 0            # steps between test evaluations; 0: once per epoch
   config.log_every = 1
@@ -61,8 +64,8 @@ def get_config(arg=None):
   config.data.train_subset = 0
   config.data.seed = 0             # shuffling
   config.data.options = ml_collections.ConfigDict(
-      {"source": "synthetic", "seed": 0, "fractions": (0.8, 0.1, 0.1), "num_customers": 1000, "num_variants": 300,
-       "events_per_customer": 8.0, "feature_noise": 1.0})
+      {"source": "synthetic", "seed": 0, "fractions": (0.8, 0.1, 0.1), "num_customers": 1000,
+       "num_variants": 300, "events_per_customer": 8.0, "feature_noise": 1.0})
 
   config.model = ml_collections.ConfigDict({"name": options.model, **MODELS[options.model]})
   config.optimizers = ml_collections.ConfigDict({

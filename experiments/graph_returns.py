@@ -1,272 +1,174 @@
 """Return prediction on the customer-variant graph: does the graph model beat per-event models?
 
-Trains :class:`gnrev.graphs.BipartiteGNN`, an MLP and logistic regression
-(:mod:`gnrev.graphs.tabular`) on the same events over several seeds, reports the held-out
-precision / recall / F1 / cross-entropy table of McGowan et al. (arXiv 2302.14096, Table 2) and
-compares FishLeg with Adam on the GNN. Config and runbook: ``configs/graph_returns.py``.
+Launches ``configs/graph_returns.py`` (task ``edge_classification``) through the one trainer,
+:func:`gnrev.train.train_and_evaluate`, for every model (the GNN, the per-event MLP, logistic
+regression) and seed, each in its own workdir, then reads their ``metrics.jsonl`` and reports
+the held-out precision / recall / F1 / cross-entropy table of McGowan et al. (arXiv 2302.14096,
+Table 2) over seeds and FishLeg against Adam on the GNN. Every run is early-stopped on its
+validation cross-entropy; the table holds the test scores at the best validation evaluation.
 
-Single runs (one model, one seed, fixed number of epochs) also go through the launcher:
-``configs/graph_returns_launcher.py``. This script keeps a loop of its own for what the launcher
-does not do: several seeds and datasets per command, early stopping on the validation split's
-cross-entropy and the summary table. It reuses the launcher's optimizer registry unchanged:
-:class:`gnrev.graphs.TwoClassLogits` presents a binary edge model as a two-class softmax
-classifier whose inputs are a pytree ``(graph, events...)``, so every registry entry (Adam,
-FishLeg's Fisher-vector products, Gauss-Newton's batch) works on it as on any launcher model,
-and the graph travels as a jit argument, never a closed-over constant.
+  python experiments/graph_returns.py --workdir=runs/graph_returns
+  python experiments/graph_returns.py --workdir=runs/graph_returns_smoke --smoke --seeds=0
+
+Writes ``graph_returns.json`` (table, race, per-run records) and ``graph_returns.png`` into the
+workdir, or into ``--results_dir`` (e.g. ``experiments/results``) when given. Re-running on the
+same workdir resumes (finished runs are not trained again).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
-from typing import Any, Callable
+import sys
 
-import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
 from absl import app, flags
-from ml_collections import config_flags
 
-from gnrev import graphs
-from gnrev.data import graph_returns
-from gnrev.train import build_optimizer, cross_entropy
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from gnrev import train  # noqa: E402  (repo root on the path for script use)
 
-METRICS = ("precision", "recall", "f1", "cross_entropy")
-EVAL_CHUNK = 1024
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "graph_returns.py")
+MODELS = ("logreg", "edge_mlp", "gnn")
+METRICS = ("precision", "recall", "f1", "loss")
+PER_EVENT = ("logreg/adam", "edge_mlp/adam", "edge_mlp/gauss_newton")
 
 
-def edge_model(name: str, model_config: Any) -> tuple[graphs.TwoClassLogits, Callable]:
-  """The model ``name`` (``logreg``, ``mlp``, ``gnn``) and ``(shared, events) -> inputs``.
+def launch(workdir: str, seeds, models=MODELS, smoke: bool = False, overrides=None) -> dict:
+  """Trains every model and seed; returns ``{model: {seed: train_and_evaluate's results}}``.
 
-  ``shared`` is what all queries read (the message graph, or the events' tabular features);
-  the selector picks a batch of events' inputs from it inside jit.
+  ``overrides``: ``config -> None`` applied to every config before it runs (e.g. sizes).
   """
-  fields = {k: tuple(v) if isinstance(v, (list, tuple)) else v
-            for k, v in dict(model_config).items()}
-  if name == "gnn":
-    return graphs.TwoClassLogits(graphs.BipartiteGNN(**fields)), lambda graph, events: (
-        graph, graph.customer[events], graph.variant[events], graph.event_features[events])
-  if name in ("logreg", "mlp"):
-    return graphs.TwoClassLogits(graphs.MLPClassifier(**fields)), lambda table, events: (
-        table[events],)
-  raise ValueError(f"Unknown model {name!r}; allowed: gnn, logreg, mlp.")
-
-
-def shared_inputs(name: str, data: graph_returns.GraphReturns):
-  """The message graph over all events (labels dropped) for the GNN, else the tabular features."""
-  if name == "gnn":
-    return graphs.message_graph(data)
-  return jnp.asarray(graphs.tabular_features(data))
-
-
-def make_steps(model: graphs.TwoClassLogits, select: Callable, setup):
-  """Jitted train step ``(params, opt_state, shared, labels, events, rng)`` and evaluation."""
-
-  def loss_fn(params, inputs, targets):
-    return cross_entropy(model.apply({"params": params}, inputs), targets)
-
-  @jax.jit
-  def train_step(params, opt_state, shared, labels, events, rng):
-    inputs = select(shared, events)
-    targets = jax.nn.one_hot(labels[events], 2)
-    loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets)
-    extra = setup.extra_args(params, {}, (inputs, targets), rng)
-    updates, opt_state = setup.tx.update(grads, opt_state, params, **extra)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  @jax.jit
-  def edge_logits(params, shared, events):
-    return model.apply({"params": params}, select(shared, events))[:, 1]
-
-  def evaluate(params, shared, labels, events):
-    # Padded to a multiple of EVAL_CHUNK so the validation and test splits share a compilation.
-    padded = np.resize(events, -(-len(events) // EVAL_CHUNK) * EVAL_CHUNK)
-    logits = edge_logits(params, shared, jnp.asarray(padded))[:len(events)]
-    return graphs.binary_classification_metrics(logits, labels[events])
-
-  return train_step, evaluate
-
-
-def train_run(run: str, seed: int, data: graph_returns.GraphReturns,
-              split: graph_returns.EventSplit, config: ml_collections.ConfigDict) -> dict:
-  """Trains run ``"<model>/<optimizer>"``; early-stops on validation cross-entropy.
-
-  Returns:
-    Curves (step, training seconds, mean train loss since the last evaluation, validation
-    cross-entropy and F1), the best step and the test and validation metrics at it.
-  """
-  model_name, optimizer = run.split("/")
-  model, select = edge_model(model_name, config.models[model_name])
-  setup = build_optimizer(config.optimizers[optimizer], model)
-  shared, labels = shared_inputs(model_name, data), jnp.asarray(data.returned)
-  params = model.init(jax.random.key(seed), select(shared, jnp.zeros(1, jnp.int32)))["params"]
-  opt_state = setup.tx.init(params)
-  train_step, evaluate = make_steps(model, select, setup)
-  rng = np.random.default_rng(seed)
-  keys = jax.random.split(jax.random.key(seed + 1), config.num_steps)
-  draw = lambda: jnp.asarray(rng.choice(split.train, config.batch_size))
-  jax.block_until_ready(train_step(params, opt_state, shared, labels, draw(), keys[0]))
-
-  def record(step, seconds, losses):
-    metrics = {k: float(v) for k, v in evaluate(params, shared, labels, split.val).items()}
-    curves["step"].append(step)
-    curves["time"].append(seconds)
-    curves["train_loss"].append(float(np.mean(losses)) if losses else None)
-    curves["val_cross_entropy"].append(metrics["cross_entropy"])
-    curves["val_f1"].append(metrics["f1"])
-    return metrics
-
-  curves = {"step": [], "time": [], "train_loss": [], "val_cross_entropy": [], "val_f1": []}
-  best = {"step": 0, "params": params, "val": record(0, 0.0, [])}
-  seconds, stale, step = 0.0, 0, 0
-  while step < config.num_steps and stale < config.patience:
-    losses = []
-    tic = time.perf_counter()
-    for step in range(step + 1, min(step + config.eval_every, config.num_steps) + 1):
-      params, opt_state, loss = train_step(params, opt_state, shared, labels, draw(),
-                                           keys[step - 1])
-      losses.append(loss)
-    seconds += time.perf_counter() - tic + _wait(losses)
-    metrics = record(step, seconds, [float(loss) for loss in losses])
-    if metrics["cross_entropy"] < best["val"]["cross_entropy"]:
-      best, stale = {"step": step, "params": params, "val": metrics}, 0
-    else:
-      stale += 1
-  test_metrics = evaluate(best["params"], shared, labels, split.test)
-  return {"curves": curves, "best_step": best["step"], "stopped_step": step,
-          "train_seconds": seconds, "val": best["val"],
-          "test": {k: float(v) for k, v in test_metrics.items()}}
-
-
-def _wait(arrays) -> float:
-  """Seconds spent waiting for ``arrays`` to be computed (dispatch is asynchronous)."""
-  tic = time.perf_counter()
-  jax.block_until_ready(arrays)
-  return time.perf_counter() - tic
-
-
-def datasets(config: ml_collections.ConfigDict, seed: int):
-  """``{name: (data, split)}`` for one seed: the synthetic graph, and the real one if present."""
-  def prepared(data):
-    split = graph_returns.split_events(data.num_events, config.data.fractions, seed=seed)
-    return graph_returns.standardize_features(data, split.train), split
-
-  out = {"synthetic": prepared(graph_returns.synthetic_graph_returns(
-      seed, **config.data.synthetic))}
-  if config.data.data_dir and os.path.exists(os.path.join(config.data.data_dir, "events.csv")):
-    out["graph_returns"] = prepared(graph_returns.load_graph_returns(config.data.data_dir))
+  out = {}
+  for model in models:
+    for seed in seeds:
+      config = train.load_config(CONFIG, f"model={model},seed={seed}" + (",smoke" if smoke else ""))
+      if overrides is not None:
+        overrides(config)
+      results = train.train_and_evaluate(config, os.path.join(workdir, model, f"seed_{seed}"))
+      out.setdefault(model, {})[seed] = {
+          run: {k: v for k, v in r.items() if k != "params"} for run, r in results.items()}
   return out
+
+
+def best_record(records: list[dict], run: str) -> dict:
+  """The run's evaluation with the lowest validation loss (the first, on ties): early stopping's."""
+  evaluated = [r for r in records if r["run"] == run and "val_loss" in r]
+  return min(evaluated, key=lambda r: r["val_loss"])
+
+
+def first_reaching(records: list[dict], run: str, target: float) -> int | None:
+  """The first evaluated step whose validation loss is <= ``target``."""
+  for r in records:
+    if r["run"] == run and "val_loss" in r and r["val_loss"] <= target:
+      return r["step"]
+  return None
 
 
 def mean_std(values) -> dict:
   return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
-def first_reaching(curves: dict, target: float) -> tuple[int | None, float | None]:
-  """Step and training seconds at which the validation cross-entropy first gets <= ``target``."""
-  hits = np.nonzero(np.asarray(curves["val_cross_entropy"]) <= target)[0]
-  if not len(hits):
-    return None, None
-  return curves["step"][hits[0]], curves["time"][hits[0]]
-
-
-def summarise(results: dict) -> dict:
+def summarise(workdir: str, launched: dict) -> dict:
   """The test table (mean and std over seeds), GNN-vs-per-event gaps and FishLeg vs Adam.
 
-  FishLeg vs Adam: per seed, the target is the worse of the two runs' best validation
-  cross-entropies (a level both reach); each run's step and seconds to first reach it.
+  FishLeg vs Adam: per seed, the target is the worse of the two runs' best validation losses
+  (a level both reach); each run's step to first reach it, and its seconds per training step.
   """
-  summary = {}
-  for dataset, runs in results.items():
-    table = {run: {**{m: mean_std([r["test"][m] for r in seeds]) for m in METRICS},
-                   "best_step": mean_std([r["best_step"] for r in seeds])}
-             for run, seeds in runs.items()}
-    entry = {"table": table}
-    per_event = [r for r in ("logreg/adam", "mlp/adam", "mlp/gauss_newton") if r in runs]
-    if "gnn/adam" in runs and per_event:
-      best_f1 = max(per_event, key=lambda r: table[r]["f1"]["mean"])
-      best_ce = min(per_event, key=lambda r: table[r]["cross_entropy"]["mean"])
-      entry["gnn_vs_best_per_event"] = {
-          "f1_gain": table["gnn/adam"]["f1"]["mean"] - table[best_f1]["f1"]["mean"],
-          "best_per_event_f1_run": best_f1,
-          "cross_entropy_drop": (table[best_ce]["cross_entropy"]["mean"] -
-                                 table["gnn/adam"]["cross_entropy"]["mean"]),
-          "best_per_event_cross_entropy_run": best_ce}
-    if "gnn/adam" in runs and "gnn/fishleg" in runs:
-      entry["fishleg_vs_adam_gnn"] = [_race(a, f) for a, f in zip(runs["gnn/adam"],
-                                                                  runs["gnn/fishleg"])]
-    summary[dataset] = entry
+  per_run, race = {}, []
+  for model, seeds in launched.items():
+    for seed, results in seeds.items():
+      records = train.read_metrics(os.path.join(workdir, model, f"seed_{seed}"))
+      for run in results:
+        best = best_record(records, run)
+        per_run.setdefault(f"{model}/{run}", []).append(
+            {"seed": seed, "best_step": best["step"], "stopped_step": results[run]["step"],
+             "val_loss": best["val_loss"], **{m: best[f"test_{m}"] for m in METRICS}})
+      if model == "gnn" and {"adam", "fishleg"} <= set(results):
+        target = max(best_record(records, "adam")["val_loss"],
+                     best_record(records, "fishleg")["val_loss"])
+        entry = {"seed": seed, "target_val_loss": target}
+        for run in ("adam", "fishleg"):
+          entry[f"{run}_steps"] = first_reaching(records, run, target)
+          timing = results[run]
+          entry[f"{run}_seconds_per_step"] = (timing["train_seconds"] /
+                                              max(timing["trained_steps"], 1))
+        race.append(entry)
+  table = {run: {**{m: mean_std([r[m] for r in seeds]) for m in METRICS},
+                 "best_step": mean_std([r["best_step"] for r in seeds])}
+           for run, seeds in per_run.items()}
+  summary = {"table": table, "runs": per_run}
+  per_event = [r for r in PER_EVENT if r in table]
+  if "gnn/adam" in table and per_event:
+    best_f1 = max(per_event, key=lambda r: table[r]["f1"]["mean"])
+    best_loss = min(per_event, key=lambda r: table[r]["loss"]["mean"])
+    summary["gnn_vs_best_per_event"] = {
+        "f1_gain": table["gnn/adam"]["f1"]["mean"] - table[best_f1]["f1"]["mean"],
+        "best_per_event_f1_run": best_f1,
+        "cross_entropy_drop": table[best_loss]["loss"]["mean"] - table["gnn/adam"]["loss"]["mean"],
+        "best_per_event_cross_entropy_run": best_loss}
+  if race:
+    summary["fishleg_vs_adam_gnn"] = race
   return summary
 
 
-def _race(adam: dict, fishleg: dict) -> dict:
-  target = max(adam["val"]["cross_entropy"], fishleg["val"]["cross_entropy"])
-  out = {"target_val_cross_entropy": target}
-  for name, run in (("adam", adam), ("fishleg", fishleg)):
-    out[f"{name}_steps"], out[f"{name}_seconds"] = first_reaching(run["curves"], target)
-    out[f"{name}_seconds_per_step"] = run["train_seconds"] / max(run["stopped_step"], 1)
-  return out
-
-
-def plot(results: dict, summary: dict, path: str) -> None:
-  """GNN validation loss vs steps and seconds (Adam vs FishLeg) and the synthetic test table."""
-  from matplotlib.figure import Figure
-  figure = Figure(figsize=(13, 3.6), layout="constrained")
-  by_step, by_time, bars = figure.subplots(1, 3)
-  runs = results["synthetic"]
-  for color, run in enumerate(r for r in ("gnn/adam", "gnn/fishleg") if r in runs):
-    for i, seed_run in enumerate(runs[run]):
-      curves = seed_run["curves"]
-      for axis, x in ((by_step, "step"), (by_time, "time")):
-        axis.plot(curves[x], curves["val_cross_entropy"], color=f"C{color}", lw=1,
-                  label=run if i == 0 else None)
-  for axis, xlabel in ((by_step, "step"), (by_time, "training seconds")):
-    axis.set(xlabel=xlabel, ylabel="validation cross-entropy", title="GNN: Adam vs FishLeg")
-  by_step.legend()
-  table = summary["synthetic"]["table"]
+def plot(workdir: str, launched: dict, summary: dict, path: str) -> None:
+  """GNN validation loss vs steps (Adam vs FishLeg, every seed) and the test table."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  figure = Figure(figsize=(9, 3.6), layout="constrained")
+  curves, bars = figure.subplots(1, 2)
+  for seed in launched.get("gnn", {}):
+    records = train.read_metrics(os.path.join(workdir, "gnn", f"seed_{seed}"))
+    for color, run in enumerate(("adam", "fishleg")):
+      points = [(r["step"], r["val_loss"]) for r in records if r["run"] == run and "val_loss" in r]
+      if points:
+        steps, values = np.array(points).T
+        curves.plot(steps, values, color=f"C{color}", lw=1, label=f"gnn/{run}" if seed == min(
+            launched["gnn"]) else None)
+  curves.set(xlabel="step", ylabel="validation cross-entropy", title="GNN: Adam vs FishLeg")
+  if curves.get_legend_handles_labels()[0]:
+    curves.legend()
+  table = summary["table"]
   names = list(table)
   width = 0.8 / len(METRICS)
   for k, metric in enumerate(METRICS):
     bars.bar(np.arange(len(names)) + k * width, [table[n][metric]["mean"] for n in names], width,
-             yerr=[table[n][metric]["std"] for n in names], label=metric)
+             yerr=[table[n][metric]["std"] for n in names],
+             label="cross-entropy" if metric == "loss" else metric)
   bars.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, fontsize=8, rotation=20)
-  bars.set(title="synthetic graph, test (mean, std over seeds)")
+  bars.set(title="test scores at the best validation step (mean, std over seeds)")
   bars.legend(fontsize=7)
   figure.savefig(path, dpi=80)
 
 
-def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Every run of ``config.runs`` on every dataset and seed; writes JSON and PNG to ``workdir``.
-
-  Returns:
-    The summary (see :func:`summarise`).
-  """
-  results = {}
-  for seed in config.seeds:
-    for dataset, (data, split) in datasets(config, seed).items():
-      for run in config.runs:
-        results.setdefault(dataset, {}).setdefault(run, []).append(
-            train_run(run, seed, data, split, config))
-  summary = summarise(results)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "graph_returns.json"), "w") as f:
-    json.dump({"config": config.to_dict(), "summary": summary, "results": results}, f,
-              indent=1, default=list)
-  plot(results, summary, os.path.join(workdir, "graph_returns.png"))
+def run_experiment(workdir: str, seeds=(0, 1, 2), models=MODELS, smoke: bool = False,
+                   results_dir: str | None = None, overrides=None) -> dict:
+  """Launches every model and seed, then writes the summary JSON and PNG; returns the summary."""
+  launched = launch(workdir, seeds, models, smoke, overrides)
+  summary = summarise(workdir, launched)
+  out = results_dir or workdir
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "graph_returns.json"), "w") as f:
+    json.dump({"seeds": list(seeds), "models": list(models), "smoke": smoke, **summary}, f,
+              indent=1)
+  plot(workdir, launched, summary, os.path.join(out, "graph_returns.png"))
   return summary
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/graph_returns.py",
-                                          "Experiment config.")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/graph_returns", "Output directory.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/graph_returns", "Workdir of the launcher runs.")
+_RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where the JSON and PNG go (default: "
+                                   "the workdir; experiments/results to update the committed "
+                                   "results).")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+_MODELS = flags.DEFINE_list("models", list(MODELS), "Models (gnn, edge_mlp, logreg).")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Smoke-size runs (seconds).")
 
 
 def main(argv):
   del argv
-  print(json.dumps(run_experiment(_CONFIG.value, _WORKDIR.value), indent=1))
+  summary = run_experiment(_WORKDIR.value, [int(s) for s in _SEEDS.value], tuple(_MODELS.value),
+                           _SMOKE.value, _RESULTS_DIR.value)
+  print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
 
 
 if __name__ == "__main__":

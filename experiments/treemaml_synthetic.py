@@ -1,183 +1,138 @@
 """MAML vs TreeMAML (true tree, learned tree) vs no adaptation on hierarchical regression.
 
-Meta-trains each method with Adam on freshly sampled task trees, then reports the query MSE
-after each inner step on the same held-out meta-batches (mean and 95% interval,
-``1.96 sd / sqrt(N)``, over meta-batches and seeds), batch-transductively as in the paper
-(notes section 1.4). Writes ``<workdir>/treemaml_<kind>[_flat].json`` and ``.png``.
+Runs the launcher config (``configs/treemaml_linear.py`` or ``treemaml_sinusoid.py``, task
+``meta_learning``) once per seed through :func:`gnrev.train.train_and_evaluate`, each seed in
+``<workdir>/seed_<s>``, then reads their ``metrics.jsonl`` and reports the query MSE after each
+inner step on the same held-out batches of tasks (mean and 95% interval, ``1.96 sd / sqrt(N)``
+over batches and seeds), batch-transductively: pooling uses the other tasks of the held-out
+batch. Writes ``treemaml_<kind>[_flat]<tag>.json`` and ``.png`` into the workdir, or into
+``--results_dir`` (``experiments/results`` to update the committed results).
 
-    python experiments/treemaml_synthetic.py --config=configs/treemaml_linear.py
+    python experiments/treemaml_synthetic.py --config=configs/treemaml_linear.py \\
+        --workdir=runs/treemaml_linear
     python experiments/treemaml_synthetic.py --config=configs/treemaml_sinusoid.py \\
-        --config.task.hierarchical=False
+        --workdir=runs/treemaml_sinusoid_flat --seeds=0,1 --config.task.family.hierarchical=False
 """
 
-import functools
+from __future__ import annotations
+
+import copy
 import json
 import os
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import app, flags
 from ml_collections import config_flags
-from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gnrev import meta  # noqa: E402  (repo root on the path for script use)
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "TreeMAML experiment config.")
-_WORKDIR = flags.DEFINE_string("workdir", "experiments/results", "Where JSON and PNG go.")
-
-# "shared_first_step" pools the whole meta-batch at step 1, then runs singleton (MAML) steps: it
-# isolates the gain of sharing the batch's root from the gain of the tree below it.
-LABEL_MODES = {"no_adaptation": "singleton", "maml": "singleton", "treemaml_true": "true",
-               "treemaml_learned": "learned", "shared_first_step": "root"}
+from gnrev import train  # noqa: E402  (repo root on the path for script use)
 
 
-def linear_loss(params, batch):
-  x, y = batch
-  return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
-
-
-def mlp_loss(params, batch):
-  x, y = batch
-  h = x
-  for layer in params["hidden"]:
-    h = jax.nn.relu(h @ layer["w"] + layer["b"])
-  return jnp.mean((h @ params["out"]["w"] + params["out"]["b"] - y) ** 2)
-
-
-def init_params(config, key):
-  if config.model == "linear":
-    return {"w": jnp.zeros(config.task.dim), "b": jnp.zeros(())}
-  sizes = (1,) + tuple(config.hidden)
-  keys = jax.random.split(key, len(sizes))
-  hidden = [{"w": jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), "b": jnp.zeros(b)}
-            for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
-  out = {"w": jax.random.normal(keys[-1], (sizes[-1],)) / jnp.sqrt(sizes[-1]), "b": jnp.zeros(())}
-  return {"hidden": hidden, "out": out}
-
-
-def make_learner(config, method):
-  loss = linear_loss if config.model == "linear" else mlp_loss
-  lrs = (0.0,) * len(config.inner_lrs) if method == "no_adaptation" else config.inner_lrs
-  c = config.cluster
-  cluster_fn = functools.partial(
-      meta.cluster_tasks, depth=c.depth, num_steps=len(lrs), method=c.method, center=c.center,
-      margin=c.margin, split_threshold=c.split_threshold, thresholds=tuple(c.thresholds))
-  return meta.TreeMAML(loss, lrs, first_order=config.first_order, cluster_fn=cluster_fn,
-                       recluster=c.recluster, enforce_nesting=c.enforce_nesting)
-
-
-def schedule(mode, true_labels):
-  if mode == "singleton":
-    return meta.singleton_labels(*true_labels.shape)
-  if mode == "root":
-    return meta.singleton_labels(*true_labels.shape).at[0].set(0)
-  return true_labels if mode == "true" else None
-
-
-def run_method(config, gen, method, seeds):
-  """Query MSE after each inner step, ``(len(seeds) * num_test_batches, K + 1)``, and the
-  adjusted Rand index of the used vs the true labels per inner step, ``(..., K)``.
-
-  The true labels have one row per tree level, ``(D, n)``; ARI rows beyond ``D`` compare with
-  singletons."""
-  learner = make_learner(config, method)
-  mode = LABEL_MODES[method]
-  optimizer = optax.adam(config.outer_lr)
-  meta_step = learner.make_meta_step(optimizer)
-
-  @jax.jit
-  def train_step(theta, opt_state, key):
-    support, query, labels = gen.sample(key)
-    return meta_step(theta, opt_state, support, query, schedule(mode, labels))
-
-  @jax.jit
-  def evaluate(theta, keys):
-    def one(key):
-      support, query, labels = gen.sample(key)
-      path, used = learner.adaptation_path(theta, support, schedule(mode, labels))
-      losses = jax.vmap(lambda p: jnp.mean(jax.vmap(learner.loss_fn)(p, query)))(path)
-      return losses, used, labels
-    return jax.lax.map(one, keys, batch_size=config.eval_chunk)
-
-  # The test meta-batches are the same for every method and seed; tuning used other keys.
-  test_keys = jax.random.split(jax.random.key(10_000), config.num_test_batches)
-  losses, aris = [], []
+def launch(config, workdir: str, seeds) -> dict:
+  """Trains every run of ``config`` for each seed; returns ``{seed: final eval record per run}``."""
+  finals = {}
   for seed in seeds:
-    theta = init_params(config, jax.random.key(seed))
-    opt_state = optimizer.init(theta)
-    train_key = jax.random.fold_in(jax.random.key(seed), 1)
-    for step in range(config.meta_steps):
-      theta, opt_state, _ = train_step(theta, opt_state, jax.random.fold_in(train_key, step))
-    loss, used, true = map(np.asarray, evaluate(theta, test_keys))
-    losses.append(loss)
-    true = np.concatenate([true, np.broadcast_to(np.arange(true.shape[-1]), (
-        true.shape[0], used.shape[1] - true.shape[1], true.shape[-1]))], axis=1)
-    aris.append([[adjusted_rand_score(t, u) for t, u in zip(tb, ub)] for tb, ub in zip(true, used)])
-  return np.concatenate(losses), np.concatenate(aris)
+    seed_config = copy.deepcopy(config)
+    seed_config.seed = seed
+    seed_dir = os.path.join(workdir, f"seed_{seed}")
+    train.train_and_evaluate(seed_config, seed_dir)
+    records = train.read_metrics(seed_dir)
+    finals[seed] = {run: [r for r in records if r["run"] == run and "test_loss" in r][-1]
+                    for run in config.optimizers}
+  return finals
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  task = dict(config.task)
-  gen = meta.HierarchicalRegression(**task)
-  seeds = [int(s) for s in str(config.seeds).split(",")]
-  methods = str(config.methods).split(",")
-  results, start = {}, time.time()
-  for method in methods:
-    losses, aris = run_method(config, gen, method, seeds)
-    mean = losses.mean(0)
-    half = 1.96 * losses.std(0) / np.sqrt(len(losses))
-    results[method] = {"mean": mean.tolist(), "ci95": half.tolist(),
-                       "ari_vs_true_tree_per_step": aris.mean(0).tolist()}
-    print(f"{method:18s} " + " ".join(f"{m:.4f}±{h:.4f}" for m, h in zip(mean, half))
-          + "  ARI " + " ".join(f"{a:.3f}" for a in aris.mean(0)), flush=True)
+def pooled(finals: dict, run: str, num_steps: int, num_batches: int) -> dict:
+  """Mean, 95% interval and mean ARI per inner step over all seeds' held-out batches.
+
+  Each seed's record holds the mean and (population) sd over its ``num_batches`` batches; their
+  pooled variance is the mean over seeds of ``sd_s^2 + (mean_s - mean)^2`` (equal counts).
+  """
+  means = np.array([[finals[s][run][f"test_loss_step_{k}"] for k in range(num_steps + 1)]
+                    for s in finals])
+  stds = np.array([[finals[s][run][f"test_loss_std_step_{k}"] for k in range(num_steps + 1)]
+                   for s in finals])
+  mean = means.mean(0)
+  sd = np.sqrt((stds ** 2 + (means - mean) ** 2).mean(0))
+  half = 1.96 * sd / np.sqrt(num_batches * len(finals))
+  aris = np.array([[finals[s][run][f"test_ari_step_{k}"] for k in range(1, num_steps + 1)]
+                   for s in finals]).mean(0)
+  return {"mean": mean.tolist(), "ci95": half.tolist(), "ari_vs_true_tree_per_step": aris.tolist()}
+
+
+def summarise(config, finals: dict, wall_seconds: float) -> dict:
+  task = config.task
+  num_steps = len(task.inner_lrs)
+  results = {run: pooled(finals, run, num_steps, task.num_test_batches)
+             for run in config.optimizers}
   final = {m: r["mean"][-1] for m, r in results.items()}
-  summary = {
-      "task": task, "seeds": seeds, "meta_steps": config.meta_steps,
-      "num_test_batches": config.num_test_batches, "inner_lrs": list(config.inner_lrs),
-      "first_order": config.first_order, "cluster": dict(config.cluster),
+  reduction = lambda m: (1 - final[m] / final["maml"]) if {"maml", m} <= set(final) else None
+  return {
+      "task": task.family.to_dict(), "seeds": list(finals), "meta_steps": task.steps_per_epoch *
+      config.num_epochs, "num_test_batches": task.num_test_batches,
+      "inner_lrs": list(task.inner_lrs), "first_order": task.first_order,
+      "cluster": task.cluster.to_dict(),
+      "outer": {run: {k: v for k, v in opt.to_dict().items() if k != "inner"}
+                for run, opt in config.optimizers.items()},
       "query_mse_per_inner_step": results,
-      "treemaml_true_vs_maml_reduction": 1 - final["treemaml_true"] / final["maml"]
-      if {"maml", "treemaml_true"} <= set(final) else None,
-      "treemaml_learned_vs_maml_reduction": 1 - final["treemaml_learned"] / final["maml"]
-      if {"maml", "treemaml_learned"} <= set(final) else None,
-      "wall_seconds": time.time() - start,
+      "treemaml_true_vs_maml_reduction": reduction("treemaml_true"),
+      "treemaml_learned_vs_maml_reduction": reduction("treemaml_learned"),
+      "wall_seconds": wall_seconds,
   }
-  name = (f"treemaml_{task['kind']}" + ("" if task["hierarchical"] else "_flat")
-          + config.get("tag", ""))
-  os.makedirs(_WORKDIR.value, exist_ok=True)
-  with open(os.path.join(_WORKDIR.value, name + ".json"), "w") as f:
-    json.dump(summary, f, indent=1, default=list)
-  plot(results, name, os.path.join(_WORKDIR.value, name + ".png"))
-  print(json.dumps({k: summary[k] for k in ("treemaml_true_vs_maml_reduction",
-                                            "treemaml_learned_vs_maml_reduction",
-                                            "wall_seconds")}))
 
 
-def plot(results, title, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=90)
+def plot(results: dict, title: str, path: str) -> None:
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  figure = Figure(figsize=(4.5, 3.2), dpi=90, layout="constrained")
+  ax = figure.subplots()
   for method, r in results.items():
     mean, half = np.array(r["mean"]), np.array(r["ci95"])
     steps = np.arange(len(mean))
     ax.plot(steps, mean, marker="o", label=method)
     ax.fill_between(steps, mean - half, mean + half, alpha=0.25)
-  ax.set_xlabel("inner step")
-  ax.set_ylabel("query MSE")
-  ax.set_yscale("log")
-  ax.set_title(title)
+  ax.set(xlabel="inner step", ylabel="query MSE", yscale="log", title=title)
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  figure.savefig(path)
+
+
+def run_experiment(config, workdir: str, seeds, tag: str = "",
+                   results_dir: str | None = None) -> dict:
+  """Launches every seed, then writes the summary JSON and PNG; returns the summary."""
+  start = time.time()
+  finals = launch(config, workdir, seeds)
+  summary = summarise(config, finals, time.time() - start)
+  family = config.task.family
+  name = f"treemaml_{family.kind}" + ("" if family.hierarchical else "_flat") + tag
+  out = results_dir or workdir
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, name + ".json"), "w") as f:
+    json.dump(summary, f, indent=1, default=list)
+  plot(summary["query_mse_per_inner_step"], name, os.path.join(out, name + ".png"))
+  return summary
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A TreeMAML launcher config.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the launcher runs (one per seed).")
+_RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where the JSON and PNG go (default: "
+                                   "the workdir; experiments/results to update the committed "
+                                   "results).")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (one launcher run each).")
+_TAG = flags.DEFINE_string("tag", "", "Suffix of the results' names, e.g. _20shot.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  summary = run_experiment(_CONFIG.value, _WORKDIR.value, [int(s) for s in _SEEDS.value],
+                           _TAG.value, _RESULTS_DIR.value)
+  for method, r in summary["query_mse_per_inner_step"].items():
+    print(f"{method:18s} " + " ".join(f"{m:.4f}±{h:.4f}" for m, h in zip(r["mean"], r["ci95"]))
+          + "  ARI " + " ".join(f"{a:.3f}" for a in r["ari_vs_true_tree_per_step"]), flush=True)
+  print(json.dumps({k: summary[k] for k in ("treemaml_true_vs_maml_reduction",
+                                            "treemaml_learned_vs_maml_reduction",
+                                            "wall_seconds")}))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Every loader returns a :class:`Dataset` of normalised float32 inputs (images NHWC, sequences
 ``(n, length, 1)``, vectors ``(n, d)``) and int32 labels. Normalisation follows the paper's
-protocol (shared/notes/exact_gn.md section 2.1): MNIST ``(x/255 - 0.1307) / 0.3081``, CIFAR-10
+protocol (Buffelli et al. 2024, section 5): MNIST ``(x/255 - 0.1307) / 0.3081``, CIFAR-10
 per-channel mean/std; offline sets are standardised with statistics of their training split.
 """
 
@@ -41,13 +41,26 @@ def _split(x: np.ndarray, y: np.ndarray, split: str, num_test: int, num_classes:
   return Dataset(_standardise(train_x, x[part]), y[part].astype(np.int32), num_classes)
 
 
-def digits(split: str, data_dir: str | None = None, seed: int = 0) -> Dataset:
-  """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes): 1,437 train, 360 test."""
+DIGITS_SCALES = ("standard", "unit")
+
+
+def digits(split: str, data_dir: str | None = None, seed: int = 0,
+           scale: str = "standard") -> Dataset:
+  """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes): 1,437 train, 360 test.
+
+  ``scale="standard"`` standardises with the training split's statistics; ``"unit"`` keeps the
+  pixel intensities in [0, 1] (for Bernoulli reconstruction).
+  """
   del data_dir
+  if scale not in DIGITS_SCALES:
+    raise ValueError(f"digits: unknown scale {scale!r}; allowed: {', '.join(DIGITS_SCALES)}.")
   from sklearn.datasets import load_digits
   bunch = load_digits()
   order = np.random.default_rng(seed).permutation(len(bunch.target))
   x = bunch.images[order].astype(np.float32)[..., None] / 16.0
+  if scale == "unit":
+    part = slice(None, -360) if split == "train" else slice(-360, None)
+    return Dataset(x[part], bunch.target[order][part].astype(np.int32), 10)
   return _split(x, bunch.target[order], split, num_test=360, num_classes=10)
 
 
@@ -89,11 +102,10 @@ def graph_returns(split: str, data_dir: str | None = None, source: str = "synthe
 
   Returns:
     ``x``: float32 rows ``[customer index, variant index, event features...]``
-    (:func:`gnrev.graphs.event_inputs`); ``y``: 1 if returned, else 0; ``num_classes`` 2;
-    ``variables``: the message graph over all events, labels dropped
-    (:func:`gnrev.graphs.graph_variables`), identical for both splits.
+    (:func:`gnrev.data.graph_returns.event_inputs`); ``y``: 1 if returned, else 0;
+    ``num_classes`` 2; ``variables``: the message graph over all events, labels dropped
+    (:func:`gnrev.data.graph_returns.graph_variables`), identical for both splits.
   """
-  from gnrev import graphs  # gnrev.graphs imports gnrev.data
   if source == "files":
     root = resolve_data_dir(data_dir)
     found = [d for d in (os.path.join(root, "graph_returns"), root)
@@ -111,8 +123,8 @@ def graph_returns(split: str, data_dir: str | None = None, source: str = "synthe
   parts = graph_returns_data.split_events(data.num_events, fractions, seed=seed)
   data = graph_returns_data.standardize_features(data, parts.train)
   events = parts.train if split == "train" else parts.test
-  return Dataset(graphs.event_inputs(data, events), data.returned[events].astype(np.int32), 2,
-                 graphs.graph_variables(data))
+  return Dataset(graph_returns_data.event_inputs(data, events),
+                 data.returned[events].astype(np.int32), 2, graph_returns_data.graph_variables(data))
 
 
 def _missing(name: str, directory: str, expected: list[str]) -> FileNotFoundError:

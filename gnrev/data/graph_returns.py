@@ -11,6 +11,11 @@ Both :func:`load_graph_returns` and :func:`synthetic_graph_returns` give a
 writes one in the loader's CSV layout, :func:`split_events` draws the train / validation / test
 split of the events and :func:`standardize_features` scales the features. The loader's file and
 column names are a documented choice, each overridable, not the release's own names.
+
+For the launcher, :func:`event_inputs` encodes events as array rows and :func:`graph_variables`
+the message graph (node features and unlabelled message edges) as the non-trained flax variable
+collection :data:`GRAPH`, whose fields are :data:`MESSAGE_GRAPH_FIELDS` (those of
+the message graph of the graph wing, which reads them).
 """
 
 from __future__ import annotations
@@ -387,3 +392,37 @@ def standardize_features(data: GraphReturns,
   return data._replace(customer_features=standardized(data.customer_features, None),
                        variant_features=standardized(data.variant_features, None),
                        event_features=standardized(data.event_features, train_events))
+
+
+GRAPH = "graph"  # the flax variable collection holding the message graph
+# The message graph's arrays, in the order of the graph wing's MessageGraph fields.
+MESSAGE_GRAPH_FIELDS = ("customer_features", "variant_features", "customer", "variant",
+                        "event_features")
+
+
+def event_inputs(data: GraphReturns, events: Optional[np.ndarray] = None) -> np.ndarray:
+  """Launcher rows of events: ``[customer index, variant index, event features...]``.
+
+  The indices are stored as float32 (exact below 2**24 nodes) so that one array holds the row.
+
+  Args:
+    data: the purchase graph.
+    events: event indices, or ``None`` for all events.
+
+  Returns:
+    A float32 ``(len(events), 2 + event_dim)`` numpy array.
+  """
+  events = np.arange(data.num_events) if events is None else np.asarray(events)
+  return np.concatenate([data.customer[events, None], data.variant[events, None],
+                         data.event_features[events]], axis=1).astype(np.float32)
+
+
+def graph_variables(data: GraphReturns, events: Optional[np.ndarray] = None) -> dict:
+  """``{GRAPH: {field: array}}``: the message graph over ``events`` (default all), numpy.
+
+  The labels are left out: messages never carry an event's return label.
+  """
+  events = np.arange(data.num_events) if events is None else np.asarray(events)
+  arrays = (data.customer_features, data.variant_features, data.customer[events],
+            data.variant[events], data.event_features[events])
+  return {GRAPH: {k: np.asarray(v) for k, v in zip(MESSAGE_GRAPH_FIELDS, arrays)}}

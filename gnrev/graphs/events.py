@@ -6,23 +6,21 @@ jitted step as an argument. Here an example is one purchase event, a row of
 :func:`event_inputs` ``[customer index, variant index, event features...]``, and the message
 graph (node features and unlabelled message edges, :class:`~gnrev.graphs.MessageGraph`) is the
 non-trained collection :data:`GRAPH` (:func:`graph_variables`), so it rides in ``fixed`` and is
-never a constant closed over by the step.
+never a constant closed over by the step. The encoding itself (:func:`event_inputs`,
+:func:`graph_variables`) lives with the data in :mod:`gnrev.data.graph_returns`.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from gnrev.data.graph_returns import GraphReturns
+from gnrev.data.graph_returns import GRAPH, MESSAGE_GRAPH_FIELDS, event_inputs, graph_variables
 from gnrev.graphs.gnn import BipartiteGNN, MessageGraph
 from gnrev.graphs.tabular import MLPClassifier, logistic_regression
-
-GRAPH = "graph"  # the flax variable collection holding the message graph
 
 
 def two_class_logits(logit: jax.Array) -> jax.Array:
@@ -49,31 +47,6 @@ class TwoClassLogits(nn.Module):
   def __call__(self, inputs: tuple) -> jax.Array:
     """``inputs``: the edge model's arguments as a tuple; returns ``(n, 2)`` logits."""
     return two_class_logits(self.edge_model(*inputs))
-
-
-def event_inputs(data: GraphReturns, events: Optional[np.ndarray] = None) -> np.ndarray:
-  """Launcher rows of events: ``[customer index, variant index, event features...]``.
-
-  The indices are stored as float32 (exact below 2**24 nodes) so that one array holds the row.
-
-  Args:
-    data: the purchase graph.
-    events: event indices, or ``None`` for all events.
-
-  Returns:
-    A float32 ``(len(events), 2 + event_dim)`` numpy array.
-  """
-  events = np.arange(data.num_events) if events is None else np.asarray(events)
-  return np.concatenate([data.customer[events, None], data.variant[events, None],
-                         data.event_features[events]], axis=1).astype(np.float32)
-
-
-def graph_variables(data: GraphReturns, events: Optional[np.ndarray] = None) -> dict:
-  """``{GRAPH: {field: array}}``: the message graph over ``events`` (default all), numpy."""
-  events = np.arange(data.num_events) if events is None else np.asarray(events)
-  graph = MessageGraph(data.customer_features, data.variant_features, data.customer[events],
-                       data.variant[events], data.event_features[events])
-  return {GRAPH: {k: np.asarray(v) for k, v in graph._asdict().items()}}
 
 
 class EventClassifier(nn.Module):
@@ -109,7 +82,7 @@ class EventClassifier(nn.Module):
     if not self.has_variable(GRAPH, "customer"):
       raise ValueError(f"EventClassifier needs the message graph as the {GRAPH!r} variable "
                        "collection (graph_variables); the dataset gave none.")
-    graph = MessageGraph(**{k: self.get_variable(GRAPH, k) for k in MessageGraph._fields})
+    graph = MessageGraph(**{k: self.get_variable(GRAPH, k) for k in MESSAGE_GRAPH_FIELDS})
     customer, variant = x[:, 0].astype(jnp.int32), x[:, 1].astype(jnp.int32)
     features = x[:, 2:]
     if isinstance(self.edge_model, BipartiteGNN):

@@ -1,15 +1,31 @@
-"""The training loop: one generic trainer for every (model, optimizer, dataset) in a config.
+"""The training loop: one generic trainer for every (task, model, optimizer, dataset) in a config.
 
 ``train_and_evaluate(config, workdir)`` trains one run per entry of ``config.optimizers`` on the
-same model, data and seed, so that a single command compares optimizers. Each step forwards the
-extra arguments its transform needs (batch, fixed variables, Fisher-vector product, rng) and
-measures the paper's "% loss change on the same batch" (shared/notes/exact_gn.md section 2.1).
+same task, model, data and seed, so that a single command compares optimizers. The task
+(``config.task``, :mod:`gnrev.train.tasks`; classification by default) gives the loss, targets,
+metrics and likelihood; each step forwards the extra arguments its transform needs (batch, fixed
+variables, Fisher-vector product, rng) and measures the "% loss change on the same batch": the
+loss of the batch after the step relative to before it, the per-step measure of the Gauss-Newton
+paper (Buffelli et al. 2024, section 5). Every task's runs share this loop's checkpoints, resume,
+``metrics.jsonl``, progress bar, periodic evaluation and early stopping.
+
+Options besides the data, model and optimizers (all optional):
+
+* ``config.eval_every``: steps between evaluations (0: once per epoch);
+* ``config.data.validation_fraction`` (default 0) and ``config.data.validation_seed`` (default
+  0): a validation split carved from the training split by that seed (never from the test
+  split), evaluated as ``val_*`` next to ``test_*``;
+* ``config.early_stopping.metric`` (e.g. ``"val_loss"``), ``.patience`` (evaluations without
+  improvement before the run stops; 0: off) and ``.mode`` (``"min"`` or ``"max"``): the run
+  keeps the parameters of its best evaluation and reports the metrics of those.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -20,154 +36,262 @@ import optax
 from absl import logging
 
 from gnrev import data
-from gnrev.train import checkpoint, metrics, sharding
-from gnrev.train.models import MODELS, build_model, cross_entropy
-from gnrev.train.optimizers import OptimizerSetup, build_optimizer, optimizer_options
+from gnrev.train import checkpoint, metrics, sharding, tasks
+from gnrev.train.models import MODELS, build_model
+from gnrev.train.optimizers import (OptimizerSetup, build_optimizer, check_optimizer,
+                                    optimizer_options)
+from gnrev.train.state import BestState, Program, TrainState, keep_if_finite
 
-# Sums kept in the train state over the current epoch: loss, accuracy, % loss change.
-EPOCH_SUMS = ("train_loss", "train_accuracy", "loss_change_pct")
+EARLY_STOPPING_MODES = ("min", "max")
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Fails at start-up, with the reason, on names or sizes that could only fail mid-run."""
-  if config.data.name not in data.DATASETS:
-    raise ValueError(f"Unknown dataset {config.data.name!r}; allowed: "
-                     f"{', '.join(sorted(data.DATASETS))}.")
-  if config.model.name not in MODELS:
-    raise ValueError(f"Unknown model {config.model.name!r}; allowed: {', '.join(sorted(MODELS))}.")
+def _run_fields(task) -> tuple[str, ...]:
+  return tuple(getattr(task, "run_fields", ()))
+
+
+def check_config(config: ml_collections.ConfigDict, splits: Any = None) -> Any:
+  """Fails at start-up, with the reason, on anything that could only fail mid-run.
+
+  First the names and options of the config alone (task, dataset, model, optimizers, early
+  stopping), then, on the loaded data (``splits``, loaded here if not given), each run's
+  optimizer check (:func:`gnrev.train.optimizers.check_optimizer`: e.g. the exact-GN rank
+  bounds) and the task's data check. Nothing has been trained or written when it raises.
+
+  Returns:
+    The loaded data (what :func:`load_splits` returns), for the trainer to reuse.
+  """
+  task = tasks.build_task(config)
+  meta = not isinstance(task, tasks.SupervisedTask)
+  if not meta:
+    if config.data.name not in data.DATASETS:
+      raise ValueError(f"Unknown dataset {config.data.name!r}; allowed: "
+                       f"{', '.join(sorted(data.DATASETS))}.")
+    if config.model.name not in MODELS:
+      raise ValueError(f"Unknown model {config.model.name!r}; allowed: "
+                       f"{', '.join(sorted(MODELS))}.")
+    fraction = _validation_fraction(config)
+    if not 0 <= fraction < 1:
+      raise ValueError(f"data.validation_fraction must be in [0, 1), got {fraction}.")
   if not config.optimizers:
     raise ValueError("config.optimizers is empty; give at least one run, e.g. {'adam': ...}.")
   for run, opt_config in config.optimizers.items():
     try:
-      options = optimizer_options(opt_config)
+      optimizer_options(opt_config, _run_fields(task))
     except ValueError as e:
       raise ValueError(f"Run {run!r}: {e}") from e
-    if options["name"] == "exact_gn":
-      _check_exact_gn(config, run, options["solver"])
-    if options["name"] == "fishleg" and config.model.get("memory_mode", "autodiff") != "autodiff":
-      raise ValueError(f"Run {run!r}: fishleg's Fisher-vector products use jax.jvp, which needs "
-                       "--config.model.memory_mode=autodiff.")
+  stopping = _early_stopping(config)
+  if stopping is not None:
+    metric, _, mode = stopping
+    if mode not in EARLY_STOPPING_MODES:
+      raise ValueError(f"early_stopping.mode must be one of {', '.join(EARLY_STOPPING_MODES)}, "
+                       f"got {mode!r}.")
+    if not metric.startswith("val_"):
+      raise ValueError(f"early_stopping.metric must be a validation metric (val_...), never a "
+                       f"test one; got {metric!r}.")
+    if not meta and _validation_fraction(config) == 0:
+      raise ValueError("early_stopping needs a validation split: set "
+                       "data.validation_fraction > 0.")
+    if meta and not task.num_val_batches:
+      raise ValueError("early_stopping needs validation batches of tasks: set "
+                       "task.num_val_batches > 0.")
+  if splits is None:
+    splits = load_splits(config, task)
+  if meta:
+    for run in config.optimizers:
+      task.check_run(config, run, splits)
+    return splits
+  train, _, test = splits
+  task.check_data(train)
+  task.check_data(test)
+  num_outputs = task.num_outputs(train)
+  model = build_model(config.model, num_outputs)
+  for run, opt_config in config.optimizers.items():
+    try:
+      check_optimizer(opt_config, model, task, train.x.shape, config.data.batch_size)
+    except ValueError as e:
+      raise ValueError(f"Run {run!r}: {e}") from e
+  return splits
 
 
-def _check_exact_gn(config: ml_collections.ConfigDict, run: str, solver: str) -> None:
-  if config.model.name != "revmlp":
-    raise ValueError(f"Run {run!r}: exact_gn needs model 'revmlp', got {config.model.name!r}.")
-  expansion, batch_size = config.model.get("expansion"), config.data.batch_size
-  if solver == "cholesky" and expansion is not None and batch_size > expansion + 1:
-    raise ValueError(
-        f"Run {run!r}: exact_gn with solver 'cholesky' needs batch_size <= expansion + 1, got "
-        f"batch_size={batch_size} and expansion={expansion}: each branch's feature matrix "
-        f"[phi(u C), 1] is n x (expansion + 1) and must have full row rank n. Use a smaller "
-        f"batch, a larger expansion, or solver 'svd' / 'damped' (inexact; the residual is "
-        f"reported).")
+def _validation_fraction(config) -> float:
+  return float(config.data.get("validation_fraction", 0.0) or 0.0)
 
 
-def _loss_and_accuracy(model: nn.Module, params, fixed, x, y):
-  logits = model.apply({"params": params, **fixed}, x)
-  accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(y, -1))
-  return cross_entropy(logits, y), accuracy
+def _early_stopping(config) -> tuple[str, int, str] | None:
+  """``(metric, patience, mode)`` of ``config.early_stopping``, or None when it is off."""
+  stopping = config.get("early_stopping")
+  if not stopping or not stopping.get("patience", 0):
+    return None
+  return (stopping.get("metric", "val_loss"), int(stopping.patience), stopping.get("mode", "min"))
 
 
-def make_train_step(model: nn.Module, setup: OptimizerSetup):
-  """A jitted ``(state, fixed, x, y) -> (state, step_metrics)``.
+def make_train_step(model: nn.Module, setup: OptimizerSetup, task: Any = None):
+  """A jitted ``(state, fixed, x, y) -> (state, step_metrics)`` for a supervised ``task``.
 
-  A step whose update or post-step loss is not finite leaves params and optimizer state
-  unchanged (``skipped = 1``), so one bad batch never corrupts the run.
+  ``task`` defaults to classification. A step whose update or post-step loss is not finite
+  leaves params and optimizer state unchanged (``skipped = 1``; :func:`keep_if_finite`), so one
+  bad batch never corrupts the run. ``state.epoch_sums`` accumulates the loss, the task's step
+  metrics and the % loss change.
   """
-  loss_and_accuracy = lambda params, fixed, x, y: _loss_and_accuracy(model, params, fixed, x, y)
+  task = tasks.classification() if task is None else task
+
+  def loss_and_metrics(params, fixed, x, y):
+    outputs = model.apply({"params": params, **fixed}, x)
+    return task.loss(outputs, y), task.step_metrics(outputs, y)
 
   @jax.jit
-  def train_step(state, fixed, x, y):
-    params = state["params"]
-    rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-    (loss, accuracy), grads = jax.value_and_grad(loss_and_accuracy, has_aux=True)(
+  def train_step(state: TrainState, fixed, x, y):
+    params = state.params
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    (loss, step_metrics), grads = jax.value_and_grad(loss_and_metrics, has_aux=True)(
         params, fixed, x, y)
     extra = setup.extra_args(params, fixed, (x, y), rng)
-    updates, opt_state = setup.tx.update(grads, state["opt_state"], params, **extra)
+    updates, opt_state = setup.tx.update(grads, state.opt_state, params, **extra)
     new_params = optax.apply_updates(params, updates)
-    loss_after, _ = loss_and_accuracy(new_params, fixed, x, y)
-    finite = jnp.isfinite(loss_after) & jnp.isfinite(optax.tree.norm(updates))
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    loss_after, _ = loss_and_metrics(new_params, fixed, x, y)
+    update_norm = optax.tree.norm(updates)
+    finite = jnp.isfinite(loss_after) & jnp.isfinite(update_norm)
     change = 100.0 * (loss_after - loss) / loss
-    step_metrics = {"train_loss": loss, "train_accuracy": accuracy, "loss_change_pct": change,
-                    "update_norm": optax.tree.norm(updates), "skipped": 1 - finite}
-    new_state = {"params": keep(new_params, params),
-                 "opt_state": keep(opt_state, state["opt_state"]),
-                 "step": state["step"] + 1, "rng": state["rng"],
-                 "epoch_sums": state["epoch_sums"] + jnp.stack([loss, accuracy, change])}
-    return new_state, step_metrics
+    named = [step_metrics[k] for k in task.step_metric_names]
+    new_state = keep_if_finite(state, finite, params=new_params, opt_state=opt_state)
+    new_state = new_state.replace(
+        epoch_sums=state.epoch_sums + jnp.stack([loss, *named, change]).astype(jnp.float32))
+    out = {"train_loss": loss, **{f"train_{k}": v for k, v in step_metrics.items()},
+           "loss_change_pct": change, "update_norm": update_norm, "skipped": 1 - finite}
+    return new_state, out
 
   return train_step
 
 
-def make_eval_step(model: nn.Module):
+def epoch_sum_names(task: Any) -> tuple[str, ...]:
+  """Names of a supervised task's epoch sums (the order of ``state.epoch_sums``)."""
+  return ("train_loss", *(f"train_{k}" for k in task.step_metric_names), "loss_change_pct")
+
+
+def make_eval_step(model: nn.Module, task: Any = None):
   """A jitted ``(params, fixed, x, y, mask) -> {name: sum}`` over a padded chunk.
 
-  The sums: ``loss``, ``correct`` and the counts of :func:`metrics.binary_counts` (class 1
-  positive; meaningful for two-class datasets).
+  The sums are the task's (default classification: ``loss``, ``correct`` and the counts of
+  :func:`metrics.binary_counts`, class 1 positive).
   """
+  task = tasks.classification() if task is None else task
 
   @jax.jit
   def eval_step(params, fixed, x, y, mask):
-    logits = model.apply({"params": params, **fixed}, x)
-    losses = -jnp.sum(y * jax.nn.log_softmax(logits), axis=-1)
-    predicted, actual = jnp.argmax(logits, -1), jnp.argmax(y, -1)
-    return {"loss": jnp.sum(losses * mask), "correct": jnp.sum((predicted == actual) * mask),
-            **metrics.binary_counts(predicted, actual, mask)}
+    return task.eval_sums(model.apply({"params": params, **fixed}, x), y, mask)
 
   return eval_step
 
 
 def evaluate(eval_step, params, fixed, test: data.Dataset, targets: np.ndarray,
-             batch_size: int, mesh) -> dict:
-  """Test loss and accuracy over the whole split, in fixed-size chunks (one compilation).
+             batch_size: int, mesh, task: Any = None, prefix: str = "test") -> dict:
+  """The task's scores over the whole split, in fixed-size chunks (one compilation).
 
-  Two-class datasets also get ``test_precision``, ``test_recall`` and ``test_f1`` of class 1
-  (``test_loss`` is then the binary cross-entropy).
+  Classification (the default task): ``test_loss`` and ``test_accuracy``; two-class datasets
+  also get ``test_precision``, ``test_recall`` and ``test_f1`` of class 1 (``test_loss`` is
+  then the binary cross-entropy). ``prefix`` names the split (``"val"`` for validation).
   """
+  task = tasks.classification() if task is None else task
+  count = len(targets)
   sums = {}
-  for start in range(0, len(test.y), batch_size):
+  for start in range(0, count, batch_size):
     rows = np.arange(start, start + batch_size)
-    mask = (rows < len(test.y)).astype(np.float32)
-    rows = np.minimum(rows, len(test.y) - 1)
+    mask = (rows < count).astype(np.float32)
+    rows = np.minimum(rows, count - 1)
     x, y, m = sharding.shard_batch(mesh, test.x[rows], targets[rows], mask)
     for name, value in eval_step(params, fixed, x, y, m).items():
       sums[name] = sums.get(name, 0.0) + float(value)
-  out = {"test_loss": sums["loss"] / len(test.y), "test_accuracy": sums["correct"] / len(test.y)}
-  if test.num_classes == 2:
-    out.update({f"test_{k}": v for k, v in metrics.binary_scores(sums).items()})
-  return out
+  return {f"{prefix}_{k}": float(v) for k, v in task.scores(sums, test).items()}
 
 
-def _initial_state(config, model, setup, train: data.Dataset, mesh):
+def _initial_state(config, model, setup, train: data.Dataset, mesh, task: Any = None):
   # Initialised as model.init would, but with the dataset's collections (e.g. the message
   # graph) in place; they then travel in `fixed`, replicated, as an argument of every step.
+  task = tasks.classification() if task is None else task
   _, variables = model.apply(dict(train.variables or {}), train.x[:1],
                              rngs={"params": jax.random.key(config.seed)}, mutable=True)
   params = variables["params"]
   fixed = {k: v for k, v in variables.items() if k != "params"}
-  state = {"params": params, "opt_state": setup.tx.init(params), "step": jnp.int32(0),
-           "rng": jax.random.key_data(jax.random.key(config.seed + 1)),
-           "epoch_sums": jnp.zeros(len(EPOCH_SUMS), jnp.float32)}
+  state = TrainState.create(params, setup.tx.init(params), jax.random.key(config.seed + 1),
+                            len(epoch_sum_names(task)))
   put = lambda tree: jax.device_put(tree, sharding.replicated(mesh))
   return put(state), put(fixed)
 
 
-def train_run(config: ml_collections.ConfigDict, run: str, train: data.Dataset,
-              test: data.Dataset, mesh, workdir: str) -> dict:
-  """Trains (or resumes) run ``config.optimizers[run]``; returns its final metrics and params."""
-  model = build_model(config.model, train.num_classes)
-  setup = build_optimizer(config.optimizers[run], model)
-  state, fixed = _initial_state(config, model, setup, train, mesh)
-  train_targets = data.one_hot(train.y, train.num_classes)
-  test_targets = data.one_hot(test.y, test.num_classes)
-  batch_size = config.data.batch_size
-  per_epoch = data.steps_per_epoch(len(train.y), batch_size)
+def supervised_program(config: ml_collections.ConfigDict, run: str, task: Any,
+                       train: data.Dataset, test: data.Dataset, mesh,
+                       val: data.Dataset | None = None) -> Program:
+  """The :class:`Program` of run ``run`` of a supervised task (see :mod:`gnrev.train.state`)."""
+  model = build_model(config.model, task.num_outputs(train))
+  setup = build_optimizer(config.optimizers[run], model, task)
+  state, fixed = _initial_state(config, model, setup, train, mesh, task)
+  train_targets, test_targets = task.targets(train), task.targets(test)
+  outputs = jax.eval_shape(lambda p, f, x: model.apply({"params": p, **f}, x), state.params,
+                           fixed, train.x[:1])
+  task.check_outputs(outputs.shape, train_targets.shape)
+  batch_size, eval_batch_size = config.data.batch_size, config.data.eval_batch_size
+  eval_step = make_eval_step(model, task)
+  val_targets = task.targets(val) if val is not None else None
+
+  def evaluate_all(params):
+    out = evaluate(eval_step, params, fixed, test, test_targets, eval_batch_size, mesh, task)
+    if val is not None:
+      out.update(evaluate(eval_step, params, fixed, val, val_targets, eval_batch_size, mesh,
+                          task, prefix="val"))
+    return out
+
+  def batch(step):
+    rows = data.batch_indices(len(train_targets), batch_size, config.data.seed, step - 1)
+    return sharding.shard_batch(mesh, train.x[rows], train_targets[rows])
+
+  postfix = ("train_loss", *(f"train_{k}" for k in task.step_metric_names[:1]))
+  return Program(state=state, fixed=fixed, step=make_train_step(model, setup, task),
+                 batch=batch, evaluate=evaluate_all,
+                 steps_per_epoch=data.steps_per_epoch(len(train_targets), batch_size),
+                 epoch_sum_names=epoch_sum_names(task), postfix=postfix)
+
+
+def _improved(value: float, best: float, mode: str) -> bool:
+  return value < best if mode == "min" else value > best
+
+
+def _track_best(state: TrainState, record: dict, step: int, stopping) -> TrainState:
+  metric, _, mode = stopping
+  if metric not in record:
+    raise ValueError(f"early_stopping.metric {metric!r} is not among the evaluated metrics: "
+                     f"{', '.join(sorted(record))}.")
+  signed = record[metric] if mode == "min" else -record[metric]
+  best = state.best
+  if step == 0 or _improved(signed, float(best.metric), "min"):
+    best = BestState(params=state.params, metric=jnp.float32(signed), step=jnp.int32(step),
+                     stale=jnp.int32(0))
+  else:
+    best = best.replace(stale=best.stale + 1)
+  return state.replace(best=best)
+
+
+def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
+                workdir: str) -> dict:
+  """Trains (or resumes) one run's program; its records go to ``workdir/metrics.jsonl``.
+
+  Evaluations run every ``config.eval_every`` steps (0: at the end of every epoch) and after
+  the last step.
+
+  Returns:
+    ``{"params", "step", "trained_steps", "train_seconds", **final metrics}``; with early
+    stopping the params and metrics are those of the best evaluation, and ``best_step`` its
+    step. ``train_seconds`` is the wall-clock of this call's ``trained_steps`` steps (with
+    checkpointing and logging, without the evaluations): a resumed run times only its own.
+  """
+  per_epoch = program.steps_per_epoch
   total = config.num_epochs * per_epoch
   eval_every = config.eval_every or per_epoch
-  train_step, eval_step = make_train_step(model, setup), make_eval_step(model)
-  eval_now = lambda s: evaluate(eval_step, s["params"], fixed, test, test_targets,
-                                config.data.eval_batch_size, mesh)
+  stopping = _early_stopping(config)
+  state = program.state
+  if stopping is not None:
+    state = state.replace(best=BestState(params=state.params, metric=jnp.float32(jnp.inf),
+                                         step=jnp.int32(0), stale=jnp.int32(0)))
+  stopped = lambda s: stopping is not None and int(s.best.stale) >= stopping[1]
   writer = metrics.JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
   is_writer = jax.process_index() == 0
 
@@ -181,49 +305,116 @@ def train_run(config: ml_collections.ConfigDict, run: str, train: data.Dataset,
   with manager:
     restored = checkpoint.restore_latest(manager, state)
     state = restored if restored is not None else state
-    start = int(state["step"])
+    start = int(state.step)
     if is_writer:
       writer.truncate_after(run, start)
     if start == 0:
-      write({"step": 0, "epoch": 0, **eval_now(state)})
+      record = program.evaluate(state.params)
+      if stopping is not None:
+        state = _track_best(state, record, 0, stopping)
+      write({"step": 0, "epoch": 0, **record})
     logging.info("Run %s: steps %d..%d of %d (%d per epoch).", run, start, total, total, per_epoch)
+    eval_seconds, started = 0.0, time.perf_counter()
     with metrics.progress_bar(total, start, run) as bar:
       for step in range(start + 1, total + 1):
-        rows = data.batch_indices(len(train.y), batch_size, config.data.seed, step - 1)
-        x, y = sharding.shard_batch(mesh, train.x[rows], train_targets[rows])
-        state, step_metrics = train_step(state, fixed, x, y)
+        if stopped(state):
+          break
+        state, step_metrics = program.step(state, program.fixed, *program.batch(step))
         record = {"step": step, "epoch": (step - 1) // per_epoch + 1}
         if step % config.log_every == 0 or step == total:
           record.update({k: float(v) for k, v in step_metrics.items()})
-          bar.set_postfix(loss=f"{record['train_loss']:.4f}",
-                          acc=f"{record['train_accuracy']:.3f}")
+          bar.set_postfix({k: f"{record[k]:.4g}" for k in program.postfix if k in record})
         if step % per_epoch == 0:
-          sums = np.asarray(state["epoch_sums"]) / per_epoch
-          record.update({f"epoch_{k}": float(v) for k, v in zip(EPOCH_SUMS, sums)})
-          state["epoch_sums"] = jnp.zeros_like(state["epoch_sums"])
-        if step % eval_every == 0 or step % per_epoch == 0 or step == total:
-          record.update(eval_now(state))
+          sums = np.asarray(state.epoch_sums) / per_epoch
+          record.update({f"epoch_{k}": float(v) for k, v in zip(program.epoch_sum_names, sums)})
+          state = state.replace(epoch_sums=jnp.zeros_like(state.epoch_sums))
+        if step % eval_every == 0 or step == total:
+          tic = time.perf_counter()
+          evaluated = program.evaluate(state.params)
+          eval_seconds += time.perf_counter() - tic
+          record.update(evaluated)
+          if stopping is not None:
+            state = _track_best(state, evaluated, step, stopping)
         if len(record) > 2:
           write(record)
-        checkpoint.save(manager, step, state, force=step == total)
+        checkpoint.save(manager, step, state, force=step == total or stopped(state))
         bar.update(1)
+      jax.block_until_ready(state)
+    timing = {"trained_steps": int(state.step) - start,
+              "train_seconds": time.perf_counter() - started - eval_seconds}
     manager.wait_until_finished()
-  return {"params": state["params"], "step": int(state["step"]), **eval_now(state)}
+  if stopping is None:
+    return {"params": state.params, "step": int(state.step), **timing,
+            **program.evaluate(state.params)}
+  return {"params": state.best.params, "step": int(state.step), **timing,
+          "best_step": int(state.best.step), **program.evaluate(state.best.params)}
+
+
+def train_run(config: ml_collections.ConfigDict, run: str, train: data.Dataset,
+              test: data.Dataset, mesh, workdir: str, val: data.Dataset | None = None) -> dict:
+  """Trains (or resumes) run ``config.optimizers[run]`` of a supervised task; returns its final
+  metrics and params (see :func:`run_program`)."""
+  task = tasks.build_task(config)
+  program = supervised_program(config, run, task, train, test, mesh, val)
+  return run_program(config, run, program, workdir)
+
+
+def split_validation(train: data.Dataset, fraction: float,
+                     seed: int) -> tuple[data.Dataset, data.Dataset | None]:
+  """``(train minus validation, validation)``: ``round(fraction * n)`` examples drawn by ``seed``.
+
+  Both keep the training split's order and its variables; ``fraction == 0`` gives no
+  validation split (None).
+  """
+  if not fraction:
+    return train, None
+  n = len(train.y)
+  num_val = int(round(fraction * n))
+  if not 0 < num_val < n:
+    raise ValueError(f"data.validation_fraction={fraction} of {n} training examples leaves "
+                     f"{num_val} for validation and {n - num_val} for training; both need one.")
+  chosen = np.zeros(n, bool)
+  chosen[np.random.default_rng(seed).permutation(n)[:num_val]] = True
+  part = lambda rows: train._replace(x=train.x[rows], y=train.y[rows])
+  return part(~chosen), part(chosen)
+
+
+def _train_and_test(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
+  data_dir = config.data.data_dir or None
+  options = dict(config.data.get("options", {}))
+  return (data.load_dataset(config.data.name, "train", data_dir, **options),
+          data.load_dataset(config.data.name, "test", data_dir, **options))
+
+
+def _carve(config: ml_collections.ConfigDict, train: data.Dataset):
+  train, val = split_validation(train, _validation_fraction(config),
+                                int(config.data.get("validation_seed", 0)))
+  if config.data.train_subset:
+    train = train._replace(x=train.x[:config.data.train_subset],
+                           y=train.y[:config.data.train_subset])
+  return train, val
 
 
 def load_data(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
   """The train split (its first ``train_subset`` examples if > 0: the paper's full batch), test.
 
-  ``config.data.options`` (if present) are the dataset's own options, e.g. sizes and seed.
+  ``config.data.options`` (if present) are the dataset's own options, e.g. sizes and seed. With
+  ``data.validation_fraction`` > 0 the validation examples (:func:`split_validation`) are taken
+  out of the train split first (:func:`load_splits` returns them).
   """
-  data_dir = config.data.data_dir or None
-  options = dict(config.data.get("options", {}))
-  train = data.load_dataset(config.data.name, "train", data_dir, **options)
-  test = data.load_dataset(config.data.name, "test", data_dir, **options)
-  if config.data.train_subset:
-    train = train._replace(x=train.x[:config.data.train_subset],
-                           y=train.y[:config.data.train_subset])
-  return train, test
+  train, test = _train_and_test(config)
+  return _carve(config, train)[0], test
+
+
+def load_splits(config: ml_collections.ConfigDict, task: Any = None):
+  """The task's data: ``(train, val, test)`` Datasets (val None without a validation fraction)
+  for a supervised task, the task's own (e.g. a task family) otherwise."""
+  task = tasks.build_task(config) if task is None else task
+  if not isinstance(task, tasks.SupervisedTask):
+    return task.load(config)
+  train, test = _train_and_test(config)
+  train, val = _carve(config, train)
+  return train, val, test
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
@@ -231,33 +422,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Artefacts: ``config.json``, ``metrics.jsonl`` (one JSON object per logged step, with a
   ``run`` field), ``<run>/checkpoints/`` (orbax) and ``curves.png``. Re-running with the same
-  workdir resumes every run from its latest checkpoint.
+  workdir resumes every run from its latest checkpoint. Every check of :func:`check_config`
+  runs before anything is written.
 
   Args:
     config: a config from ``configs/`` (see ``configs/default.py`` for the fields).
     workdir: directory for the artefacts; created if missing.
 
   Returns:
-    ``{run: {"params", "step", "test_loss", "test_accuracy"}}`` at the end of each run.
+    ``{run: {"params", "step", "test_loss", ...}}`` at the end of each run (the task's test
+    metrics; with early stopping those of the best evaluation, and ``best_step``).
 
   Example::
 
     config = load_config("configs/default.py", "smoke")
     results = train_and_evaluate(config, "runs/smoke")   # results["adam"]["test_accuracy"]
   """
-  check_config(config)
+  task = tasks.build_task(config)
   mesh = sharding.make_mesh(config.num_devices)
-  sharding.check_divisible(config.data.batch_size, mesh, "data.batch_size")
-  sharding.check_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
+  if isinstance(task, tasks.SupervisedTask):
+    sharding.check_divisible(config.data.batch_size, mesh, "data.batch_size")
+    sharding.check_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
+  splits = check_config(config)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-  train, test = load_data(config)
-  results = {run: train_run(config, run, train, test, mesh, workdir)
-             for run in config.optimizers}
+  results = {}
+  for run in config.optimizers:
+    if isinstance(task, tasks.SupervisedTask):
+      train, val, test = splits
+      program = supervised_program(config, run, task, train, test, mesh, val)
+    else:
+      program = task.program(config, run, splits, mesh)
+    results[run] = run_program(config, run, program, workdir)
   if jax.process_index() == 0:
-    logging.info("Wrote %s", metrics.save_plots(workdir))
+    logging.info("Wrote %s", metrics.save_plots(workdir, task.panels))
     logging.info("Final: %s", json.dumps({r: {k: v for k, v in m.items() if k != "params"}
                                            for r, m in results.items()}))
   return results

@@ -90,13 +90,14 @@ PANELS = (("train_loss", "train loss (pre-step batch)", "log"),
           ("test_f1", "test F1 (class 1)", "linear"))
 
 
-def plot_curves(records: Iterable[dict]) -> Figure:
-  """One panel per metric of :data:`PANELS` that the records hold, one curve per run."""
+def plot_curves(records: Iterable[dict], panels=PANELS) -> Figure:
+  """One panel per metric of ``panels`` (a task's; default :data:`PANELS`) that the records
+  hold, one curve per run."""
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
   records = list(records)
   runs = list(dict.fromkeys(r["run"] for r in records))
-  panels = [p for p in PANELS if any(p[0] in r for r in records)] or PANELS[:1]
+  panels = [p for p in panels if any(p[0] in r for r in records)] or tuple(panels)[:1]
   figure = Figure(figsize=(4 * len(panels), 3.4), layout="constrained")
   for axis, (key, title, scale) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels):
     for run in runs:
@@ -109,8 +110,8 @@ def plot_curves(records: Iterable[dict]) -> Figure:
   return figure
 
 
-def save_plots(workdir: str) -> str:
+def save_plots(workdir: str, panels=PANELS) -> str:
   """Writes ``workdir/curves.png`` from ``workdir/metrics.jsonl`` and returns its path."""
   path = os.path.join(workdir, "curves.png")
-  plot_curves(read_metrics(workdir)).savefig(path, dpi=100)
+  plot_curves(read_metrics(workdir), panels).savefig(path, dpi=100)
   return path

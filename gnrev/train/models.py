@@ -1,15 +1,17 @@
-"""Models by name: the reversible RevMLP, two ordinary baselines (an MLP and a small CNN) and
-the return models of :mod:`gnrev.graphs` (``gnn``, ``edge_mlp``, ``logreg``).
+"""Models by name: the reversible RevMLP, two ordinary baselines (an MLP and a small CNN), a deep
+autoencoder and the return models of :mod:`gnrev.graphs` (``gnn``, ``edge_mlp``, ``logreg``).
 
 The baselines let GN and FishLeg be compared on non-reversible models. The return models
 classify purchase events of the ``graph_returns`` dataset and read its message graph from the
 non-trained ``graph`` collection (:class:`gnrev.graphs.EventClassifier`). Every model maps a batch
-``(n, ...)`` to logits ``(n, num_classes)``; its config fields (``config.model`` minus ``name``)
-are the module's attributes.
+``(n, ...)`` to outputs ``(n, num_outputs)``: logits of the classes (its ``num_classes``), or of
+the pixels for the autoencoder (its ``num_outputs``); the task (:mod:`gnrev.train.tasks`) says
+how many. Its config fields (``config.model`` minus ``name``) are the module's attributes.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -62,10 +64,43 @@ class CNN(nn.Module):
     return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
 
 
+class Autoencoder(nn.Module):
+  """ReLU encoder, linear code, ReLU decoder, linear output (the deep-autoencoder shape).
+
+  The decoder mirrors the encoder's widths. The input is flattened; the output has
+  ``num_outputs`` values per example (pixel logits or means; the reconstruction task sets it to
+  the number of input values).
+
+  Attributes:
+    num_outputs: output width (the flattened input size for reconstruction).
+    encoder_widths: widths of the encoder's ReLU layers (the decoder's, reversed).
+    code_size: width of the linear code.
+
+  Example::
+
+    model = Autoencoder(num_outputs=64, encoder_widths=(128, 64), code_size=30)
+    logits = model.apply(model.init(key, x), x)          # x: (n, 8, 8, 1) -> (n, 64)
+  """
+  num_outputs: int
+  encoder_widths: Sequence[int] = (128, 64)
+  code_size: int = 30
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.reshape(x.shape[0], -1)
+    for width in self.encoder_widths:
+      x = nn.relu(nn.Dense(width)(x))
+    x = nn.Dense(self.code_size)(x)
+    for width in reversed(self.encoder_widths):
+      x = nn.relu(nn.Dense(width)(x))
+    return nn.Dense(self.num_outputs)(x)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "revmlp": nets.RevMLP,
     "mlp": MLP,
     "cnn": CNN,
+    "autoencoder": Autoencoder,
     "gnn": graphs.gnn_classifier,
     "edge_mlp": graphs.mlp_classifier,
     "logreg": graphs.logreg_classifier,
@@ -73,14 +108,20 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(model_config: Any, num_classes: int) -> nn.Module:
-  """The module named by ``model_config.name``, with the other fields as its attributes."""
+  """The module named by ``model_config.name``, with the other fields as its attributes.
+
+  ``num_classes`` is the output width the task asks for; a module whose width attribute is
+  ``num_outputs`` (the autoencoder) gets it under that name.
+  """
   fields = dict(model_config)
   name = fields.pop("name")
   if name not in MODELS:
     raise ValueError(f"Unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}.")
   fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  width = ("num_outputs" if "num_outputs" in inspect.signature(MODELS[name]).parameters
+           else "num_classes")
   try:
-    return MODELS[name](num_classes=num_classes, **fields)
+    return MODELS[name](**{width: num_classes}, **fields)
   except TypeError as e:
     raise TypeError(f"Bad fields {sorted(fields)} for model {name!r}: {e}") from e
 

@@ -1,16 +1,25 @@
-"""Optimizers by name: each entry builds an optax transform and the extra step arguments it needs.
+"""Optimizers by name: each entry is a wing's optax factory, its step arguments and its check.
 
-A registry entry is a small factory ``make(options, model) -> OptimizerSetup`` whose options
-(``name``, ``learning_rate`` and those listed with their defaults in :data:`OPTIONS`) come from
-:func:`optimizer_options`, which rejects any other config field. The training
-step calls ``setup.extra_args(params, fixed, batch, rng)`` inside jit and forwards the result as
-keyword arguments to ``tx.update`` (optax's extra-args protocol), so a transform that needs the
-batch (Gauss-Newton), the fixed variables (exact GN) or a Fisher-vector product and a key
-(FishLeg) gets them, and the others ignore them.
+An :class:`Optimizer` entry of :data:`OPTIMIZERS` holds
+
+* ``factory``: the optax factory itself (``optax.adam``, ``gn.exact_gn``, ``optim.fishleg``...).
+  A run's options are that factory's keyword arguments, their defaults read from its signature
+  (:func:`factory_options`; :data:`OPTIONS` is that view for every entry), so a config can set
+  any of them and a misspelt one is an error naming the allowed ones;
+* ``supplied``: the factory arguments the trainer fills in (the model, its apply function);
+* ``extra_args``: ``(model, task) -> (params, fixed, batch, rng) -> kwargs`` for ``tx.update``
+  (optax's extra-args protocol), called inside the jitted step: the batch for Gauss-Newton, the
+  fixed variables for exact GN, a Fisher-vector product of the task's likelihood and a key for
+  FishLeg;
+* ``check``: ``(options, model, task, input_shape, batch_size) -> None``, run at start-up before
+  any run trains; it calls the wing's own validator (e.g. exact GN's rank bounds).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import math
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
@@ -18,121 +27,205 @@ import jax
 import optax
 
 from gnrev import curvature, gn, optim
+from gnrev.gn import sweep as gn_sweep, targets as gn_targets
+
+ExtraArgs = Callable[..., dict]
 
 
 class OptimizerSetup(NamedTuple):
   tx: optax.GradientTransformationExtraArgs
-  # (params, fixed, batch=(x, y_onehot), rng) -> keyword arguments for tx.update
-  extra_args: Callable[..., dict]
+  # (params, fixed, batch=(x, targets), rng) -> keyword arguments for tx.update
+  extra_args: ExtraArgs
 
 
-def _no_extra_args(params, fixed, batch, rng) -> dict:
+def no_extra_args(params, fixed, batch, rng) -> dict:
   del params, fixed, batch, rng
   return {}
 
 
-# Every optimizer's options besides ``name`` and ``learning_rate``, with their defaults. A config
-# field not listed here is an error (a misspelt option must not silently fall back to a default).
-OPTIONS: dict[str, dict[str, Any]] = {
-    "sgd": {"momentum": 0.0, "nesterov": False},
-    "adam": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
-    "exact_gn": {"loss": "ce_identity", "allocation": "full", "solver": "cholesky", "rtol": 0.0,
-                 "atol": 0.0, "damping": 0.0},
-    "gauss_newton": {"loss": "ce_identity", "damping": 0.0, "maxiter": None, "tol": 1e-6},
-    "fishleg": {"damping": 0.5, "aux_learning_rate": 1e-4, "update_aux_every": 10,
-                "momentum": 0.9, "weight_decay": 0.0, "init_scale": 1.0, "probe": "gradient",
-                "precondition_aux": True, "q_family": "kronecker"},
+def _no_check(options, model, task, input_shape, batch_size) -> None:
+  del options, model, task, input_shape, batch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """A registry entry (see the module docstring).
+
+  Attributes:
+    factory: the optax factory; its first argument is ``learning_rate``.
+    supplied: ``(model, task) -> {argument: value}`` for factory arguments a config cannot hold.
+    extra_args: ``(model, task) -> ExtraArgs`` for ``tx.update``.
+    check: start-up check of a run's options against the model, task and data sizes.
+    excluded: factory arguments that are neither options nor supplied (kept at their default).
+  """
+  factory: Callable[..., optax.GradientTransformation]
+  supplied: Callable[[nn.Module, Any], dict] = lambda model, task: {}
+  extra_args: Callable[[nn.Module, Any], ExtraArgs] = lambda model, task: no_extra_args
+  check: Callable[..., None] = _no_check
+  excluded: tuple[str, ...] = ()
+  supplied_names: tuple[str, ...] = ()
+
+  @property
+  def options(self) -> dict[str, Any]:
+    """The factory's keyword arguments a config may set, with their defaults."""
+    return factory_options(self.factory, skip=("learning_rate", *self.supplied_names,
+                                               *self.excluded))
+
+
+def factory_options(factory: Callable, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+  """``{argument: default}`` of ``factory``'s parameters that have a default, minus ``skip``."""
+  return {p.name: p.default for p in inspect.signature(factory).parameters.values()
+          if p.name not in skip and p.default is not inspect.Parameter.empty
+          and p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def apply_fn_of(model: nn.Module, fixed: dict) -> Callable[[Any, jax.Array], jax.Array]:
+  """``(params, x) -> outputs`` for ``model`` with its non-trained variables ``fixed``."""
+  return lambda params, x: model.apply({"params": params, **fixed}, x)
+
+
+def fisher_vector_product(model: nn.Module, params, fixed: dict, x: jax.Array,
+                          likelihood: curvature.Likelihood | None = None):
+  """``v -> F v`` on the batch ``x`` for ``likelihood`` (default: softmax; exact, = the GGN)."""
+  likelihood = curvature.categorical() if likelihood is None else likelihood
+  return curvature.ggn_vector_product(apply_fn_of(model, fixed), params, x, likelihood)
+
+
+def _check_gn_loss(options: dict, task: Any) -> None:
+  gn_targets.check_loss(options["loss"])
+  if options["loss"] not in task.gn_losses:
+    fits = ", ".join(task.gn_losses) or "none"
+    raise ValueError(f"loss {options['loss']!r} is not the Gauss-Newton model of task "
+                     f"{task.name!r} (likelihood {task.likelihood.name!r}); losses that fit: "
+                     f"{fits}.")
+
+
+def _check_exact_gn(options: dict, model: nn.Module, task: Any, input_shape: tuple,
+                    batch_size: int) -> None:
+  if not hasattr(model, "activations"):
+    raise ValueError(f"exact_gn needs model 'revmlp' (a reversible net), got "
+                     f"{type(model).__name__}.")
+  _check_gn_loss(options, task)
+  if options["solver"] not in gn.SOLVERS:
+    raise ValueError(f"Unknown solver {options['solver']!r}; allowed: {', '.join(gn.SOLVERS)}.")
+  gn.allocation_weights(options["allocation"], model.num_blocks, jax.numpy.float32)
+  gn_sweep.check_batch_fits(model, batch_size, math.prod(input_shape[1:]), options["solver"])
+
+
+def _check_gauss_newton(options, model, task, input_shape, batch_size) -> None:
+  del model, input_shape, batch_size
+  _check_gn_loss(options, task)
+
+
+def _check_fishleg(options, model, task, input_shape, batch_size) -> None:
+  del options, task, input_shape, batch_size
+  if getattr(model, "memory_mode", "autodiff") != "autodiff":
+    raise ValueError("fishleg's Fisher-vector products use jax.jvp, which needs "
+                     "--config.model.memory_mode=autodiff.")
+
+
+def _fishleg_extra_args(model: nn.Module, task: Any) -> ExtraArgs:
+  likelihood = task.likelihood
+
+  def extra_args(params, fixed, batch, rng):
+    # fvp_fn linearises when called, i.e. inside FishLeg's aux-step branch: its forward pass
+    # then runs on aux steps only (benchmarks/fishleg_step.py measures the difference).
+    return {"fvp_fn": lambda v: fisher_vector_product(model, params, fixed, batch[0],
+                                                      likelihood)(v), "rng": rng}
+
+  return extra_args
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    "sgd": Optimizer(optax.sgd),
+    "adam": Optimizer(optax.adam),
+    "exact_gn": Optimizer(
+        gn.exact_gn, supplied=lambda model, task: {"model": model}, supplied_names=("model",),
+        extra_args=lambda model, task: (
+            lambda params, fixed, batch, rng: {"batch": batch, "fixed": fixed["fixed"]}),
+        check=_check_exact_gn),
+    "gauss_newton": Optimizer(
+        # The model's non-trained variables travel as the step's `fixed` argument (never
+        # closed over).
+        gn.gauss_newton,
+        supplied=lambda model, task: {
+            "apply_fn": lambda p, x, fixed: model.apply({"params": p, **fixed}, x)},
+        supplied_names=("apply_fn",),
+        extra_args=lambda model, task: (
+            lambda params, fixed, batch, rng: {"batch": batch, "fixed": fixed}),
+        check=_check_gauss_newton),
+    # aux_optimizer is a transform, which a config cannot hold: FishLeg's default (Adam) stays.
+    "fishleg": Optimizer(optim.fishleg, extra_args=_fishleg_extra_args, check=_check_fishleg,
+                         excluded=("aux_optimizer",)),
 }
 
+# Every optimizer's options besides ``name`` and ``learning_rate``, with their defaults: a view
+# of the factories' signatures. A config field not listed here is an error (a misspelt option
+# must not silently fall back to a default).
+OPTIONS: dict[str, dict[str, Any]] = {name: entry.options for name, entry in OPTIMIZERS.items()}
 
-def optimizer_options(opt_config: Any) -> dict[str, Any]:
+
+def optimizer_options(opt_config: Any, reserved: tuple[str, ...] = ()) -> dict[str, Any]:
   """``name``, ``learning_rate`` and the options of ``opt_config.name``, defaults filled in.
+
+  Args:
+    opt_config: a run's config (``config.optimizers.<run>``).
+    reserved: run fields owned by the task (e.g. meta-learning's ``inner``), left out.
 
   Raises:
     ValueError: for an unknown optimizer, a missing ``learning_rate`` or a field the optimizer
       does not have (the message lists the allowed ones).
   """
-  fields = dict(opt_config)
+  fields = {k: v for k, v in dict(opt_config).items() if k not in reserved}
   name = fields.pop("name", None)
-  if name not in OPTIONS:
+  if name not in OPTIMIZERS:
     raise ValueError(
-        f"Unknown optimizer {name!r}; allowed: {', '.join(sorted(OPTIONS))}.")
+        f"Unknown optimizer {name!r}; allowed: {', '.join(sorted(OPTIMIZERS))}.")
   if "learning_rate" not in fields:
     raise ValueError(f"Optimizer {name!r} needs a learning_rate.")
-  unknown = sorted(set(fields) - {"learning_rate"} - set(OPTIONS[name]))
+  options = OPTIMIZERS[name].options
+  unknown = sorted(set(fields) - {"learning_rate"} - set(options))
   if unknown:
-    allowed = ", ".join(["name", "learning_rate", *OPTIONS[name]])
+    allowed = ", ".join(["name", "learning_rate", *options])
     raise ValueError(f"Unknown field(s) {', '.join(unknown)} for optimizer {name!r}; "
                      f"allowed: {allowed}.")
-  return {"name": name, **OPTIONS[name], **fields}
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  return {"name": name, **options, **fields}
 
 
-def _sgd(options: dict, model: nn.Module) -> OptimizerSetup:
-  del model
-  tx = optax.sgd(options["learning_rate"], momentum=options["momentum"] or None,
-                 nesterov=options["nesterov"])
-  return OptimizerSetup(optax.with_extra_args_support(tx), _no_extra_args)
+def _transform(options: dict, model: nn.Module, task: Any) -> optax.GradientTransformation:
+  entry = OPTIMIZERS[options["name"]]
+  kwargs = {k: v for k, v in options.items() if k != "name"}
+  return entry.factory(**kwargs, **entry.supplied(model, task))
 
 
-def _adam(options: dict, model: nn.Module) -> OptimizerSetup:
-  del model
-  tx = optax.adam(options["learning_rate"], b1=options["b1"], b2=options["b2"],
-                  eps=options["eps"])
-  return OptimizerSetup(optax.with_extra_args_support(tx), _no_extra_args)
+def check_optimizer(opt_config: Any, model: nn.Module, task: Any, input_shape: tuple,
+                    batch_size: int, reserved: tuple[str, ...] = ()) -> None:
+  """Start-up check of one run: its options, the factory's own validation and the entry's check.
+
+  Raises:
+    ValueError: naming what does not fit.
+  """
+  options = optimizer_options(opt_config, reserved)
+  OPTIMIZERS[options["name"]].check(options, model, task, tuple(input_shape), batch_size)
+  _transform(options, model, task)  # the factory validates its own arguments
 
 
-def apply_fn_of(model: nn.Module, fixed: dict) -> Callable[[Any, jax.Array], jax.Array]:
-  """``(params, x) -> logits`` for ``model`` with its non-trained variables ``fixed``."""
-  return lambda params, x: model.apply({"params": params, **fixed}, x)
+def build_optimizer(opt_config: Any, model: nn.Module, task: Any = None,
+                    reserved: tuple[str, ...] = ()) -> OptimizerSetup:
+  """The optimizer named by ``opt_config.name`` (see :data:`OPTIMIZERS` and :data:`OPTIONS`).
 
-
-def fisher_vector_product(model: nn.Module, params, fixed: dict, x: jax.Array):
-  """``v -> F v`` for the softmax likelihood on the batch ``x`` (exact, = the GGN)."""
-  return curvature.ggn_vector_product(apply_fn_of(model, fixed), params, x,
-                                      curvature.categorical())
-
-
-def _exact_gn(options: dict, model: nn.Module) -> OptimizerSetup:
-  tx = gn.exact_gn(options["learning_rate"], model=model, loss=options["loss"],
-                   allocation=options["allocation"], solver=options["solver"],
-                   rtol=options["rtol"], atol=options["atol"], damping=options["damping"])
-  return OptimizerSetup(tx, lambda params, fixed, batch, rng: {"batch": batch,
-                                                               "fixed": fixed["fixed"]})
-
-
-def _gauss_newton(options: dict, model: nn.Module) -> OptimizerSetup:
-  # The model's non-trained variables travel as the step's `fixed` argument (never closed over).
-  tx = gn.gauss_newton(options["learning_rate"],
-                       apply_fn=lambda p, x, fixed: model.apply({"params": p, **fixed}, x),
-                       loss=options["loss"], damping=options["damping"],
-                       maxiter=options["maxiter"], tol=options["tol"])
-  return OptimizerSetup(tx, lambda params, fixed, batch, rng: {"batch": batch, "fixed": fixed})
-
-
-def _fishleg(options: dict, model: nn.Module) -> OptimizerSetup:
-  tx = optim.fishleg(options["learning_rate"], damping=options["damping"],
-                     aux_learning_rate=options["aux_learning_rate"],
-                     update_aux_every=options["update_aux_every"],
-                     momentum=options["momentum"], weight_decay=options["weight_decay"],
-                     init_scale=options["init_scale"], probe=options["probe"],
-                     precondition_aux=options["precondition_aux"],
-                     q_family=options["q_family"])
-  # fvp_fn linearises when called, i.e. inside FishLeg's aux-step branch: its forward pass then
-  # runs on aux steps only (benchmarks/fishleg_step.py measures the difference).
-  return OptimizerSetup(tx, lambda params, fixed, batch, rng: {
-      "fvp_fn": lambda v: fisher_vector_product(model, params, fixed, batch[0])(v), "rng": rng})
-
-
-OPTIMIZERS: dict[str, Callable[[dict, nn.Module], OptimizerSetup]] = {
-    "sgd": _sgd,
-    "adam": _adam,
-    "exact_gn": _exact_gn,
-    "gauss_newton": _gauss_newton,
-    "fishleg": _fishleg,
-}
-
-
-def build_optimizer(opt_config: Any, model: nn.Module) -> OptimizerSetup:
-  """The optimizer named by ``opt_config.name`` (see :data:`OPTIMIZERS` and :data:`OPTIONS`)."""
-  options = optimizer_options(opt_config)
-  return OPTIMIZERS[options["name"]](options, model)
+  Args:
+    opt_config: the run's config: ``name``, ``learning_rate`` and options.
+    model: the flax model it trains.
+    task: the run's task (:mod:`gnrev.train.tasks`; default classification): its likelihood
+      gives FishLeg's Fisher-vector products.
+    reserved: run fields owned by the task, ignored here.
+  """
+  if task is None:
+    from gnrev.train import tasks  # pylint: disable=import-outside-toplevel
+    task = tasks.classification()
+  options = optimizer_options(opt_config, reserved)
+  entry = OPTIMIZERS[options["name"]]
+  return OptimizerSetup(optax.with_extra_args_support(_transform(options, model, task)),
+                        entry.extra_args(model, task))

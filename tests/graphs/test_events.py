@@ -42,8 +42,7 @@ def test_launcher_train_step_on_gnn_is_sgd_on_the_library_gnns_binary_cross_entr
 
   setup = train.OptimizerSetup(optax.with_extra_args_support(optax.sgd(0.5)),
                                lambda *args: {})
-  state = {"params": params, "opt_state": setup.tx.init(params), "step": jnp.int32(0),
-           "rng": jax.random.key_data(jax.random.key(1)), "epoch_sums": jnp.zeros(3)}
+  state = train.TrainState.create(params, setup.tx.init(params), jax.random.key(1), 3)
   step = train.make_train_step(model, setup)
   targets = data.one_hot(dataset.y, 2)
   new_state, metrics = step(state, dataset.variables, dataset.x, targets)
@@ -51,7 +50,7 @@ def test_launcher_train_step_on_gnn_is_sgd_on_the_library_gnns_binary_cross_entr
   np.testing.assert_allclose(metrics["train_loss"], library_loss(params), rtol=1e-5)
   expected = jax.tree.map(lambda p, g: p - 0.5 * g, params, jax.grad(library_loss)(params))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               new_state["params"], expected)
+               new_state.params, expected)
 
   # The graph is an argument of the step, not a constant: another graph of the same shapes
   # changes the loss and reuses the compilation.
@@ -77,7 +76,7 @@ def test_launcher_replicates_the_graph_and_a_sharded_step_matches_the_single_dev
                for leaf in jax.tree.leaves(fixed[graphs.GRAPH]))
     state, metrics = train.make_train_step(model, setup)(
         state, fixed, *sharding.shard_batch(mesh, x, y))
-    results.append((metrics["train_loss"], state["params"]))
+    results.append((metrics["train_loss"], state.params))
   np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                results[0][1], results[1][1])
@@ -112,3 +111,9 @@ def test_event_classifier_needs_two_classes_and_the_graph_collection():
     graphs.logreg_classifier(num_classes=10)
   with pytest.raises(ValueError, match="needs the message graph as the 'graph' variable"):
     graphs.logreg_classifier().init(jax.random.key(0), jnp.ones((2, 5)))
+
+
+def test_the_data_layers_graph_encoding_has_the_message_graphs_fields():
+  # gnrev.data encodes the graph without importing the graph wing; the names must agree.
+  assert graph_returns.MESSAGE_GRAPH_FIELDS == graphs.MessageGraph._fields
+  assert graph_returns.GRAPH == graphs.GRAPH

@@ -28,8 +28,7 @@ def tiny_step(learning_rate):
   y = jax.nn.one_hot(jnp.arange(6) % 3, 3)
   params = model.init(jax.random.key(1), x)["params"]
   setup = train.OptimizerSetup(optax.sgd(learning_rate), lambda *args: {})
-  state = {"params": params, "opt_state": setup.tx.init(params), "step": jnp.int32(0),
-           "rng": jax.random.key_data(jax.random.key(2)), "epoch_sums": jnp.zeros(3)}
+  state = train.TrainState.create(params, setup.tx.init(params), jax.random.key(2), 3)
   loss = lambda p: train.cross_entropy(model.apply({"params": p}, x), y)
   return train.make_train_step(model, setup), state, x, y, loss
 
@@ -37,22 +36,24 @@ def tiny_step(learning_rate):
 def test_loss_change_is_measured_on_the_same_batch_before_and_after_the_step():
   step, state, x, y, loss = tiny_step(0.5)
   new_state, metrics = step(state, {}, x, y)
-  before, after = loss(state["params"]), loss(new_state["params"])
+  before, after = loss(state.params), loss(new_state.params)
   np.testing.assert_allclose(metrics["train_loss"], before, rtol=1e-6)
   np.testing.assert_allclose(metrics["loss_change_pct"], 100 * (after - before) / before,
                              rtol=1e-5)
-  assert metrics["skipped"] == 0 and int(new_state["step"]) == 1
+  assert metrics["skipped"] == 0 and int(new_state.step) == 1
 
 
 def test_non_finite_step_leaves_params_and_state_unchanged():
   step, state, x, y, _ = tiny_step(jnp.inf)
   new_state, metrics = step(state, {}, x, y)
   assert metrics["skipped"] == 1
-  jax.tree.map(np.testing.assert_array_equal, new_state["params"], state["params"])
+  jax.tree.map(np.testing.assert_array_equal, new_state.params, state.params)
+  jax.tree.map(np.testing.assert_array_equal, new_state.opt_state, state.opt_state)
+  assert int(new_state.step) == 1  # the next step takes the next batch
 
 
 @pytest.mark.parametrize("field,value,allowed", [
-    ("model.name", "resnet", "allowed: cnn, edge_mlp, gnn, logreg, mlp, revmlp"),
+    ("model.name", "resnet", "allowed: autoencoder, cnn, edge_mlp, gnn, logreg, mlp, revmlp"),
     ("data.name", "imagenet", "allowed: cifar10, digits, fashion_mnist"),
     ("optimizers.adam.name", "lbfgs", "allowed: adam, .*sgd"),
 ])
@@ -75,12 +76,17 @@ def test_misspelt_optimizer_option_fails_at_start_up_naming_the_run_and_the_allo
     train.check_config(config)
 
 
-def test_exact_gn_batch_larger_than_expansion_plus_one_fails_at_start_up():
+def test_exact_gn_batch_above_the_rank_bound_fails_at_start_up_with_nothing_written(tmp_path):
+  # digits: 64 inputs, halves of 32; the linear first block's features have rank <= 32 + 1.
   config = smoke_config(gn={"name": "exact_gn", "learning_rate": 0.1})
-  config.model.expansion, config.data.batch_size = 16, 32
-  with pytest.raises(ValueError, match=r"batch_size <= expansion \+ 1, got batch_size=32 and "
-                                       r"expansion=16"):
-    train.check_config(config)
+  config.model.expansion = 64
+  with pytest.raises(ValueError, match=r"Run 'gn': Batch size 64 is too large for the exact "
+                                       r"\(cholesky\) GN step: block 0 is linear.* = 33"):
+    config.data.batch_size = 64
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+  config.optimizers.gn.solver = "svd"
+  train.check_config(config)
 
 
 def test_batch_not_divisible_by_devices_fails_at_start_up(tmp_path):

@@ -21,7 +21,7 @@ def test_models_map_a_batch_to_logits(fields, shape):
 
 
 def test_bad_model_name_fields_and_inputs_are_reported():
-  with pytest.raises(ValueError, match="Unknown model 'vit'; allowed: cnn, edge_mlp, gnn, logreg, mlp, revmlp"):
+  with pytest.raises(ValueError, match="Unknown model 'vit'; allowed: autoencoder, cnn, edge_mlp, gnn, logreg, mlp, revmlp"):
     train.build_model(ml_collections.ConfigDict({"name": "vit"}), 3)
   with pytest.raises(TypeError, match="Bad fields \\['depth'\\] for model 'mlp'"):
     train.build_model(ml_collections.ConfigDict({"name": "mlp", "depth": 3}), 3)

@@ -1,0 +1,277 @@
+"""The meta-learning task: MAML / TreeMAML meta-steps over batches of tasks from a task family.
+
+One training step is one meta-step on a freshly sampled batch of tasks (a whole task tree of
+:class:`gnrev.meta.HierarchicalRegression`): every task adapts to its support set with the run's
+inner rule, and the run's optimizer (the *outer* optimizer, an entry of
+:data:`gnrev.train.OPTIMIZERS` without extra step arguments: ``sgd``, ``adam``) descends the mean
+query loss after adaptation. Evaluation is the query loss after each inner step, averaged over
+held-out batches of tasks (fixed keys, the same for every run and seed). The runs share the
+trainer's checkpoints, resume, ``metrics.jsonl``, progress bar and early stopping.
+
+Config (``config.task``, the options of :class:`MetaLearningTask`)::
+
+  config.task = {"name": "meta_learning", "family": {"kind": "linear", ...},
+                 "model": "linear", "inner_lrs": (0.1, 0.1, 0.1), "cluster": {...}, ...}
+  config.optimizers.maml = {"name": "adam", "learning_rate": 1e-2, "inner": {"rule": "maml"}}
+
+Each run's ``inner`` sets its inner rule: ``rule`` ``"maml"`` (every task adapts alone),
+``"tree"`` (gradients pooled over a task tree: ``tree`` ``"true"`` for the family's tree,
+``"learned"`` for clusters of the task gradients, ``"root"`` for one shared first step and MAML
+steps after it) or ``"none"`` (no adaptation: zero inner step sizes), and ``first_order``
+(default: the task's).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gnrev import curvature, meta
+from gnrev.train.state import Program, TrainState, keep_if_finite
+
+MODELS = ("linear", "mlp")
+RULES = ("maml", "tree", "none")
+TREES = ("true", "learned", "root")
+INNER_FIELDS = ("rule", "tree", "first_order")
+
+
+def linear_loss(params, batch):
+  """Mean squared error of the linear model ``x w + b`` on one task's ``(x, y)``."""
+  x, y = batch
+  return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
+
+
+def mlp_loss(params, batch):
+  """Mean squared error of the ReLU MLP of :func:`init_params` on one task's ``(x, y)``."""
+  x, y = batch
+  h = x
+  for layer in params["hidden"]:
+    h = jax.nn.relu(h @ layer["w"] + layer["b"])
+  return jnp.mean((h @ params["out"]["w"] + params["out"]["b"] - y) ** 2)
+
+
+def init_params(model: str, dim: int, hidden: Sequence[int], key: jax.Array):
+  """Meta-parameters: zeros for ``linear``; He-initialised ReLU layers for ``mlp`` (scalar x)."""
+  if model == "linear":
+    return {"w": jnp.zeros(dim), "b": jnp.zeros(())}
+  sizes = (1,) + tuple(hidden)
+  keys = jax.random.split(key, len(sizes))
+  layers = [{"w": jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), "b": jnp.zeros(b)}
+            for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+  out = {"w": jax.random.normal(keys[-1], (sizes[-1],)) / jnp.sqrt(sizes[-1]), "b": jnp.zeros(())}
+  return {"hidden": layers, "out": out}
+
+
+class MetaData(NamedTuple):
+  """The task family and the keys of the held-out batches of tasks."""
+  family: meta.HierarchicalRegression
+  test_keys: jax.Array
+  val_keys: jax.Array | None
+
+
+def adjusted_rand_indices(true: np.ndarray, used: np.ndarray) -> np.ndarray:
+  """ARI of the used vs the true labels per batch and inner step, ``(batches, K)``.
+
+  ``true`` is ``(batches, D, n)``, ``used`` ``(batches, K, n)``; rows beyond ``D`` compare with
+  singletons (the leaves).
+  """
+  from sklearn.metrics import adjusted_rand_score  # pylint: disable=import-outside-toplevel
+  extra = used.shape[1] - true.shape[1]
+  if extra > 0:
+    leaves = np.broadcast_to(np.arange(true.shape[-1]), (true.shape[0], extra, true.shape[-1]))
+    true = np.concatenate([true, leaves], axis=1)
+  return np.array([[adjusted_rand_score(t, u) for t, u in zip(tb, ub)]
+                   for tb, ub in zip(true, used)])
+
+
+class MetaLearningTask:
+  """Meta-learning on a task family of :mod:`gnrev.meta` (see the module docstring).
+
+  Args:
+    family: keyword arguments of :class:`gnrev.meta.HierarchicalRegression` (kind, branching,
+      level_stds, dim, shots...).
+    model: ``"linear"`` (``x w + b``) or ``"mlp"`` (ReLU layers ``hidden`` on scalar inputs).
+    hidden: hidden widths of the ``mlp``.
+    inner_lrs: the inner step sizes, one per inner step.
+    first_order: treat the inner gradients as constants (first-order MAML / TreeMAML), unless a
+      run's ``inner.first_order`` says otherwise.
+    cluster: options of :func:`gnrev.meta.cluster_tasks` for learned trees (``method``,
+      ``depth``, ``thresholds``, ``margin``, ``split_threshold``, ``center``) and of
+      :class:`gnrev.meta.TreeMAML` (``recluster``, ``enforce_nesting``).
+    steps_per_epoch: meta-steps per epoch (``config.num_epochs`` epochs are trained).
+    num_test_batches: held-out batches of tasks of the test evaluation (keys from
+      ``test_seed``).
+    num_val_batches: batches of the validation evaluation (keys from ``val_seed``; 0: none).
+    eval_chunk: batches evaluated at once (memory).
+  """
+
+  name = "meta_learning"
+  run_fields = ("inner",)
+  likelihood = curvature.gaussian(1.0)  # squared error: the Gaussian NLL up to constants
+  step_metric_names = ()
+  panels = (("train_loss", "meta-train query loss", "log"),
+            ("test_loss", "test query loss after adaptation", "log"),
+            ("val_loss", "validation query loss after adaptation", "log"))
+
+  def __init__(self, family: Any = None, model: str = "linear", hidden: Sequence[int] = (40, 40),
+               inner_lrs: Sequence[float] = (0.1, 0.1, 0.1), first_order: bool = False,
+               cluster: Any = None, steps_per_epoch: int = 100, num_test_batches: int = 600,
+               test_seed: int = 10_000, num_val_batches: int = 0, val_seed: int = 20_000,
+               eval_chunk: int = 100):
+    if model not in MODELS:
+      raise ValueError(f"Task 'meta_learning': unknown model {model!r}; allowed: "
+                       f"{', '.join(MODELS)}.")
+    for name, value in (("steps_per_epoch", steps_per_epoch),
+                        ("num_test_batches", num_test_batches), ("eval_chunk", eval_chunk)):
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"Task 'meta_learning': {name} must be a positive int, got {value!r}.")
+    self.family_options = dict(family or {})
+    self.model, self.hidden = model, tuple(hidden)
+    self.inner_lrs, self.first_order = tuple(float(a) for a in inner_lrs), bool(first_order)
+    self.cluster = dict(cluster or {})
+    self.steps_per_epoch = steps_per_epoch
+    self.num_test_batches, self.test_seed = num_test_batches, test_seed
+    self.num_val_batches, self.val_seed = num_val_batches, val_seed
+    self.eval_chunk = eval_chunk
+    self.loss_fn = linear_loss if model == "linear" else mlp_loss
+
+  # -- data and checks --------------------------------------------------------------------------
+
+  def load(self, config) -> MetaData:
+    """The task family and the held-out keys (test, and validation if asked for)."""
+    del config
+    family = meta.HierarchicalRegression(**self.family_options)
+    val = (jax.random.split(jax.random.key(self.val_seed), self.num_val_batches)
+           if self.num_val_batches else None)
+    return MetaData(family, jax.random.split(jax.random.key(self.test_seed),
+                                             self.num_test_batches), val)
+
+  def inner(self, opt_config) -> dict:
+    """The run's inner rule, defaults filled in; a ValueError names a bad field or value."""
+    fields = dict(opt_config.get("inner") or {})
+    unknown = sorted(set(fields) - set(INNER_FIELDS))
+    if unknown:
+      raise ValueError(f"Unknown inner field(s) {', '.join(unknown)}; allowed: "
+                       f"{', '.join(INNER_FIELDS)}.")
+    inner = {"rule": "maml", "tree": "true", "first_order": self.first_order, **fields}
+    if inner["first_order"] is None:
+      inner["first_order"] = self.first_order
+    if inner["rule"] not in RULES:
+      raise ValueError(f"Unknown inner rule {inner['rule']!r}; allowed: {', '.join(RULES)}.")
+    if inner["tree"] not in TREES:
+      raise ValueError(f"Unknown inner tree {inner['tree']!r}; allowed: {', '.join(TREES)}.")
+    return inner
+
+  def check_run(self, config, run: str, splits: MetaData) -> None:
+    """Start-up check of a run: its inner rule, its outer optimizer and the learned tree."""
+    from gnrev.train import optimizers  # pylint: disable=import-outside-toplevel
+    try:
+      inner = self.inner(config.optimizers[run])
+      options = optimizers.optimizer_options(config.optimizers[run], self.run_fields)
+      entry = optimizers.OPTIMIZERS[options["name"]]
+      if entry.supplied_names or entry.extra_args(None, self) is not optimizers.no_extra_args:
+        outer = [n for n, e in optimizers.OPTIMIZERS.items()
+                 if not e.supplied_names and e.extra_args(None, self) is optimizers.no_extra_args]
+        raise ValueError(f"optimizer {options['name']!r} needs step arguments of a supervised "
+                         f"model; outer optimizers of meta_learning: {', '.join(outer)}.")
+      optimizers.check_optimizer(config.optimizers[run], None, self, (), 0, self.run_fields)
+      if inner["rule"] == "tree" and inner["tree"] == "learned":
+        self._cluster_fn(splits.family)  # cluster_tasks' own checks run when it is called
+        grads = jax.tree.map(lambda p: jnp.zeros((splits.family.num_tasks,) + jnp.shape(p)),
+                             self._init(jax.random.key(0), splits.family))
+        jax.eval_shape(self._cluster_fn(splits.family), grads)
+    except ValueError as e:
+      raise ValueError(f"Run {run!r}: {e}") from e
+
+  # -- the program ------------------------------------------------------------------------------
+
+  def _init(self, key, family):
+    return init_params(self.model, family.dim, self.hidden, key)
+
+  def _cluster_fn(self, family):
+    c = {"method": "average", "depth": len(family.branching) - 1 or 1, **self.cluster}
+    c.pop("recluster", None)
+    c.pop("enforce_nesting", None)
+    if "thresholds" in c and c["thresholds"] is not None:
+      c["thresholds"] = tuple(c["thresholds"])
+    return functools.partial(meta.cluster_tasks, num_steps=len(self.inner_lrs), **c)
+
+  def learner(self, inner: dict, family) -> meta.TreeMAML:
+    """The :class:`gnrev.meta.TreeMAML` of a run's inner rule."""
+    lrs = (0.0,) * len(self.inner_lrs) if inner["rule"] == "none" else self.inner_lrs
+    return meta.TreeMAML(self.loss_fn, lrs, first_order=inner["first_order"],
+                         cluster_fn=self._cluster_fn(family),
+                         recluster=self.cluster.get("recluster", "every_step"),
+                         enforce_nesting=self.cluster.get("enforce_nesting", False))
+
+  def schedule(self, inner: dict, true_labels: jax.Array):
+    """The ``(K, n)`` labels of the run's inner rule (None: learned by clustering)."""
+    num_tasks = true_labels.shape[-1]
+    singletons = meta.singleton_labels(len(self.inner_lrs), num_tasks)
+    if inner["rule"] != "tree":
+      return singletons
+    if inner["tree"] == "root":
+      return singletons.at[0].set(0)
+    if inner["tree"] == "learned":
+      return None
+    return true_labels
+
+  def program(self, config, run: str, splits: MetaData, mesh) -> Program:
+    """The run's :class:`Program`: meta-steps, and query losses on held-out batches of tasks."""
+    from gnrev.train import optimizers  # pylint: disable=import-outside-toplevel
+    del mesh  # a batch of tasks is one device's work here
+    family = splits.family
+    inner = self.inner(config.optimizers[run])
+    learner = self.learner(inner, family)
+    setup = optimizers.build_optimizer(config.optimizers[run], None, self, self.run_fields)
+    params = self._init(jax.random.key(config.seed), family)
+    train_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    state = TrainState.create(params, setup.tx.init(params), jax.random.key(config.seed + 1), 1)
+
+    @jax.jit
+    def step(state: TrainState, fixed, key):
+      del fixed
+      support, query, true_labels = family.sample(key)
+      labels = self.schedule(inner, true_labels)
+      loss, grads = jax.value_and_grad(learner.meta_loss)(state.params, support, query, labels)
+      updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
+      update_norm = optax.tree.norm(updates)
+      finite = jnp.isfinite(loss) & jnp.isfinite(update_norm)
+      new_state = keep_if_finite(state, finite, params=optax.apply_updates(state.params, updates),
+                                 opt_state=opt_state)
+      new_state = new_state.replace(epoch_sums=state.epoch_sums + loss[None])
+      return new_state, {"train_loss": loss, "update_norm": update_norm, "skipped": 1 - finite}
+
+    @jax.jit
+    def query_losses(params, keys):
+      def one(key):
+        support, query, true_labels = family.sample(key)
+        path, used = learner.adaptation_path(params, support, self.schedule(inner, true_labels))
+        losses = jax.vmap(lambda p: jnp.mean(jax.vmap(learner.loss_fn)(p, query)))(path)
+        return losses, used, true_labels
+      return jax.lax.map(one, keys, batch_size=self.eval_chunk)
+
+    def evaluate_split(params, keys, prefix):
+      losses, used, true = map(np.asarray, query_losses(params, keys))
+      aris = adjusted_rand_indices(true, used).mean(0)
+      out = {f"{prefix}_loss": float(losses[:, -1].mean())}
+      for k in range(losses.shape[1]):
+        out[f"{prefix}_loss_step_{k}"] = float(losses[:, k].mean())
+        out[f"{prefix}_loss_std_step_{k}"] = float(losses[:, k].std())
+      out.update({f"{prefix}_ari_step_{k + 1}": float(a) for k, a in enumerate(aris)})
+      return out
+
+    def evaluate(params):
+      out = evaluate_split(params, splits.test_keys, "test")
+      if splits.val_keys is not None:
+        out.update(evaluate_split(params, splits.val_keys, "val"))
+      return out
+
+    return Program(state=state, fixed={}, step=step,
+                   batch=lambda s: (jax.random.fold_in(train_key, s - 1),), evaluate=evaluate,
+                   steps_per_epoch=self.steps_per_epoch, epoch_sum_names=("train_loss",))
