@@ -110,6 +110,7 @@ class LanguageTasks:
     context: characters the model sees before the one it predicts.
     min_length, max_length: letters per kept word.
     seed: seed of the meta-train / meta-test word split (the same for every split object).
+    embed_dim, hidden: sizes of the shared character model (:meth:`init_params`).
     source: ``source(language) -> words`` (default: wordfreq's bundled lists).
 
   Example:
@@ -128,7 +129,7 @@ class LanguageTasks:
                num_bands: int = 1, num_support: int = 5, num_query: int = 10,
                test_fraction: float = 0.5, levels: Sequence[str] | None = None,
                num_steps: int | None = None, context: int = 4, min_length: int = 2,
-               max_length: int = 12, seed: int = 0,
+               max_length: int = 12, seed: int = 0, embed_dim: int = 8, hidden: int = 32,
                source: Callable[[str], Iterable[str]] | None = None):
     if split not in SPLITS:
       raise ValueError(f"Unknown split {split!r}; allowed: {list(SPLITS)}.")
@@ -152,7 +153,8 @@ class LanguageTasks:
     if num_steps < len(levels):
       raise ValueError(f"num_steps={num_steps} must be >= len(levels)={len(levels)}.")
     for name, value in (("num_bands", num_bands), ("num_support", num_support),
-                        ("num_query", num_query), ("context", context)):
+                        ("num_query", num_query), ("context", context),
+                        ("embed_dim", embed_dim), ("hidden", hidden)):
       if int(value) < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}.")
     if not 0.0 < test_fraction < 1.0:
@@ -172,6 +174,7 @@ class LanguageTasks:
     self.num_bands, self.num_support, self.num_query = num_bands, num_support, num_query
     self.levels, self.num_steps, self.context = levels, num_steps, context
     self.max_length = max_length
+    self.embed_dim, self.hidden = embed_dim, hidden
     split_languages = train_languages if split != "held_out" else languages
     words = lang_data.load_words(split_languages, band_size * num_bands, min_length=min_length,
                                  max_length=max_length, source=source)
@@ -210,9 +213,11 @@ class LanguageTasks:
     of a language (singletons when ``num_bands == 1``)."""
     return lang_data.level_labels(self.task_languages, level)
 
-  def init_params(self, key, *, embed_dim: int = 16, hidden: int = 64) -> dict:
-    """Parameters of the shared character model for this task family's context."""
-    return char_mlp_init(key, context=self.context, embed_dim=embed_dim, hidden=hidden)
+  def init_params(self, key, *, embed_dim: int | None = None, hidden: int | None = None) -> dict:
+    """Parameters of the shared character model (sizes: the family's unless given)."""
+    return char_mlp_init(key, context=self.context,
+                         embed_dim=self.embed_dim if embed_dim is None else embed_dim,
+                         hidden=self.hidden if hidden is None else hidden)
 
   def _word_batch(self, words: jax.Array, scale: jax.Array):
     """``(contexts, targets, weights)`` of int ``(n, m, L)`` letter codes (see bits_per_char)."""
