@@ -34,7 +34,11 @@ import optax
 from gnrev import curvature, meta
 from gnrev.train.state import Program, TrainState, keep_if_finite
 
-MODELS = ("linear", "mlp")
+MODELS = ("linear", "mlp", "family")
+# Task families by ``family.name`` (default "hierarchical_regression"). With ``model="family"``
+# the family brings its own model: its ``loss_fn(params, batch)`` and ``init_params(key)``.
+FAMILIES = {"hierarchical_regression": meta.HierarchicalRegression,
+            "languages": meta.LanguageTasks}
 RULES = ("maml", "tree", "none")
 TREES = ("true", "learned", "root")
 INNER_FIELDS = ("rule", "tree", "first_order")
@@ -94,8 +98,9 @@ class MetaLearningTask:
 
   Args:
     family: keyword arguments of :class:`gnrev.meta.HierarchicalRegression` (kind, branching,
-      level_stds, dim, shots...).
-    model: ``"linear"`` (``x w + b``) or ``"mlp"`` (ReLU layers ``hidden`` on scalar inputs).
+      level_stds, dim, shots...), or ``name`` from :data:`FAMILIES` and that family's options.
+    model: ``"linear"`` (``x w + b``), ``"mlp"`` (ReLU layers ``hidden`` on scalar inputs) or
+      ``"family"`` (the family's own ``loss_fn`` and ``init_params``).
     hidden: hidden widths of the ``mlp``.
     inner_lrs: the inner step sizes, one per inner step.
     first_order: treat the inner gradients as constants (first-order MAML / TreeMAML), unless a
@@ -131,6 +136,9 @@ class MetaLearningTask:
       if not isinstance(value, int) or value < 1:
         raise ValueError(f"Task 'meta_learning': {name} must be a positive int, got {value!r}.")
     self.family_options = dict(family or {})
+    if self.family_options.get("name", "hierarchical_regression") not in FAMILIES:
+      raise ValueError(f"Task 'meta_learning': unknown family {self.family_options['name']!r}; "
+                       f"allowed: {', '.join(FAMILIES)}.")
     self.model, self.hidden = model, tuple(hidden)
     self.inner_lrs, self.first_order = tuple(float(a) for a in inner_lrs), bool(first_order)
     self.cluster = dict(cluster or {})
@@ -145,7 +153,13 @@ class MetaLearningTask:
   def load(self, config) -> MetaData:
     """The task family and the held-out keys (test, and validation if asked for)."""
     del config
-    family = meta.HierarchicalRegression(**self.family_options)
+    options = dict(self.family_options)
+    name = options.pop("name", "hierarchical_regression")
+    family = FAMILIES[name](**options)
+    if (self.model == "family") != hasattr(family, "init_params"):
+      allowed = "'family'" if hasattr(family, "init_params") else "'linear' or 'mlp'"
+      raise ValueError(f"Task 'meta_learning': family {name!r} needs model {allowed}, got "
+                       f"{self.model!r}.")
     val = (jax.random.split(jax.random.key(self.val_seed), self.num_val_batches)
            if self.num_val_batches else None)
     return MetaData(family, jax.random.split(jax.random.key(self.test_seed),
@@ -191,10 +205,13 @@ class MetaLearningTask:
   # -- the program ------------------------------------------------------------------------------
 
   def _init(self, key, family):
+    if self.model == "family":
+      return family.init_params(key)
     return init_params(self.model, family.dim, self.hidden, key)
 
   def _cluster_fn(self, family):
-    c = {"method": "average", "depth": len(family.branching) - 1 or 1, **self.cluster}
+    c = {"method": "average", **self.cluster}
+    c.setdefault("depth", max(len(getattr(family, "branching", ())) - 1, 1))
     c.pop("recluster", None)
     c.pop("enforce_nesting", None)
     if "thresholds" in c and c["thresholds"] is not None:
@@ -204,7 +221,8 @@ class MetaLearningTask:
   def learner(self, inner: dict, family) -> meta.TreeMAML:
     """The :class:`gnrev.meta.TreeMAML` of a run's inner rule."""
     lrs = (0.0,) * len(self.inner_lrs) if inner["rule"] == "none" else self.inner_lrs
-    return meta.TreeMAML(self.loss_fn, lrs, first_order=inner["first_order"],
+    loss_fn = family.loss_fn if self.model == "family" else self.loss_fn
+    return meta.TreeMAML(loss_fn, lrs, first_order=inner["first_order"],
                          cluster_fn=self._cluster_fn(family),
                          recluster=self.cluster.get("recluster", "every_step"),
                          enforce_nesting=self.cluster.get("enforce_nesting", False))
