@@ -30,7 +30,7 @@ import numpy as np
 
 from gnrev import data, gn, optim
 from gnrev.gn.sweep import check_batch_fits
-from gnrev.train import tasks
+from gnrev.train import pruning, tasks
 from gnrev.train.models import MODELS, build_model
 from gnrev.train.optimizers import OPTIONS, optimizer_options
 
@@ -287,7 +287,7 @@ def check_config(config) -> None:
   # A task without a dataset and a model of the launcher's (meta-learning samples its own task
   # batches and checks its fields itself) has only runs here.
   supervised = isinstance(task, tasks.SupervisedTask)
-  reserved = tuple(getattr(task, "run_fields", ()))
+  reserved = (*getattr(task, "run_fields", ()), *pruning.RUN_FIELDS)  # checked by their owners
   for section in ("data", "model", "optimizers") if supervised else ("optimizers",):
     if section not in config or not hasattr(config[section], "items"):
       raise ConfigError(f"config.{section} is missing or not a dict (see configs/default.py).")
