@@ -51,17 +51,23 @@ CONFIG = os.path.join(REPO, "configs", "treemaml_languages.py")
 PROTOCOLS = ("test", "held_out")
 ARI_LEVELS = ("family", "branch", "subbranch")
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/treemaml_languages", "Launcher workdirs.")
-_RESULTS_DIR = flags.DEFINE_string("results_dir", None,
-                                   "Where JSON and PNG go (default: the workdir).")
-_SHOTS = flags.DEFINE_list("shots", ["3", "10"], "Support words per task, one launch each.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (meta-parameter init and batches).")
-_SMOKE = flags.DEFINE_bool("smoke", False, "The config's :smoke variant (seconds).")
-_EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 100,
-                                     "Held-out batches of tasks per protocol (keys from 10000).")
-_COMBINE = flags.DEFINE_list(
-    "combine", None, "Instead of running: merge the results JSON of these directories (e.g. one "
-    "launch per shot size run side by side) into one JSON and figure.")
+
+def _define_flags() -> None:
+  """The script's flags, defined only when it runs as a script (tests import it)."""
+  global _WORKDIR, _RESULTS_DIR, _SHOTS, _SEEDS, _SMOKE, _EVAL_BATCHES, _COMBINE
+  _WORKDIR = flags.DEFINE_string("workdir", "runs/treemaml_languages", "Launcher workdirs.")
+  _RESULTS_DIR = flags.DEFINE_string("results_dir", None,
+                                     "Where JSON and PNG go (default: the workdir).")
+  _SHOTS = flags.DEFINE_list("shots", ["3", "10"], "Support words per task, one launch each.")
+  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (meta-parameter init and batches).")
+  _SMOKE = flags.DEFINE_bool("smoke", False, "The config's :smoke variant (seconds).")
+  _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 100,
+                                       "Held-out batches of tasks per protocol (keys from 10000).")
+  _COMBINE = flags.DEFINE_list(
+      "combine", None, "Instead of running: merge the results JSON of these directories (e.g. one "
+      "launch per shot size run side by side) into one JSON and figure.")
+
+
 EVAL_SEED = 10_000
 
 
@@ -296,4 +302,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

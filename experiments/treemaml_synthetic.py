@@ -128,15 +128,18 @@ def run_experiment(config, workdir: str, seeds, tag: str = "",
   return summary
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A TreeMAML launcher config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the launcher runs (one per seed).")
-_RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where the JSON and PNG go (default: "
-                                   "the workdir; experiments/results to update the committed "
-                                   "results).")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (one launcher run each).")
-_TAG = flags.DEFINE_string("tag", "", "Suffix of the results' names, e.g. _20shot.")
-_RUNS = flags.DEFINE_list("runs", None, "The config's runs to launch (default: all).")
-flags.mark_flags_as_required(["config", "workdir"])
+def _define_flags() -> None:
+  """The script's flags, defined only when it runs as a script (tests import it)."""
+  global _CONFIG, _WORKDIR, _RESULTS_DIR, _SEEDS, _TAG, _RUNS
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "A TreeMAML launcher config.")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the launcher runs (one per seed).")
+  _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where the JSON and PNG go (default: "
+                                     "the workdir; experiments/results to update the committed "
+                                     "results).")
+  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (one launcher run each).")
+  _TAG = flags.DEFINE_string("tag", "", "Suffix of the results' names, e.g. _20shot.")
+  _RUNS = flags.DEFINE_list("runs", None, "The config's runs to launch (default: all).")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
@@ -152,4 +155,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -119,7 +119,9 @@ class LanguageTasks:
     >>> support[0].shape, labels.shape                       # (n, K, L + 1, c), (steps, n)
     ((22, 5, 13, 4), (3, 22))
     >>> params = tasks.init_params(jax.random.key(1))
-    >>> tasks.loss_fn(params, jax.tree.map(lambda a: a[0], support))   # bits/char, task 0
+    >>> bits = tasks.loss_fn(params, jax.tree.map(lambda a: a[0], support))   # task 0
+    >>> 3.0 < float(bits) < 8.0            # bits/char before training: near log2(alphabet)
+    True
   """
 
   loss_fn = staticmethod(bits_per_char)

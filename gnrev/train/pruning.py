@@ -38,12 +38,10 @@ Logged to ``metrics.jsonl``: ``sparsity`` with every evaluation; at each pruning
 ``prune_target`` and, for FishLeg Surgeon, ``surgeon_aux_loss``. The ``test_*`` of that step are
 those before the step's pruning.
 
-Example::
-
-  config.init_from = {"workdir": "runs/dense", "run": "adam"}
-  config.pruning = {"method": "fishleg_surgeon", "sparsity": 0.9, "schedule": "cubic",
-                    "num_steps": 4, "every": 50}
-  train_and_evaluate(config, "runs/fls90")    # fine-tunes 50 steps after each pruning step
+For example, ``config.init_from = {"workdir": "runs/dense", "run": "adam"}`` with
+``config.pruning = {"method": "fishleg_surgeon", "sparsity": 0.9, "schedule": "cubic",
+"num_steps": 4, "every": 50}`` makes ``train_and_evaluate(config, "runs/fls90")`` start from the
+dense run's checkpoint, prune in 4 cubic steps to 90% and fine-tune 50 steps after each.
 """
 
 from __future__ import annotations

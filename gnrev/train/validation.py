@@ -287,7 +287,7 @@ def check_config(config) -> None:
   # A task without a dataset and a model of the launcher's (meta-learning samples its own task
   # batches and checks its fields itself) has only runs here.
   supervised = isinstance(task, tasks.SupervisedTask)
-  reserved = (*getattr(task, "run_fields", ()), *pruning.RUN_FIELDS)  # checked by their owners
+  reserved = _reserved_fields(task)
   for section in ("data", "model", "optimizers") if supervised else ("optimizers",):
     if section not in config or not hasattr(config[section], "items"):
       raise ConfigError(f"config.{section} is missing or not a dict (see configs/default.py).")
@@ -298,6 +298,11 @@ def check_config(config) -> None:
     _check_data_and_model_fields(config)
   for run, opt_config in config.optimizers.items():
     _check_run(config, run, opt_config, reserved)
+
+
+def _reserved_fields(task) -> tuple[str, ...]:
+  """Run fields owned by the task (meta-learning's ``inner``) or the trainer's pruning."""
+  return (*getattr(task, "run_fields", ()), *pruning.RUN_FIELDS)
 
 
 def _check_data_and_model_fields(config) -> None:
@@ -349,15 +354,17 @@ def check_data(config, train: data.Dataset, test: data.Dataset) -> None:
                  + (f" (data.train_subset = {subset})" if subset else ""))
   try:
     model = build_model(config.model, train.num_classes)
-    jax.eval_shape(lambda x: model.apply(dict(train.variables or {}), x, mutable=True,
-                                         rngs={"params": jax.random.key(0)}), train.x[:1])
+    # Concretely, on one example: graph models index their inputs on the host.
+    model.apply(dict(train.variables or {}), train.x[:1], mutable=True,
+                rngs={"params": jax.random.key(0)})
   except Exception as e:  # pylint: disable=broad-except  (any failure to build is the config's)
     raise ConfigError(
         f"config.model ({config.model.name!r}) does not fit dataset {name!r} (examples of shape "
         f"{train.x.shape[1:]}, {train.num_classes} classes): {e}") from e
   features = int(np.prod(train.x.shape[1:]))
+  reserved = _reserved_fields(tasks.build_task(config))
   for run, opt_config in config.optimizers.items():
-    options = optimizer_options(opt_config)
+    options = optimizer_options(opt_config, reserved)
     if options["name"] == "exact_gn":
       try:
         check_batch_fits(model, batch_size, features, options["solver"])
