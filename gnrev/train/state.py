@@ -72,19 +72,20 @@ def keep_if_finite(state: TrainState, finite: jax.Array, **new) -> TrainState:
 class Program(NamedTuple):
   """What the trainer's loop runs for one run of a task.
 
-  Attributes:
-    state: the initial :class:`TrainState` (replicated over the mesh).
-    fixed: non-trained arrays passed to every step as an argument (never closed over).
-    step: jitted ``(state, fixed, *batch) -> (state, {metric: scalar})``; the metrics hold
-      ``train_loss`` and ``skipped``.
-    batch: ``step -> batch`` arguments of step ``step`` (1-based), deterministic in the step.
-    evaluate: ``params -> {"test_<name>": float, "val_<name>": float, ...}``.
-    steps_per_epoch: steps of one epoch (epoch sums and the default evaluation period).
-    epoch_sum_names: names of ``state.epoch_sums``, logged as ``epoch_<name>`` per epoch.
-    postfix: step metrics shown next to the progress bar.
-    after_step: ``(state, step, record) -> (state, record)`` run after step ``step``'s
-      evaluation (and after the initial one, step 0), before its record is written and its
-      checkpoint saved; e.g. pruning (:func:`gnrev.train.pruning.make_hook`). None: nothing.
+  Its fields (autodoc lists them by name below):
+
+  * ``state``: the initial :class:`TrainState` (replicated over the mesh);
+  * ``fixed``: non-trained arrays passed to every step as an argument (never closed over);
+  * ``step``: jitted ``(state, fixed, *batch) -> (state, {metric: scalar})``; the metrics hold
+    ``train_loss`` and ``skipped``;
+  * ``batch``: ``step -> batch`` arguments of step ``step`` (1-based), deterministic in the step;
+  * ``evaluate``: ``params -> {"test_<name>": float, "val_<name>": float, ...}``;
+  * ``steps_per_epoch``: steps of one epoch (epoch sums and the default evaluation period);
+  * ``epoch_sum_names``: names of ``state.epoch_sums``, logged as ``epoch_<name>`` per epoch;
+  * ``postfix``: step metrics shown next to the progress bar;
+  * ``after_step``: ``(state, step, record) -> (state, record)`` run after step ``step``'s
+    evaluation (and after the initial one, step 0), before its record is written and its
+    checkpoint saved; e.g. pruning (:func:`gnrev.train.pruning.make_hook`). None: nothing.
   """
   state: TrainState
   fixed: Any
