@@ -8,7 +8,7 @@ from gnrev.train import metrics
 
 
 def test_non_interactive_progress_logs_steps_per_second_and_the_latest_loss_every_interval(
-    monkeypatch, caplog):
+    monkeypatch):
   monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal, not a notebook
   now = [100.0]
   bar = metrics.progress_bar(10, 2, "adam", interval=5.0)
