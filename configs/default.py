@@ -13,19 +13,20 @@ Run (about 15 s for all three optimizers on 2 CPU cores, compilation included):
 Smoke run (seconds): ``--config=configs/default.py:smoke``. Overrides, e.g.
 ``--config.num_epochs=50 --config.optimizers.adam.learning_rate=1e-4``. Every optimizer of the
 launcher (adds the min-norm ``gauss_newton`` and ``fishleg``, whose Jacobian-vector products need
-``memory_mode="autodiff"``): ``--config=configs/default.py:all`` (or ``:smoke,all``).
+``memory_mode="autodiff"``): ``--config=configs/default.py:all`` (or ``:smoke,all``); a subset:
+``:all,runs=adam+fishleg`` (``+``-separated run names).
 Artefacts in the workdir: config.json, metrics.jsonl, curves.png, <run>/checkpoints/.
 """
 
 import ml_collections
 
-from gnrev.train import parse_arg, shrink_for_smoke
+from gnrev.train import parse_arg, select_runs, shrink_for_smoke
 
 LAUNCHER = True
 
 
 def get_config(arg=None):
-  options = parse_arg(arg, smoke=False, all=False)
+  options = parse_arg(arg, smoke=False, all=False, runs="")
   config = ml_collections.ConfigDict()
   config.seed = 42
   config.num_epochs = 20
@@ -69,4 +70,6 @@ def get_config(arg=None):
                                       "loss": "ce_identity", "damping": 10.0}
     config.optimizers.fishleg = {"name": "fishleg", "learning_rate": 0.05, "damping": 0.5,
                                  "aux_learning_rate": 1e-4, "update_aux_every": 2}
+  config.optimizers = ml_collections.ConfigDict(select_runs(config.optimizers.to_dict(),
+                                                            options.runs))
   return shrink_for_smoke(config) if options.smoke else config

@@ -30,7 +30,7 @@ experiments/README.md for what was measured.
 
 import ml_collections
 
-from gnrev.train import parse_arg, shrink_for_smoke
+from gnrev.train import parse_arg, select_runs, shrink_for_smoke
 
 LAUNCHER = True
 
@@ -75,13 +75,7 @@ def get_config(arg=None):
   config.model.encoder_widths = (1000, 500, 250)
   config.model.code_size = 30
 
-  runs = all_runs()
-  if options.runs:
-    names = options.runs.split("+")
-    unknown = sorted(set(names) - set(runs))
-    if unknown:
-      raise ValueError(f"Unknown run(s) {', '.join(unknown)}; allowed: {', '.join(runs)}.")
-    runs = {name: runs[name] for name in names}
+  runs = select_runs(all_runs(), options.runs)
   config.optimizers = ml_collections.ConfigDict(runs)
   if options.smoke:
     shrink_for_smoke(config)

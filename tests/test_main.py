@@ -84,6 +84,17 @@ def test_every_optimizer_option_is_settable_although_the_config_file_omits_it():
     train.check_config(config)
 
 
+def test_trainer_optional_fields_and_run_subsets_are_settable_from_the_command_line():
+  path = os.path.join(REPO, "configs", "default.py")  # spells out no validation split
+  config = parse_config_flags(["main", f"--config={path}:smoke,all,runs=sgd+fishleg",
+                               "--config.data.validation_fraction=0.25"])
+  assert config.data.validation_fraction == 0.25 and config.data.validation_seed == 0
+  assert set(config.optimizers) == {"sgd", "fishleg"}
+  train.check_config(config)
+  with pytest.raises(ValueError, match=r"Unknown run\(s\) lbfgs; allowed: .*gauss_newton"):
+    train.load_config(path, "all,runs=adam+lbfgs")
+
+
 def test_bad_input_is_one_line_on_stderr_and_exit_1_traceback_on_request(tmp_path):
   path = os.path.join(REPO, "configs", "default.py")
   args = MAIN + [f"--config={path}:smoke", f"--workdir={tmp_path / 'w'}",

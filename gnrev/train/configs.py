@@ -6,7 +6,9 @@ A config file defines ``get_config(arg=None)``; ``--config=configs/X.py:smoke,ba
 ``LAUNCHER = True`` at module level; the smoke test runs every such config with ``:smoke``.
 The ``--config`` flag of :func:`define_config_flag` fills each run with every option of its
 optimizer (and its default) before the command line's overrides apply, so that
-``--config.optimizers.adam.b1=0.5`` works although the file does not spell ``b1`` out.
+``--config.optimizers.adam.b1=0.5`` works although the file does not spell ``b1`` out; the same
+holds for the trainer's optional fields (:data:`TRAINER_DEFAULTS`, e.g.
+``--config.data.validation_fraction=0.2``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,24 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     options[key] = True if not value else (kind(ast.literal_eval(value)) if kind is not str
                                           else value)
   return ml_collections.ConfigDict(options)
+
+
+def select_runs(runs: dict, names: str) -> dict:
+  """The runs named in ``names`` (``"+"``-separated, e.g. a config argument ``runs=adam+sgd``).
+
+  An empty ``names`` keeps every run.
+
+  Example:
+    >>> select_runs({"adam": 1, "sgd": 2, "fishleg": 3}, "sgd+adam")
+    {'sgd': 2, 'adam': 1}
+  """
+  if not names:
+    return dict(runs)
+  chosen = names.split("+")
+  unknown = sorted(set(chosen) - set(runs))
+  if unknown:
+    raise ValueError(f"Unknown run(s) {', '.join(unknown)}; allowed: {', '.join(runs)}.")
+  return {name: runs[name] for name in chosen}
 
 
 def shrink_for_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -97,6 +117,30 @@ def complete_optimizer_options(config: ml_collections.ConfigDict) -> dict[str, t
   return added
 
 
+# The trainer's optional fields (read with their defaults when a config omits them), added by the
+# ``--config`` flag so that the command line can set them: ``--config.data.validation_fraction``.
+TRAINER_DEFAULTS = {"data": {"validation_fraction": 0.0, "validation_seed": 0}}
+
+
+def complete_trainer_options(config: ml_collections.ConfigDict) -> None:
+  """Adds the missing fields of :data:`TRAINER_DEFAULTS` to ``config``'s sections, in place.
+
+  Example:
+    >>> import ml_collections
+    >>> config = ml_collections.ConfigDict({"data": {"name": "digits"}})
+    >>> complete_trainer_options(config)
+    >>> config.data.validation_fraction, config.data.validation_seed
+    (0.0, 0)
+  """
+  for section, fields in TRAINER_DEFAULTS.items():
+    if not isinstance(config.get(section), ml_collections.ConfigDict):
+      continue
+    with config[section].unlocked():
+      for field, default in fields.items():
+        if field not in config[section]:
+          config[section][field] = default
+
+
 def drop_options_of_replaced_optimizers(config: ml_collections.ConfigDict,
                                         added: dict[str, tuple[str, list]],
                                         overridden: Any) -> None:
@@ -123,8 +167,10 @@ class _CompletingParser(flags.ArgumentParser):
 
   def parse(self, argument: str) -> Any:
     config = self.parser.parse(argument)
-    if isinstance(config, ml_collections.ConfigDict) and "optimizers" in config:
-      self.added = complete_optimizer_options(config)
+    if isinstance(config, ml_collections.ConfigDict):
+      complete_trainer_options(config)
+      if "optimizers" in config:
+        self.added = complete_optimizer_options(config)
     return config
 
   def flag_type(self) -> str:

@@ -104,7 +104,8 @@ def test_state_helpers_q_vector_and_diagonal_match_materialised_q(q_family):
   state = optim.fishleg_set_lam(state, lam)
   assert state[0].lam is lam
   flat, unravel = ravel_pytree(params)
-  dense = jax.jacfwd(lambda f: ravel_pytree(optim.fishleg_q_vector(state, unravel(f)))[0])(flat)
+  dense = jax.jit(jax.jacfwd(lambda s, f: ravel_pytree(optim.fishleg_q_vector(s, unravel(f)))[0],
+                              argnums=1))(state, flat)
   np.testing.assert_allclose(dense, dense.T, atol=1e-10)
   assert jnp.linalg.eigvalsh(dense).min() > -1e-9 * jnp.abs(dense).max()
   np.testing.assert_allclose(ravel_pytree(optim.fishleg_diagonal(state))[0], jnp.diag(dense),
@@ -262,12 +263,15 @@ def test_explicit_update_aux_schedule_reproduces_the_cond_gated_schedule():
                      probe="gaussian")
   grads = [jax.tree.map(lambda p, i=i: jnp.sin(p + i), params) for i in range(7)]
   rng = jax.random.key(7)
+  # Jitted once per schedule (eager lax.cond would compile its branches at every call).
+  gated_update = jax.jit(lambda g, s: tx.update(g, s, params, fvp_fn=fvp, rng=rng))
+  split_update = {aux_now: jax.jit(lambda g, s, aux_now=aux_now: tx.update(
+      g, s, params, fvp_fn=fvp if aux_now else _poisoned_fvp, rng=rng, update_aux=aux_now))
+                  for aux_now in (True, False)}
   gated = split = tx.init(params)
   for count, g in enumerate(grads):
-    gated_updates, gated = tx.update(g, gated, params, fvp_fn=fvp, rng=rng)
-    aux_now = count % 3 == 0
-    split_updates, split = tx.update(g, split, params, fvp_fn=fvp if aux_now else _poisoned_fvp,
-                                     rng=rng, update_aux=aux_now)
+    gated_updates, gated = gated_update(g, gated)
+    split_updates, split = split_update[count % 3 == 0](g, split)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), split_updates,
                  gated_updates)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), split, gated)
