@@ -65,9 +65,17 @@ def summarise(curves: dict) -> dict:
   summary = {}
   for run, seeds in curves.items():
     final = [c["test_loss"][-1] for c in seeds]
+    best = [min(c["test_loss"]) for c in seeds]
+    # Training NLL: the mean of the logged minibatch losses over the last epoch (40 steps).
+    last_epoch = [float(np.mean([v for s, v in zip(c["train_step"], c["train_loss"])
+                                 if s > c["train_step"][-1] - 40])) for c in seeds]
     summary[run] = {"final_test_nll_mean": float(np.mean(final)),
                     "final_test_nll_std": float(np.std(final)),
                     "final_test_nll_per_seed": final,
+                    "best_test_nll_mean": float(np.mean(best)),
+                    "best_test_nll_std": float(np.std(best)),
+                    "last_epoch_train_nll_mean": float(np.mean(last_epoch)),
+                    "last_epoch_train_nll_std": float(np.std(last_epoch)),
                     "finite": bool(np.all(np.isfinite(final))),
                     "skipped_steps": int(sum(c["skipped"] for c in seeds)),
                     "seconds_mean": float(np.mean([c["seconds"] for c in seeds]))}
@@ -113,7 +121,19 @@ def main(argv=None) -> dict:
   parser.add_argument("--smoke", action="store_true", help="the config's :smoke size")
   parser.add_argument("--num_epochs", type=int, default=0,
                       help="override the config's 50 epochs (40 steps each); 0: keep")
+  parser.add_argument("--resummarise", default="",
+                      help="no training: re-read the curves of this results JSON and rewrite its "
+                           "summary, verdict and figure next to it")
   args = parser.parse_args(argv)
+  if args.resummarise:
+    with open(args.resummarise) as f:
+      results = json.load(f)
+    results.update(summarise(results["curves"]))
+    with open(args.resummarise, "w") as f:
+      json.dump(results, f, indent=1)
+    plot(results["curves"], os.path.splitext(args.resummarise)[0] + ".png")
+    print(json.dumps({"runs": results["runs"], "verdict": results["verdict"]}, indent=1))
+    return results
   runs = args.runs.split("+") if args.runs else run_names()
   curves = {run: [] for run in runs}
   for seed in (int(s) for s in args.seeds.split(",") if s):

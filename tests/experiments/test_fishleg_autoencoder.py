@@ -30,3 +30,12 @@ def test_smoke_run_writes_curves_summary_and_figure_for_each_run(tmp_path):
     assert written["runs"][run]["finite"]
   assert written["verdict"]["best_adam"] == "adam_1em3"
   assert results["verdict"] == written["verdict"]
+  # --resummarise rebuilds summary, verdict and figure from the written curves alone.
+  (out / "fishleg_autoencoder.png").unlink()
+  again = experiment.main([f"--resummarise={out / 'fishleg_autoencoder.json'}"])
+  assert again["verdict"] == results["verdict"]
+  assert (out / "fishleg_autoencoder.png").stat().st_size > 0
+  for run in ("fishleg", "adam_1em3"):
+    summary = again["runs"][run]
+    assert summary["best_test_nll_mean"] <= summary["final_test_nll_mean"]
+    assert 0 < summary["last_epoch_train_nll_mean"] <= max(written["curves"][run][0]["train_loss"])
