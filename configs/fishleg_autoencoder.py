@@ -23,9 +23,9 @@ this config once per seed and run:
 
   nice -n 10 python experiments/fishleg_autoencoder.py --seeds=0,1,2 --results
 
-Wall-clock on 2 shared CPU cores (Dec 2026, load ~20 from other jobs): FishLeg ~1.6-4 s per
-step and Adam ~0.3 s, so the full 3-seed comparison (30,000 steps) is hours there; see
-experiments/README.md for what was measured.
+Wall-clock on 2 CPU cores (Dec 2026): FishLeg ~3 steps/s and Adam ~17 on an idle machine, about
+15 and 3 minutes per 2,000-step run; the 3-seed comparison took 80 minutes. Results and verdict:
+experiments/README.md.
 """
 
 import ml_collections
