@@ -38,7 +38,7 @@ import optax
 from absl import logging
 
 from gnrev import data
-from gnrev.train import checkpoint, metrics, pruning, sharding, tasks, validation
+from gnrev.train import checkpoint, configs, metrics, pruning, sharding, tasks, validation
 from gnrev.train.models import MODELS, build_model
 from gnrev.train.optimizers import (OptimizerSetup, build_optimizer, check_optimizer,
                                     optimizer_options)
@@ -120,8 +120,13 @@ def check_config(config: ml_collections.ConfigDict, splits: Any = None) -> Any:
   return splits
 
 
+def _data_option(config, field: str):
+  """``config.data.<field>``, or its default in :data:`configs.TRAINER_DEFAULTS` if omitted."""
+  return config.data.get(field, configs.TRAINER_DEFAULTS["data"][field])
+
+
 def _validation_fraction(config) -> float:
-  return float(config.data.get("validation_fraction", 0.0) or 0.0)
+  return float(_data_option(config, "validation_fraction") or 0.0)
 
 
 def _early_stopping(config) -> tuple[str, int, str] | None:
@@ -404,7 +409,7 @@ def _train_and_test(config: ml_collections.ConfigDict) -> tuple[data.Dataset, da
 
 def _carve(config: ml_collections.ConfigDict, train: data.Dataset):
   train, val = split_validation(train, _validation_fraction(config),
-                                int(config.data.get("validation_seed", 0)))
+                                int(_data_option(config, "validation_seed")))
   if config.data.train_subset:
     train = train._replace(x=train.x[:config.data.train_subset],
                            y=train.y[:config.data.train_subset])

@@ -171,9 +171,13 @@ def test_empty_optimizers_and_a_missing_section_fail():
 
 
 def test_every_launcher_config_and_its_smoke_variant_pass():
+  checked = []
   for name in ("default.py", "cnn_mnist1d.py", "graph_returns_launcher.py"):
     for arg in (None, "smoke"):
-      train.check_config(train.load_config(os.path.join(REPO, "configs", name), arg))
+      config = train.load_config(os.path.join(REPO, "configs", name), arg)
+      train.check_config(config)  # raises ConfigError on the first bad field
+      checked.append((name, arg, sorted(config.optimizers)))
+  assert len(checked) == 6 and all(runs for _, _, runs in checked), checked
 
 
 def dataset(n=16, d=8, num_classes=3, seed=0):
