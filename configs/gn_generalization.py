@@ -120,6 +120,7 @@ def get_config(arg=None):
   # probe-averaged cosine with 100 probes is one effective probe either way).
   config.analysis.probe_examples = 128   # first N training examples
   config.analysis.num_probes = 10        # Gaussian probes of the sketched NTK (paper: 100)
+  config.analysis.every_epochs = 1       # laziness measured every k epochs (k divides num_epochs)
 
   if options.dataset == "mnist1d":
     config.data.eval_batch_size = 500
@@ -155,6 +156,13 @@ def _paper_size(config: ml_collections.ConfigDict, size: str, finding: str) -> N
   config.checkpoint_every = 1 if full_batch else (59 if mnist else 49)   # steps per epoch
   config.analysis.probe_examples = 1024
   config.analysis.num_probes = 100
+  if size == "paper_mnist5k":
+    # 2 CPU cores: one sketched NTK product at M = 8000 costs ~3 forward passes of the probe
+    # batch, so the paper's 1,024 examples x 100 probes per epoch would take ~15 min a
+    # measurement. 128 examples, 10 probes, every 5 epochs (~10 s each).
+    config.analysis.probe_examples = 128
+    config.analysis.num_probes = 10
+    config.analysis.every_epochs = 5
   if full_batch:
     gn_lr, adam_lr, sgd_lr = (0.5, 1e-4, 0.1) if mnist else (0.5, 1e-5, 0.01)
   else:

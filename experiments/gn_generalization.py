@@ -46,7 +46,7 @@ from gnrev import analysis, data, gn, nets, train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "gn_generalization.py")
 FINDINGS = ("fullbatch", "minibatch", "nobottleneck", "ablations")
-SIZES = ("default", "smoke", "paper_mnist", "paper_cifar")
+SIZES = ("default", "smoke", "paper_mnist5k", "paper_mnist", "paper_cifar")
 PER_STEP_KEYS = ("train_loss", "train_accuracy", "loss_change_pct")
 COLOURS = {"exact_gn": "C0", "adam": "C1", "sgd": "C2"}
 
@@ -64,8 +64,8 @@ def train_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, li
   for seed in config.seeds:
     seed_config = ml_collections.ConfigDict(config.to_dict())
     seed_config.seed, seed_config.data.seed = seed, seed
-    if config.analysis.laziness:   # one checkpoint per epoch (max_to_keep=None)
-      seed_config.checkpoint_every = per_epoch
+    if config.analysis.laziness:   # a checkpoint per measured epoch (max_to_keep=None)
+      seed_config.checkpoint_every = per_epoch * _laziness_every(config)
     else:                          # only the last (the GN residual at the end)
       seed_config.checkpoint_every, seed_config.max_to_keep = config.num_epochs * per_epoch, 1
     seed_dir = os.path.join(workdir, f"seed_{seed}")
@@ -126,6 +126,16 @@ def _json_safe(value):
   return value
 
 
+def _laziness_every(config: ml_collections.ConfigDict) -> int:
+  """Epochs between laziness measurements (``analysis.every_epochs``, default 1); it must
+  divide ``num_epochs`` so that the last epoch is measured."""
+  every = int(config.analysis.get("every_epochs", 1))
+  if every < 1 or config.num_epochs % every:
+    raise ValueError(f"analysis.every_epochs must be a positive divisor of num_epochs="
+                     f"{config.num_epochs}; got {every}.")
+  return every
+
+
 def laziness(config: ml_collections.ConfigDict, workdir: str, seed: int, run: str) -> dict:
   """Per-epoch NTK similarity (to init and to the previous epoch) and per-block CKA to init.
 
@@ -168,11 +178,20 @@ def laziness(config: ml_collections.ConfigDict, workdir: str, seed: int, run: st
   directory = os.path.join(workdir, f"seed_{seed}", run, "checkpoints")
   per_epoch = data.steps_per_epoch(len(train_split.y), config.data.batch_size)
   initial = variables["params"]
-  # Epoch 0 is the init itself: similarity 1, change 0.
+  # Epoch 0 is the init itself: similarity 1, change 0. Epochs between measurements (every
+  # ``analysis.every_epochs``) are NaN; ``ntk_change`` is then the change since the previous
+  # measurement.
+  every = _laziness_every(config)
+  missing = {"ntk_to_init": np.nan, "ntk_to_init_paper": np.nan, "ntk_change": np.nan,
+             "cka_to_init": [np.nan] * model.num_blocks}
   out = {"ntk_to_init": [1.0], "ntk_to_init_paper": [1.0], "ntk_change": [np.nan],
          "cka_to_init": [[1.0] * model.num_blocks]}
   previous = initial
   for epoch in range(1, config.num_epochs + 1):
+    if epoch % every:
+      for name, value in missing.items():
+        out[name].append(value)
+      continue
     params = jax.tree.map(jnp.asarray, train.load_params(directory, step=epoch * per_epoch))
     for name, value in measure(params, previous, initial, fixed, x, key).items():
       out[name].append(np.asarray(value).tolist())
@@ -245,9 +264,12 @@ def plot(panels: list[tuple[str, str, str]], curves: dict, path: str, title: str
       # Per-step metrics summarise epochs 1..E; test metrics and laziness start at the init.
       epochs = np.arange(stacked.shape[1]) + (key in PER_STEP_KEYS)
       colour = COLOURS.get(run, f"C{index + 3}")
-      with warnings.catch_warnings():   # all-NaN columns are simply not drawn
+      with warnings.catch_warnings():   # all-NaN columns (unmeasured epochs) are not drawn
         warnings.simplefilter("ignore", RuntimeWarning)
-        axis.plot(epochs, np.nanmean(stacked, 0), label=run, color=colour)
+        keep = np.isfinite(np.nanmean(stacked, 0))
+        epochs, stacked = epochs[keep], stacked[:, keep]
+        axis.plot(epochs, np.nanmean(stacked, 0), label=run, color=colour,
+                  marker="." if len(epochs) < 20 else None)
         if stacked.shape[0] > 1:
           axis.fill_between(epochs, np.nanmin(stacked, 0), np.nanmax(stacked, 0),
                             color=colour, alpha=0.2, linewidth=0)
@@ -259,10 +281,11 @@ def plot(panels: list[tuple[str, str, str]], curves: dict, path: str, title: str
   figure.savefig(path, dpi=80)
 
 
-def _stem(out: str, finding: str, dataset: str) -> str:
-  """``<out>/gn_generalization_<finding>``, plus ``_<dataset>`` for data other than digits."""
+def _stem(out: str, finding: str, data_name: str) -> str:
+  """``<out>/gn_generalization_<finding>``, plus ``_<data>`` for data other than digits (the
+  config's ``data.name``: ``mnist1d``, or ``mnist5k`` / ``mnist`` / ``cifar10`` at paper sizes)."""
   return os.path.join(out, f"gn_generalization_{finding}" +
-                      ("" if dataset == "digits" else f"_{dataset}"))
+                      ("" if data_name == "digits" else f"_{data_name}"))
 
 
 def run_finding(finding: str, size: str, dataset: str, workdir: str, out: str) -> dict:
@@ -296,8 +319,8 @@ def run_finding(finding: str, size: str, dataset: str, workdir: str, out: str) -
   result["curves"] = {run: {k: mean_std([np.asarray(c, dtype=float) for c in v])
                             for k, v in m.items()} for run, m in curves.items()}
   result["seconds"] = round(time.time() - start, 1)
-  _figures(finding, config, curves, _stem(out, finding, dataset))
-  with open(_stem(out, finding, dataset) + ".json", "w") as f:
+  _figures(finding, config, curves, _stem(out, finding, config.data.name))
+  with open(_stem(out, finding, config.data.name) + ".json", "w") as f:
     json.dump(_json_safe(result), f, indent=1)
   return result
 
@@ -315,7 +338,9 @@ def _figures(finding, config, curves, stem):
               ("loss_change_pct", "% loss change, same batch", "linear")]
   plot(panels, curves, stem + ".png", f"{finding}: {name}")
   if config.analysis.laziness:
-    laz = [("laz_ntk_change", "NTK change per epoch (1 - cos)", "log"),
+    every = _laziness_every(config)
+    laz = [("laz_ntk_change", "NTK change per epoch (1 - cos)" if every == 1 else
+            f"NTK change per {every} epochs (1 - cos)", "log"),
            ("laz_ntk_to_init", "NTK similarity to init", "linear")]
     laz += [(f"laz_cka_block_{b + 1}", f"CKA to init, block {b + 1}", "linear")
             for b in range(config.model.num_blocks)]
@@ -357,7 +382,7 @@ def lr_sweep(finding: str, size: str, dataset: str, workdir: str, out: str) -> d
     best[run] = tried[min(finite, key=lambda k: finite[k][criterion])]["learning_rate"]
   result = {"finding": finding, "size": size, "dataset": config.data.name, "criterion": criterion,
             "seed": config.seeds[0], "runs": table, "best_learning_rate": best}
-  with open(_stem(out, finding, dataset) + "_lr_sweep.json", "w") as f:
+  with open(_stem(out, finding, config.data.name) + "_lr_sweep.json", "w") as f:
     json.dump(_json_safe(result), f, indent=1)
   return result
 

@@ -42,6 +42,18 @@ def test_smoke_run_writes_figures_and_numbers_for_every_finding_it_ran(tmp_path)
     assert len(curves["test_loss"]["mean"]) == 3       # init + 2 epochs
     assert len(curves["loss_change_pct"]["mean"]) == 2
   assert 0.0 <= minibatch["gn_residual"]["exact_gn"]["42"]["init"]["residual"] < 1.0
+  # Laziness every 2nd epoch from the same checkpoints: epoch 1 unmeasured (NaN), epoch 2 the
+  # value measured every epoch (same probes, same params).
+  config = experiment.finding_config("minibatch", "smoke", "digits")
+  config.analysis.every_epochs = 2
+  sparse = experiment.laziness(config, str(tmp_path / "runs" / "minibatch_smoke_digits"), 42,
+                               "adam")
+  dense = minibatch["curves"]["adam"]["laz_ntk_to_init"]["mean"]
+  assert sparse["ntk_to_init"][0] == 1.0 and sparse["ntk_to_init"][1] != sparse["ntk_to_init"][1]
+  assert sparse["ntk_to_init"][2] == pytest.approx(dense[2], rel=1e-4)
+  config.analysis.every_epochs = 3
+  with pytest.raises(ValueError, match="every_epochs must be a positive divisor of num_epochs=2"):
+    experiment.laziness(config, str(tmp_path / "runs" / "minibatch_smoke_digits"), 42, "adam")
   # Full batch: every seed ran every optimizer and GN decreased the training loss.
   fullbatch = results["fullbatch"]
   gn_loss = fullbatch["curves"]["exact_gn"]["train_loss"]["mean"]
