@@ -214,18 +214,28 @@ def fishleg_aux_loss_and_gradient(q_vector: Callable[[PyTree, PyTree], PyTree], 
   Returns:
     ``(aux_loss, lam_grad)``.
   """
-  norm = optax.tree.norm(probe)
-  u = jax.tree.map(lambda x: x / norm, probe)
+  u = _unit(probe)
   v, q_vjp = jax.vjp(lambda l: q_vector(l, u), lam)
-  fvp_v = fvp_fn(v)
-  _check_fvp_result(fvp_v, v)
-  damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_v, v)
-  aux_loss = 0.5 * _tree_vdot(v, damped_fv) - _tree_vdot(u, v)
-  residual = jax.tree.map(jnp.subtract, damped_fv, u)
+  aux_loss, residual = _aux_loss_and_residual(u, v, fvp_fn, damping)
   if precondition_aux:
     residual = q_vector(lam, residual)
   (lam_grad,) = q_vjp(residual)
   return aux_loss, lam_grad
+
+
+def _unit(probe: PyTree) -> PyTree:
+  norm = optax.tree.norm(probe)
+  return jax.tree.map(lambda x: x / norm, probe)
+
+
+def _aux_loss_and_residual(u: PyTree, v: PyTree, fvp_fn: Callable[[PyTree], PyTree],
+                           damping: float) -> tuple[jax.Array, PyTree]:
+  """``(A, r)`` for ``v = Q u``: ``A = v^T F_gamma v / 2 - u^T v`` and ``r = F_gamma v - u``."""
+  fvp_v = fvp_fn(v)
+  _check_fvp_result(fvp_v, v)
+  damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_v, v)
+  aux_loss = 0.5 * _tree_vdot(v, damped_fv) - _tree_vdot(u, v)
+  return aux_loss, jax.tree.map(jnp.subtract, damped_fv, u)
 
 
 def _aux_loss_and_gradient_cached(structure, lam, cache, probe, fvp_fn, damping,
@@ -236,14 +246,9 @@ def _aux_loss_and_gradient_cached(structure, lam, cache, probe, fvp_fn, damping,
   lam-gradient all use the cached ``L L^T`` and ``R^T R`` (:meth:`QStructure.q_vector_vjp_cached`)
   instead of autodiff through the factors.
   """
-  norm = optax.tree.norm(probe)
-  u = jax.tree.map(lambda x: x / norm, probe)
+  u = _unit(probe)
   v = structure.q_vector_cached(lam, cache, u)
-  fvp_v = fvp_fn(v)
-  _check_fvp_result(fvp_v, v)
-  damped_fv = jax.tree.map(lambda f, x: f + damping * x, fvp_v, v)
-  aux_loss = 0.5 * _tree_vdot(v, damped_fv) - _tree_vdot(u, v)
-  residual = jax.tree.map(jnp.subtract, damped_fv, u)
+  aux_loss, residual = _aux_loss_and_residual(u, v, fvp_fn, damping)
   if precondition_aux:
     residual = structure.q_vector_cached(lam, cache, residual)
   return aux_loss, structure.q_vector_vjp_cached(lam, cache, u, residual)
