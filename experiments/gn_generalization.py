@@ -21,6 +21,8 @@ to ``runs/gn_generalization/results``; the committed results are updated only on
   python experiments/gn_generalization.py --out experiments/results   # refresh committed results
   python experiments/gn_generalization.py --size paper_mnist       # needs MNIST files and a GPU
   python experiments/gn_generalization.py --lr_sweep --findings fullbatch,minibatch   # step sizes
+  python experiments/gn_generalization.py --lr_sweep --findings minibatch --size paper_mnist5k \
+      --validation_fraction 0.2 --num_epochs 10    # tuned on a validation split, shorter runs
 """
 
 import os
@@ -347,24 +349,38 @@ def _figures(finding, config, curves, stem):
     plot(laz, curves, stem + "_laziness.png", f"laziness ({finding}): {name}")
 
 
-def lr_sweep(finding: str, size: str, dataset: str, workdir: str, out: str) -> dict:
+def _sweep_run_name(run: str, lr: float) -> str:
+  """A run name the trainer accepts (no dots or '+'): ``adam_lr0p001``, ``sgd_lr3``."""
+  return f"{run}_lr" + f"{lr:g}".replace(".", "p").replace("+", "")
+
+
+def lr_sweep(finding: str, size: str, dataset: str, workdir: str, out: str,
+             validation_fraction: float = 0.0, num_epochs: int = 0) -> dict:
   """Every step size of ``config.lr_grid`` for each base run of the finding, seed 42 only.
 
   Reports, per step size, the final train loss (full batch: the criterion) and the final and
-  best test loss and accuracy (mini-batch: final test loss is the criterion). There is no
-  validation split: the mini-batch choice looks at the test set of seed 42, the same way for
-  every optimizer; the reported comparisons use seeds 42, 43 and 44.
+  best test loss and accuracy. Mini-batch criterion: the final test loss of seed 42 (the
+  committed digits sweeps), or, with ``validation_fraction`` > 0, the final loss on that
+  fraction of the training split held out by the trainer (``data.validation_fraction``), which
+  the comparison then trains on. The reported comparisons use seeds 42, 43 and 44.
+  ``num_epochs`` > 0 shortens every run (a cheaper, shorter-horizon sweep).
   """
   config = finding_config(finding, size, dataset)
+  use_validation = validation_fraction > 0 and finding != "fullbatch"
+  if use_validation:
+    config.data.validation_fraction = validation_fraction
+  if num_epochs:
+    config.num_epochs = num_epochs
   base = {run: config.optimizers[run].to_dict() for run in ("exact_gn", "adam", "sgd")
           if run in config.optimizers}
   config.optimizers = ml_collections.ConfigDict({
-      f"{run}_lr{lr:.0e}": {**opt, "learning_rate": lr}
+      _sweep_run_name(run, lr): {**opt, "learning_rate": lr}
       for run, opt in base.items() for lr in config.lr_grid[run]})
   config.seeds, config.max_to_keep = (config.seeds[0],), 1
   records = train_seeds(config, os.path.join(workdir, f"lr_sweep_{finding}_{size}_{dataset}"))
   records = records[config.seeds[0]]
-  criterion = "final_train_loss" if finding == "fullbatch" else "final_test_loss"
+  criterion = ("final_train_loss" if finding == "fullbatch" else
+               "final_val_loss" if use_validation else "final_test_loss")
   table = {}
   for run in config.optimizers:
     train_loss = epoch_curve(records, run, "epoch_train_loss")[1:]
@@ -375,13 +391,17 @@ def lr_sweep(finding: str, size: str, dataset: str, workdir: str, out: str) -> d
                   "min_test_loss": float(np.nanmin(test_loss)),
                   "final_test_accuracy": float(np.mean(
                       epoch_curve(records, run, "test_accuracy")[-5:]))}
+    if use_validation:
+      table[run]["final_val_loss"] = float(np.mean(epoch_curve(records, run, "val_loss")[-5:]))
   best = {}
   for run in base:
     tried = {k: v for k, v in table.items() if k.startswith(f"{run}_lr")}
     finite = {k: v for k, v in tried.items() if math.isfinite(v[criterion])}
     best[run] = tried[min(finite, key=lambda k: finite[k][criterion])]["learning_rate"]
   result = {"finding": finding, "size": size, "dataset": config.data.name, "criterion": criterion,
-            "seed": config.seeds[0], "runs": table, "best_learning_rate": best}
+            "validation_fraction": validation_fraction if use_validation else 0.0,
+            "num_epochs": config.num_epochs, "seed": config.seeds[0], "runs": table,
+            "best_learning_rate": best}
   with open(_stem(out, finding, config.data.name) + "_lr_sweep.json", "w") as f:
     json.dump(_json_safe(result), f, indent=1)
   return result
@@ -403,6 +423,11 @@ def main(argv=None) -> dict:
   parser.add_argument("--out", default=os.path.join(REPO, "runs", "gn_generalization", "results"))
   parser.add_argument("--lr_sweep", action="store_true",
                       help="try config.lr_grid on seed 42 instead of the comparison")
+  parser.add_argument("--validation_fraction", type=float, default=0.0,
+                      help="--lr_sweep, mini-batch findings: choose by the loss on this "
+                           "fraction of the training split instead of the test loss")
+  parser.add_argument("--num_epochs", type=int, default=0,
+                      help="--lr_sweep: epochs per run (0: the config's)")
   args = parser.parse_args(argv)
   findings = args.findings.split(",")
   unknown = sorted(set(findings) - set(FINDINGS))
@@ -413,7 +438,8 @@ def main(argv=None) -> dict:
   results = {}
   for finding in findings:
     if args.lr_sweep:
-      results[finding] = lr_sweep(finding, args.size, args.dataset, args.workdir, args.out)
+      results[finding] = lr_sweep(finding, args.size, args.dataset, args.workdir, args.out,
+                                  args.validation_fraction, args.num_epochs)
       print(json.dumps({finding: results[finding]["best_learning_rate"]}))
       continue
     results[finding] = run_finding(finding, args.size, args.dataset, args.workdir, args.out)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import os
 
 import pytest
@@ -76,3 +77,25 @@ def test_conflicting_config_arguments_are_rejected():
     train.load_config(CONFIG, "fullbatch,minibatch")
   with pytest.raises(ValueError, match="Unknown config argument"):
     train.load_config(CONFIG, "fulbatch")
+
+
+def test_lr_sweep_on_a_validation_split_chooses_by_the_validation_loss(tmp_path, monkeypatch):
+  experiment = load_experiment()
+  base = experiment.finding_config
+
+  def small_grid(*args):
+    config = base(*args)
+    config.lr_grid = {"exact_gn": (0.1, 1.0), "adam": (1e-3,), "sgd": (0.3,)}
+    return config
+
+  monkeypatch.setattr(experiment, "finding_config", small_grid)
+  result = experiment.lr_sweep("minibatch", "smoke", "digits", str(tmp_path / "runs"),
+                               str(tmp_path), validation_fraction=0.25, num_epochs=1)
+  assert result["criterion"] == "final_val_loss" and result["num_epochs"] == 1
+  assert result["validation_fraction"] == 0.25
+  gn = {k: v for k, v in result["runs"].items() if k.startswith("exact_gn")}
+  assert len(gn) == 2 and all(math.isfinite(v["final_val_loss"]) for v in gn.values())
+  chosen = min(gn.values(), key=lambda v: v["final_val_loss"])["learning_rate"]
+  assert result["best_learning_rate"]["exact_gn"] == chosen
+  written = json.loads((tmp_path / "gn_generalization_minibatch_lr_sweep.json").read_text())
+  assert written["best_learning_rate"] == result["best_learning_rate"]
