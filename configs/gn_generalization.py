@@ -12,6 +12,8 @@ chosen by the colon argument, at one of four sizes:
   batch 1,000 over all 4,000, 4 steps per epoch, 50 epochs), ``paper_mnist`` and
   ``paper_cifar`` (the paper's protocol; need the data files in ``$GNREV_DATA_DIR`` and a GPU).
 * ``dataset=mnist1d`` swaps the offline data set at the default size (digits' step sizes).
+* ``tuned`` (with ``paper_mnist5k``): the step sizes chosen by the sweep at that size
+  (``TUNED_PAPER_MNIST5K``) instead of the paper's.
 
 ``experiments/gn_generalization.py`` trains every entry of ``seeds`` with the launcher and
 analyses the runs; ``python -m gnrev.main --config=configs/gn_generalization.py:fullbatch``
@@ -41,6 +43,11 @@ PAPER_GN = {"name": "exact_gn", "loss": "ce_identity", "allocation": "full", "so
 # (0.5, 1e-4, 0.1) full batch and (0.1, 1e-4, 0.1) mini-batch on MNIST.
 TUNED = {"fullbatch": (2.0, 1e-2, 1.0), "minibatch": (2.0, 1e-3, 0.3)}
 
+# (GN, Adam, SGD) step sizes at ``paper_mnist5k`` chosen by ``--lr_sweep`` on seed 42 (config
+# argument ``tuned``; experiments/results/gn_generalization_<finding>_mnist5k_lr_sweep.json).
+# Full batch: the lowest train loss after 20 steps.
+TUNED_PAPER_MNIST5K: dict = {}
+
 
 def _optimizers(gn_lr: float, adam_lr: float, sgd_lr: float) -> dict:
   return {"exact_gn": {**PAPER_GN, "learning_rate": gn_lr},
@@ -60,7 +67,8 @@ def _ablations(gn_lr: float, adam_lr: float) -> dict:
 
 
 def get_config(arg=None):
-  options = parse_arg(arg, **{name: False for name in FINDINGS + SIZES}, dataset="digits")
+  options = parse_arg(arg, **{name: False for name in FINDINGS + SIZES}, dataset="digits",
+                      tuned=False)
   findings = [name for name in FINDINGS if options[name]] or ["minibatch"]
   sizes = [name for name in SIZES if options[name]]
   if len(findings) > 1 or len(sizes) > 1:
@@ -138,6 +146,15 @@ def get_config(arg=None):
     config.analysis.num_probes = 8
   elif size.startswith("paper_"):
     _paper_size(config, size, finding)
+  config.tuned = options.tuned
+  if options.tuned:
+    if size != "paper_mnist5k" or finding not in TUNED_PAPER_MNIST5K:
+      tuned = [f"{f},paper_mnist5k" for f in TUNED_PAPER_MNIST5K]
+      raise ValueError(f"No tuned step sizes for {finding!r} at size {size!r} (the default "
+                       f"size is tuned already); 'tuned' is available for: {tuned or 'none'}. "
+                       f"Choose them with experiments/gn_generalization.py --lr_sweep.")
+    config.optimizers = ml_collections.ConfigDict(
+        _optimizers(*TUNED_PAPER_MNIST5K[finding]))
   return config
 
 

@@ -53,8 +53,10 @@ PER_STEP_KEYS = ("train_loss", "train_accuracy", "loss_change_pct")
 COLOURS = {"exact_gn": "C0", "adam": "C1", "sgd": "C2"}
 
 
-def finding_config(finding: str, size: str, dataset: str) -> ml_collections.ConfigDict:
-  arg = ",".join([finding] + ([size] if size != "default" else []) + [f"dataset={dataset}"])
+def finding_config(finding: str, size: str, dataset: str,
+                   tuned: bool = False) -> ml_collections.ConfigDict:
+  arg = ",".join([finding] + ([size] if size != "default" else []) + [f"dataset={dataset}"]
+                 + (["tuned"] if tuned else []))
   return train.load_config(CONFIG, arg)
 
 
@@ -283,21 +285,24 @@ def plot(panels: list[tuple[str, str, str]], curves: dict, path: str, title: str
   figure.savefig(path, dpi=80)
 
 
-def _stem(out: str, finding: str, data_name: str) -> str:
+def _stem(out: str, finding: str, data_name: str, tuned: bool = False) -> str:
   """``<out>/gn_generalization_<finding>``, plus ``_<data>`` for data other than digits (the
-  config's ``data.name``: ``mnist1d``, or ``mnist5k`` / ``mnist`` / ``cifar10`` at paper sizes)."""
+  config's ``data.name``: ``mnist1d``, or ``mnist5k`` / ``mnist`` / ``cifar10`` at paper sizes)
+  and ``_tuned`` for the swept step sizes of a paper size."""
   return os.path.join(out, f"gn_generalization_{finding}" +
-                      ("" if data_name == "digits" else f"_{data_name}"))
+                      ("" if data_name == "digits" else f"_{data_name}") +
+                      ("_tuned" if tuned else ""))
 
 
-def run_finding(finding: str, size: str, dataset: str, workdir: str, out: str) -> dict:
-  config = finding_config(finding, size, dataset)
+def run_finding(finding: str, size: str, dataset: str, workdir: str, out: str,
+                tuned: bool = False) -> dict:
+  config = finding_config(finding, size, dataset, tuned)
   start = time.time()
-  finding_dir = os.path.join(workdir, f"{finding}_{size}_{dataset}")
+  finding_dir = os.path.join(workdir, f"{finding}_{size}_{dataset}" + ("_tuned" if tuned else ""))
   records = train_seeds(config, finding_dir)
   runs = list(config.optimizers)
   curves = {run: run_curves(records, run) for run in runs}
-  result = {"finding": finding, "size": size, "dataset": config.data.name,
+  result = {"finding": finding, "size": size, "dataset": config.data.name, "tuned": tuned,
             "seeds": list(config.seeds), "protocol": _protocol(config),
             "summary": summarise(curves)}
   for run in runs:
@@ -321,8 +326,9 @@ def run_finding(finding: str, size: str, dataset: str, workdir: str, out: str) -
   result["curves"] = {run: {k: mean_std([np.asarray(c, dtype=float) for c in v])
                             for k, v in m.items()} for run, m in curves.items()}
   result["seconds"] = round(time.time() - start, 1)
-  _figures(finding, config, curves, _stem(out, finding, config.data.name))
-  with open(_stem(out, finding, config.data.name) + ".json", "w") as f:
+  stem = _stem(out, finding, config.data.name, tuned)
+  _figures(finding, config, curves, stem)
+  with open(stem + ".json", "w") as f:
     json.dump(_json_safe(result), f, indent=1)
   return result
 
@@ -426,6 +432,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--validation_fraction", type=float, default=0.0,
                       help="--lr_sweep, mini-batch findings: choose by the loss on this "
                            "fraction of the training split instead of the test loss")
+  parser.add_argument("--tuned", action="store_true",
+                      help="paper_mnist5k: the swept step sizes (config argument 'tuned')")
   parser.add_argument("--num_epochs", type=int, default=0,
                       help="--lr_sweep: epochs per run (0: the config's)")
   args = parser.parse_args(argv)
@@ -442,7 +450,8 @@ def main(argv=None) -> dict:
                                   args.validation_fraction, args.num_epochs)
       print(json.dumps({finding: results[finding]["best_learning_rate"]}))
       continue
-    results[finding] = run_finding(finding, args.size, args.dataset, args.workdir, args.out)
+    results[finding] = run_finding(finding, args.size, args.dataset, args.workdir, args.out,
+                                   args.tuned)
     print(json.dumps(_json_safe({finding: {"summary": results[finding]["summary"],
                                            "seconds": results[finding]["seconds"]}})))
   return results

@@ -99,3 +99,11 @@ def test_lr_sweep_on_a_validation_split_chooses_by_the_validation_loss(tmp_path,
   assert result["best_learning_rate"]["exact_gn"] == chosen
   written = json.loads((tmp_path / "gn_generalization_minibatch_lr_sweep.json").read_text())
   assert written["best_learning_rate"] == result["best_learning_rate"]
+
+
+def test_tuned_step_sizes_only_where_a_sweep_chose_them(monkeypatch):
+  with pytest.raises(ValueError, match="No tuned step sizes for 'minibatch' at size 'default'"):
+    train.load_config(CONFIG, "minibatch,tuned")
+  experiment = load_experiment()
+  assert experiment._stem("o", "fullbatch", "mnist5k", tuned=True) == os.path.join(
+      "o", "gn_generalization_fullbatch_mnist5k_tuned")
