@@ -101,9 +101,18 @@ def test_lr_sweep_on_a_validation_split_chooses_by_the_validation_loss(tmp_path,
   assert written["best_learning_rate"] == result["best_learning_rate"]
 
 
-def test_tuned_step_sizes_only_where_a_sweep_chose_them(monkeypatch):
+def test_tuned_step_sizes_only_where_a_sweep_chose_them():
+  config = train.load_config(CONFIG, "fullbatch,paper_mnist5k,tuned")
+  validation.check_config(config)
+  paper = train.load_config(CONFIG, "fullbatch,paper_mnist5k")
+  assert config.tuned and not paper.tuned
+  assert [config.optimizers[r].learning_rate for r in ("exact_gn", "adam", "sgd")] == [2.0, 3e-4,
+                                                                                        0.3]
+  assert config.optimizers.exact_gn.rtol == paper.optimizers.exact_gn.rtol == 1e-2
   with pytest.raises(ValueError, match="No tuned step sizes for 'minibatch' at size 'default'"):
     train.load_config(CONFIG, "minibatch,tuned")
+  with pytest.raises(ValueError, match="No tuned step sizes for 'minibatch' at size 'paper_mn"):
+    train.load_config(CONFIG, "minibatch,paper_mnist5k,tuned")
   experiment = load_experiment()
   assert experiment._stem("o", "fullbatch", "mnist5k", tuned=True) == os.path.join(
       "o", "gn_generalization_fullbatch_mnist5k_tuned")
