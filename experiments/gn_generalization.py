@@ -291,14 +291,18 @@ def _stem(out: str, finding: str, data_name: str, tuned: bool = False) -> str:
   and ``_tuned`` for the swept step sizes of a paper size."""
   return os.path.join(out, f"gn_generalization_{finding}" +
                       ("" if data_name == "digits" else f"_{data_name}") +
-                      ("_tuned" if tuned else ""))
+                      _tuned_suffix(tuned))
+
+
+def _tuned_suffix(tuned: bool) -> str:
+  return "_tuned" if tuned else ""
 
 
 def run_finding(finding: str, size: str, dataset: str, workdir: str, out: str,
                 tuned: bool = False) -> dict:
   config = finding_config(finding, size, dataset, tuned)
   start = time.time()
-  finding_dir = os.path.join(workdir, f"{finding}_{size}_{dataset}" + ("_tuned" if tuned else ""))
+  finding_dir = os.path.join(workdir, f"{finding}_{size}_{dataset}" + _tuned_suffix(tuned))
   records = train_seeds(config, finding_dir)
   runs = list(config.optimizers)
   curves = {run: run_curves(records, run) for run in runs}
