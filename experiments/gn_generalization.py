@@ -302,7 +302,7 @@ def run_finding(finding: str, size: str, dataset: str, workdir: str, out: str,
                 tuned: bool = False) -> dict:
   config = finding_config(finding, size, dataset, tuned)
   start = time.time()
-  finding_dir = os.path.join(workdir, f"{finding}_{size}_{dataset}" + _tuned_suffix(tuned))
+  finding_dir = os.path.join(workdir, f"{finding}_{size}_{config.data.name}" + _tuned_suffix(tuned))
   records = train_seeds(config, finding_dir)
   runs = list(config.optimizers)
   curves = {run: run_curves(records, run) for run in runs}
@@ -387,7 +387,7 @@ def lr_sweep(finding: str, size: str, dataset: str, workdir: str, out: str,
       _sweep_run_name(run, lr): {**opt, "learning_rate": lr}
       for run, opt in base.items() for lr in config.lr_grid[run]})
   config.seeds, config.max_to_keep = (config.seeds[0],), 1
-  records = train_seeds(config, os.path.join(workdir, f"lr_sweep_{finding}_{size}_{dataset}"))
+  records = train_seeds(config, os.path.join(workdir, f"lr_sweep_{finding}_{size}_{config.data.name}"))
   records = records[config.seeds[0]]
   criterion = ("final_train_loss" if finding == "fullbatch" else
                "final_val_loss" if use_validation else "final_test_loss")

@@ -111,8 +111,11 @@ def test_tuned_step_sizes_only_where_a_sweep_chose_them():
   assert config.optimizers.exact_gn.rtol == paper.optimizers.exact_gn.rtol == 1e-2
   with pytest.raises(ValueError, match="No tuned step sizes for 'minibatch' at size 'default'"):
     train.load_config(CONFIG, "minibatch,tuned")
-  with pytest.raises(ValueError, match="No tuned step sizes for 'minibatch' at size 'paper_mn"):
-    train.load_config(CONFIG, "minibatch,paper_mnist5k,tuned")
+  minibatch = train.load_config(CONFIG, "minibatch,paper_mnist5k,tuned")
+  assert [minibatch.optimizers[r].learning_rate for r in ("exact_gn", "adam", "sgd")] == [
+      2.0, 1e-4, 0.3]
+  with pytest.raises(ValueError, match="No tuned step sizes for 'nobottleneck' at size 'paper_"):
+    train.load_config(CONFIG, "nobottleneck,paper_mnist5k,tuned")
   experiment = load_experiment()
   assert experiment._stem("o", "fullbatch", "mnist5k", tuned=True) == os.path.join(
       "o", "gn_generalization_fullbatch_mnist5k_tuned")
