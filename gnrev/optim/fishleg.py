@@ -279,7 +279,10 @@ def scale_by_fishleg(
     init_scale: ``s`` in ``Q_0 = s I``; the first step is SGD with rate ``learning_rate * s``.
     probe: ``"gradient"`` (u = normalised gradient: Q accurate on the gradient subspace, for
       optimisation) or ``"gaussian"`` (isotropic probes: Q approximates all of
-      ``F_gamma^{-1}``, for pruning); both unit-normalised.
+      ``F_gamma^{-1}``, for pruning); both unit-normalised. Gaussian probes in an optimizer
+      let Q grow towards ``1 / damping`` in the flat directions, a step of
+      ``learning_rate / damping`` there: at damping 0.5 that diverged on the MNIST
+      autoencoder (experiments/README.md, FishLeg tuning pilots).
     precondition_aux: use ``Q r`` instead of ``r`` in the aux gradient (docs/optim.md).
     q_family: ``"kronecker"``, ``"diagonal"`` or ``"full"`` (see :mod:`gnrev.optim.q_blocks`).
     aux_optimizer: overrides ``default_aux_optimizer(aux_learning_rate)`` for lam.
