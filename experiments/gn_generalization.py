@@ -387,7 +387,8 @@ def lr_sweep(finding: str, size: str, dataset: str, workdir: str, out: str,
       _sweep_run_name(run, lr): {**opt, "learning_rate": lr}
       for run, opt in base.items() for lr in config.lr_grid[run]})
   config.seeds, config.max_to_keep = (config.seeds[0],), 1
-  records = train_seeds(config, os.path.join(workdir, f"lr_sweep_{finding}_{size}_{config.data.name}"))
+  sweep_dir = os.path.join(workdir, f"lr_sweep_{finding}_{size}_{config.data.name}")
+  records = train_seeds(config, sweep_dir)
   records = records[config.seeds[0]]
   criterion = ("final_train_loss" if finding == "fullbatch" else
                "final_val_loss" if use_validation else "final_test_loss")
