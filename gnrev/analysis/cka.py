@@ -17,6 +17,13 @@ References:
   ICML 2019.
   Nguyen, Raghu, Kornblith, "Do Wide and Deep Networks Learn the Same Things?", ICLR 2021.
   Song et al., "Feature Selection via Dependence Maximization", JMLR 2012 (unbiased HSIC).
+
+Precision: every product here (Gram matrices, cross-covariances, the HSIC inner products) runs
+at the keyword ``precision``, ``"highest"`` by default (:func:`gnrev.curvature.matmul_precision`).
+A Gram matrix is centred after it is formed, so its product's rounding, relative to the
+uncentred entries, is amplified by the ratio of the features' mean to their spread: TF32
+products (JAX's default on recent NVIDIA GPUs) move the CKA of ReLU-like features by 1e-3 and
+more (docs/precision.md).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from typing import NamedTuple, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+
+from gnrev.curvature import EXACT_PRECISION, PrecisionLike, check_precision
 
 Representations = Union[jax.Array, Sequence[jax.Array]]
 
@@ -39,12 +48,13 @@ def _check_examples(x: jax.Array, y: jax.Array, minimum: int) -> None:
     raise ValueError(f"Need at least {minimum} examples for this estimator; got {x.shape[0]}.")
 
 
-def gram_linear(x: jax.Array) -> jax.Array:
-  """Linear-kernel Gram matrix ``X X^T`` of ``x`` ``(n, features)``."""
-  return x @ x.T
+def gram_linear(x: jax.Array, *, precision: PrecisionLike = EXACT_PRECISION) -> jax.Array:
+  """Linear-kernel Gram matrix ``X X^T`` of ``x`` ``(n, features)``, at ``precision``."""
+  return jnp.matmul(x, x.T, precision=check_precision(precision))
 
 
-def gram_rbf(x: jax.Array, threshold: float = 1.0) -> jax.Array:
+def gram_rbf(x: jax.Array, threshold: float = 1.0, *,
+             precision: PrecisionLike = EXACT_PRECISION) -> jax.Array:
   """RBF Gram matrix with bandwidth ``threshold`` times the median pairwise distance.
 
   ``exp(-|x_i - x_j|^2 / (2 threshold^2 median_sq))`` where ``median_sq`` is the median of
@@ -53,13 +63,14 @@ def gram_rbf(x: jax.Array, threshold: float = 1.0) -> jax.Array:
   Args:
     x: features ``(n, features)``.
     threshold: bandwidth as a fraction of the median distance, positive.
+    precision: of the product ``X X^T`` the distances come from.
 
   Returns:
     ``(n, n)`` Gram matrix.
   """
   if isinstance(threshold, (int, float)) and not threshold > 0:
     raise ValueError(f"threshold must be positive; got {threshold}.")
-  dot = gram_linear(x)
+  dot = gram_linear(x, precision=precision)
   sq_norms = jnp.diagonal(dot)
   sq_distances = sq_norms[:, None] + sq_norms[None, :] - 2.0 * dot
   sq_median = jnp.median(sq_distances)
@@ -95,13 +106,15 @@ def center_gram(gram: jax.Array, unbiased: bool = False) -> jax.Array:
   return (zeroed - offsets[:, None] - offsets[None, :]) * off_diagonal
 
 
-def cka(gram_x: jax.Array, gram_y: jax.Array, debiased: bool = False) -> jax.Array:
+def cka(gram_x: jax.Array, gram_y: jax.Array, debiased: bool = False, *,
+        precision: PrecisionLike = EXACT_PRECISION) -> jax.Array:
   """CKA between two Gram matrices over the same ``n`` examples.
 
   Args:
     gram_x: ``(n, n)`` Gram matrix of the first representation.
     gram_y: ``(n, n)`` Gram matrix of the second representation.
     debiased: use the unbiased HSIC estimator (needs ``n >= 4``).
+    precision: of the HSIC inner product.
 
   Returns:
     Scalar CKA (in ``[0, 1]`` for the biased estimator).
@@ -115,14 +128,16 @@ def cka(gram_x: jax.Array, gram_y: jax.Array, debiased: bool = False) -> jax.Arr
     raise ValueError(f"Gram shapes differ: {gram_x.shape} vs {gram_y.shape}.")
   centred_x = center_gram(gram_x, unbiased=debiased)
   centred_y = center_gram(gram_y, unbiased=debiased)
-  return jnp.vdot(centred_x, centred_y) / (
+  return jnp.vdot(centred_x, centred_y, precision=check_precision(precision)) / (
       jnp.linalg.norm(centred_x) * jnp.linalg.norm(centred_y))
 
 
-def linear_cka(x: jax.Array, y: jax.Array, debiased: bool = False) -> jax.Array:
+def linear_cka(x: jax.Array, y: jax.Array, debiased: bool = False, *,
+               precision: PrecisionLike = EXACT_PRECISION) -> jax.Array:
   """Linear CKA of features ``x`` ``(n, p)`` and ``y`` ``(n, q)`` via ``n x n`` Gram matrices.
 
   Use :func:`feature_space_linear_cka` when the feature counts are below ``n``; the two agree.
+  ``precision``: of every product (module docstring).
 
   Example:
     >>> hidden_at_init = jax.random.normal(jax.random.key(0), (10, 4))
@@ -131,17 +146,20 @@ def linear_cka(x: jax.Array, y: jax.Array, debiased: bool = False) -> jax.Array:
     1.0
   """
   _check_examples(x, y, 4 if debiased else 1)
-  return cka(gram_linear(x), gram_linear(y), debiased=debiased)
+  return cka(gram_linear(x, precision=precision), gram_linear(y, precision=precision),
+             debiased=debiased, precision=precision)
 
 
-def rbf_cka(x: jax.Array, y: jax.Array, threshold: float = 1.0,
-            debiased: bool = False) -> jax.Array:
+def rbf_cka(x: jax.Array, y: jax.Array, threshold: float = 1.0, debiased: bool = False, *,
+            precision: PrecisionLike = EXACT_PRECISION) -> jax.Array:
   """RBF-kernel CKA, bandwidth ``threshold`` times the median distance (see :func:`gram_rbf`)."""
   _check_examples(x, y, 4 if debiased else 1)
-  return cka(gram_rbf(x, threshold), gram_rbf(y, threshold), debiased=debiased)
+  return cka(gram_rbf(x, threshold, precision=precision),
+             gram_rbf(y, threshold, precision=precision), debiased=debiased, precision=precision)
 
 
-def feature_space_linear_cka(x: jax.Array, y: jax.Array, debiased: bool = False) -> jax.Array:
+def feature_space_linear_cka(x: jax.Array, y: jax.Array, debiased: bool = False, *,
+                             precision: PrecisionLike = EXACT_PRECISION) -> jax.Array:
   """Linear CKA computed in feature space, ``O(n p q)`` instead of ``O(n^2 (p + q))``.
 
   .. math::
@@ -158,21 +176,23 @@ def feature_space_linear_cka(x: jax.Array, y: jax.Array, debiased: bool = False)
     x: features ``(n, p)``.
     y: features ``(n, q)``.
     debiased: use the unbiased HSIC estimator (needs ``n >= 4``).
+    precision: of the products ``X^T Y`` and of the row norms' inner product.
 
   Returns:
     Scalar CKA, equal to :func:`linear_cka` with the same ``debiased``.
   """
   _check_examples(x, y, 4 if debiased else 1)
+  precision = check_precision(precision)
   n = x.shape[0]
   x = x - jnp.mean(x, axis=0)
   y = y - jnp.mean(y, axis=0)
 
   def similarity(a, b):
-    cross = jnp.sum((a.T @ b)**2)
+    cross = jnp.sum(jnp.matmul(a.T, b, precision=precision)**2)
     if not debiased:
       return cross
     row_sq_a, row_sq_b = jnp.sum(a**2, axis=1), jnp.sum(b**2, axis=1)
-    return (cross - n / (n - 2) * jnp.vdot(row_sq_a, row_sq_b)
+    return (cross - n / (n - 2) * jnp.vdot(row_sq_a, row_sq_b, precision=precision)
             + jnp.sum(row_sq_a) * jnp.sum(row_sq_b) / ((n - 1) * (n - 2)))
 
   return similarity(x, y) / jnp.sqrt(similarity(x, x) * similarity(y, y))
@@ -197,10 +217,11 @@ def _as_layer_list(representations: Representations, name: str) -> list[jax.Arra
   return layers
 
 
-def _u_centred_grams(layers: list[jax.Array]) -> jax.Array:
+def _u_centred_grams(layers: list[jax.Array], precision) -> jax.Array:
   """``(num_layers, n * n)``: each layer's flattened U-centred linear Gram matrix."""
   return jnp.stack([
-      center_gram(gram_linear(layer.reshape(layer.shape[0], -1)), unbiased=True).ravel()
+      center_gram(gram_linear(layer.reshape(layer.shape[0], -1), precision=precision),
+                  unbiased=True).ravel()
       for layer in layers])
 
 
@@ -224,14 +245,15 @@ def minibatch_cka_init(xs: Representations, ys: Representations) -> MinibatchCKA
       num_batches=jnp.zeros((), jnp.int32))
 
 
-def minibatch_cka_update(state: MinibatchCKAState, xs: Representations,
-                         ys: Representations) -> MinibatchCKAState:
+def minibatch_cka_update(state: MinibatchCKAState, xs: Representations, ys: Representations, *,
+                         precision: PrecisionLike = EXACT_PRECISION) -> MinibatchCKAState:
   """Adds one minibatch's unbiased HSIC terms (linear kernel) to the accumulator.
 
   Args:
     state: accumulator from :func:`minibatch_cka_init` or a previous update.
     xs: the first model's representations of this batch, as in :func:`minibatch_cka_init`.
     ys: the second model's representations of the same examples.
+    precision: of the Gram matrices and of the products between them.
 
   Returns:
     The updated state. Jittable; keep the batch size fixed (``>= 4``) across updates.
@@ -255,11 +277,13 @@ def minibatch_cka_update(state: MinibatchCKAState, xs: Representations,
     raise ValueError(f"xs and ys must hold the same examples; got batch sizes {xs[0].shape[0]} "
                      f"and {ys[0].shape[0]}.")
   n = xs[0].shape[0]
-  grams_x, grams_y = _u_centred_grams(xs), _u_centred_grams(ys)
+  precision = check_precision(precision)
+  grams_x, grams_y = _u_centred_grams(xs, precision), _u_centred_grams(ys, precision)
   scale = 1.0 / (n * (n - 3))
   dtype = state.hsic_xy.dtype
   return MinibatchCKAState(
-      hsic_xy=state.hsic_xy + (scale * grams_x @ grams_y.T).astype(dtype),
+      hsic_xy=state.hsic_xy + (scale * jnp.matmul(grams_x, grams_y.T, precision=precision)
+                               ).astype(dtype),
       hsic_xx=state.hsic_xx + (scale * jnp.sum(grams_x**2, axis=1)).astype(dtype),
       hsic_yy=state.hsic_yy + (scale * jnp.sum(grams_y**2, axis=1)).astype(dtype),
       num_batches=state.num_batches + 1)

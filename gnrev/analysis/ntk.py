@@ -9,6 +9,11 @@ The empirical NTK of a model ``f(params, x)`` with output ``(n, *out)`` is
 a matrix over (example, output) pairs. Arguments and output layout follow neural-tangents'
 ``empirical_ntk_fn`` (which gnrev does not depend on; see docs/analysis.md).
 
+Kernels are compared to 1e-6, so every function here takes a keyword ``precision``
+(``"highest"`` by default, :func:`gnrev.curvature.matmul_precision`) for all its matrix
+products, those of the model's forward pass, JVPs and VJPs included: with TF32 products (JAX's
+default on recent NVIDIA GPUs) the Jacobian itself is off by about 1e-3 (docs/precision.md).
+
 References:
   Jacot, Gabriel, Hongler, "Neural Tangent Kernel", NeurIPS 2018.
   Fort et al., "Deep learning versus kernel learning: an empirical study of loss landscape
@@ -23,6 +28,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from gnrev.curvature import (EXACT_PRECISION, PrecisionLike, check_precision,
+                             matmul_precision)
 
 IMPLEMENTATIONS = ("jacobian", "vector_products")
 SKETCH_ESTIMATORS = ("paper", "frobenius")
@@ -82,7 +90,8 @@ def _full_ntk_vector_products(apply_fn, params, x1, x2):
 
 def empirical_ntk(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, x1: jax.Array,
                   x2: Optional[jax.Array] = None, trace_axes: Sequence[int] = (-1,),
-                  implementation: str = "jacobian") -> jax.Array:
+                  implementation: str = "jacobian", *,
+                  precision: PrecisionLike = EXACT_PRECISION) -> jax.Array:
   """Empirical NTK ``J(x1) J(x2)^T`` of any ``apply_fn(params, x)``.
 
   Args:
@@ -97,6 +106,7 @@ def empirical_ntk(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, 
       default) or ``"vector_products"`` (VJP of each output basis vector at ``x2``, then JVP at
       ``x1``; never materialises a Jacobian of ``x1``). It needs forward mode, so a RevMLP must
       use ``memory_mode="autodiff"`` (the ``custom_vjp`` modes have no JVP).
+    precision: of every product, the model's included (module docstring).
 
   Returns:
     The kernel, shape ``(n1, n2)`` plus the untraced output axes interleaved:
@@ -121,10 +131,12 @@ def empirical_ntk(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, 
                      f"{out1.shape} and {out2.shape}.")
   axes = _normalise_trace_axes(trace_axes, out1.ndim)
   full_fn = _full_ntk_jacobian if implementation == "jacobian" else _full_ntk_vector_products
-  return _contract_output_axes(full_fn(apply_fn, params, x1, x2), out1.ndim, axes)
+  with matmul_precision(precision):
+    return _contract_output_axes(full_fn(apply_fn, params, x1, x2), out1.ndim, axes)
 
 
-def kernel_distance(kernel_1: jax.Array, kernel_2: jax.Array) -> jax.Array:
+def kernel_distance(kernel_1: jax.Array, kernel_2: jax.Array, *,
+                    precision: PrecisionLike = EXACT_PRECISION) -> jax.Array:
   """Fort et al.'s kernel distance ``1 - <K1, K2>_F / (||K1||_F ||K2||_F)``.
 
   Zero for kernels equal up to a positive scale, one for orthogonal kernels.
@@ -132,6 +144,7 @@ def kernel_distance(kernel_1: jax.Array, kernel_2: jax.Array) -> jax.Array:
   Args:
     kernel_1: a kernel, any shape (e.g. from :func:`empirical_ntk` on a fixed probe set).
     kernel_2: a kernel of the same shape.
+    precision: of the inner product ``<K1, K2>_F``.
 
   Returns:
     Scalar distance in ``[0, 2]``.
@@ -141,24 +154,26 @@ def kernel_distance(kernel_1: jax.Array, kernel_2: jax.Array) -> jax.Array:
   """
   if kernel_1.shape != kernel_2.shape:
     raise ValueError(f"Kernel shapes differ: {kernel_1.shape} vs {kernel_2.shape}.")
-  inner = jnp.vdot(kernel_1, kernel_2)
+  inner = jnp.vdot(kernel_1, kernel_2, precision=check_precision(precision))
   return 1.0 - inner / (jnp.linalg.norm(kernel_1) * jnp.linalg.norm(kernel_2))
 
 
-def kernel_velocity(kernel_t: jax.Array, kernel_later: jax.Array, dt: float) -> jax.Array:
+def kernel_velocity(kernel_t: jax.Array, kernel_later: jax.Array, dt: float, *,
+                    precision: PrecisionLike = EXACT_PRECISION) -> jax.Array:
   """Fort et al.'s kernel velocity ``S(t, t + dt) / dt`` (kernel distance per unit time).
 
   Args:
     kernel_t: kernel at time ``t``.
     kernel_later: kernel at time ``t + dt`` on the same probe inputs.
     dt: elapsed time (steps or epochs, as the caller counts), positive.
+    precision: as in :func:`kernel_distance`.
 
   Returns:
     Scalar velocity.
   """
   if not dt > 0:
     raise ValueError(f"dt must be positive; got {dt}.")
-  return kernel_distance(kernel_t, kernel_later) / dt
+  return kernel_distance(kernel_t, kernel_later, precision=precision) / dt
 
 
 def _ntk_probe_products(apply_fn, params, x, probes):
@@ -174,7 +189,8 @@ def _ntk_probe_products(apply_fn, params, x, probes):
 
 def sketched_ntk_similarity(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any,
                             reference_params: Any, x: jax.Array, key: jax.Array,
-                            num_probes: int = 100, estimator: str = "paper") -> jax.Array:
+                            num_probes: int = 100, estimator: str = "paper", *,
+                            precision: PrecisionLike = EXACT_PRECISION) -> jax.Array:
   """Cheap NTK similarity between two parameter sets from kernel-vector products.
 
   Draws Gaussian probes ``v`` of the output's shape and forms ``Theta v = J (J^T v)`` (a VJP
@@ -198,6 +214,7 @@ def sketched_ntk_similarity(apply_fn: Callable[[Any, jax.Array], jax.Array], par
     key: PRNG key for the probes.
     num_probes: number of probes (the paper uses 100).
     estimator: ``"paper"`` or ``"frobenius"``.
+    precision: of every product, the model's included (module docstring).
 
   Returns:
     Scalar similarity (1 means the kernels agree up to scale).
@@ -210,10 +227,11 @@ def sketched_ntk_similarity(apply_fn: Callable[[Any, jax.Array], jax.Array], par
     raise ValueError("params and reference_params must have the same pytree structure.")
   out = jax.eval_shape(apply_fn, params, x)
   probes = jax.random.normal(key, (num_probes,) + out.shape, out.dtype)
-  products = _ntk_probe_products(apply_fn, params, x, probes)
-  reference_products = _ntk_probe_products(apply_fn, reference_params, x, probes)
-  if estimator == "paper":
-    products = jnp.mean(products, axis=0)
-    reference_products = jnp.mean(reference_products, axis=0)
-  return jnp.vdot(products, reference_products) / (
-      jnp.linalg.norm(products) * jnp.linalg.norm(reference_products))
+  with matmul_precision(precision):
+    products = _ntk_probe_products(apply_fn, params, x, probes)
+    reference_products = _ntk_probe_products(apply_fn, reference_params, x, probes)
+    if estimator == "paper":
+      products = jnp.mean(products, axis=0)
+      reference_products = jnp.mean(reference_products, axis=0)
+    return jnp.vdot(products, reference_products) / (
+        jnp.linalg.norm(products) * jnp.linalg.norm(reference_products))

@@ -14,7 +14,8 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from gnrev.curvature import dense_jacobian, linearize_output
+from gnrev.curvature import (EXACT_PRECISION, PrecisionLike, dense_jacobian, linearize_output,
+                             matmul_precision)
 from gnrev.gn.diagnostics import direction_summary, relative_error
 from gnrev.gn.targets import newton_target
 
@@ -59,16 +60,23 @@ def min_norm_gn_direction(apply_fn: Callable[[Any, jax.Array], jax.Array], param
 
 
 def dense_gn_direction(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any,
-                       x: jax.Array, y: jax.Array, loss: str = "mse"):
+                       x: jax.Array, y: jax.Array, loss: str = "mse", *,
+                       precision: PrecisionLike = EXACT_PRECISION):
   """Min-norm Gauss-Newton direction from the materialised Jacobian: ``lstsq(J, t)``.
 
   For tiny models and tests (``J`` is ``(n c) x p``, built with ``jax.jacfwd``). Same step as
   :func:`min_norm_gn_direction` with ``damping = 0``; if ``J`` is rank deficient, ``J D`` is the
-  projection of ``t`` onto the range of ``J``.
+  projection of ``t`` onto the range of ``J``. A reference, so its products (the model's forward
+  pass and the Jacobian's) run at ``precision`` (:func:`gnrev.curvature.matmul_precision`).
 
   Returns:
     The direction, shaped like ``params``.
   """
+  with matmul_precision(precision):
+    return _dense_gn_direction(apply_fn, params, x, y, loss)
+
+
+def _dense_gn_direction(apply_fn, params, x, y, loss):
   logits = apply_fn(params, x)
   jacobian, unravel = dense_jacobian(apply_fn, params, x)
   flat = jnp.linalg.lstsq(jacobian, newton_target(loss, logits, y).reshape(-1))[0]

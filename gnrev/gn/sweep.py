@@ -26,7 +26,7 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 
-from gnrev.curvature import output_jvp
+from gnrev.curvature import EXACT_PRECISION, PrecisionLike, matmul_precision, output_jvp
 from gnrev.gn.diagnostics import direction_summary, relative_error
 from gnrev.gn.targets import check_loss, newton_target
 from gnrev.nets import (branch, branch_hidden, branch_output, branch_weights_from_omega,
@@ -395,7 +395,8 @@ def _blocks_as_params(model, variables, features: int, blocks: tuple) -> Any:
 def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
                        loss: str = "ce_identity", allocation: Union[str, Sequence[float]] = "full",
                        solver: str = "cholesky", rtol=0.0, atol=0.0, damping=0.0,
-                       keep_activations: bool = True, diagnostics: bool = True):
+                       keep_activations: bool = True, diagnostics: bool = True,
+                       precision: PrecisionLike = EXACT_PRECISION):
   """The exact Gauss-Newton direction of a :class:`gnrev.nets.RevMLP` (Buffelli et al. 2024).
 
   The logits move by ``J D = (sum_l w_l) t`` with ``t = -H^+ g`` the output-space Newton target
@@ -429,6 +430,11 @@ def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
     diagnostics: also compute the function-space residual (one jvp through the network) and the
       singular values of every feature matrix (one ``eigvalsh`` of ``A A^T`` per branch unless
       the solver is ``"svd"`` or ``"thin_svd"``).
+    precision: of every matrix product of the sweep, the network's forward pass, JVPs and
+      diagnostics included (:func:`gnrev.curvature.matmul_precision`). ``"highest"`` (default)
+      keeps float32 products in float32 on GPUs and TPUs, as the Gram factorisations and the
+      truncation need; ``"high"``, ``"default"`` or None (JAX's default: TF32 on recent NVIDIA
+      GPUs) are faster there and put the exactness at risk (docs/precision.md). No effect on CPU.
 
   Returns:
     ``(direction, info)``: ``direction`` has the structure of ``variables["params"]``; ``info``
@@ -452,6 +458,13 @@ def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
     Buffelli, McGowan et al., "Exact, Tractable Gauss-Newton Optimization in Deep Reversible
     Architectures Reveal Poor Generalization", NeurIPS 2024, section 3 (eqs. 16-17).
   """
+  with matmul_precision(precision):
+    return _exact_gn_direction(model, variables, x, y, loss, allocation, solver, rtol, atol,
+                               damping, keep_activations, diagnostics)
+
+
+def _exact_gn_direction(model, variables, x, y, loss, allocation, solver, rtol, atol, damping,
+                        keep_activations, diagnostics):
   check_loss(loss)
   if solver not in SOLVERS:
     raise ValueError(f"Unknown solver {solver!r}; allowed: {', '.join(SOLVERS)}.")

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gnrev.curvature import EXACT_PRECISION, PrecisionLike, check_precision
 from gnrev.gn.min_norm import min_norm_gn_direction
 from gnrev.gn.sweep import exact_gn_direction
 
@@ -61,6 +62,7 @@ def _gauss_newton_transform(direction_fn: Callable, name: str,
 def scale_by_exact_gn(model, loss: str = "ce_identity",
                       allocation: Union[str, Sequence[float]] = "full", solver: str = "cholesky",
                       rtol=0.0, atol=0.0, damping=0.0, keep_activations: bool = True,
+                      precision: PrecisionLike = EXACT_PRECISION,
                       ) -> optax.GradientTransformationExtraArgs:
   """The exact Gauss-Newton direction of a RevMLP (:func:`gnrev.gn.exact_gn_direction`).
 
@@ -69,8 +71,8 @@ def scale_by_exact_gn(model, loss: str = "ce_identity",
 
   Args:
     model: the :class:`gnrev.nets.RevMLP` whose ``params`` are optimised.
-    loss, allocation, solver, rtol, atol, damping, keep_activations: as in
-      :func:`gnrev.gn.exact_gn_direction`.
+    loss, allocation, solver, rtol, atol, damping, keep_activations, precision: as in
+      :func:`gnrev.gn.exact_gn_direction` (``precision`` is checked here, at construction).
 
   Returns:
     A ``GradientTransformationExtraArgs`` with state :class:`GNState`.
@@ -89,6 +91,7 @@ def scale_by_exact_gn(model, loss: str = "ce_identity",
   References:
     Buffelli, McGowan et al., NeurIPS 2024 (arXiv 2411.07979).
   """
+  check_precision(precision)
 
   def direction_fn(params, x, y, extra_args):
     fixed = extra_args.get("fixed")
@@ -98,7 +101,7 @@ def scale_by_exact_gn(model, loss: str = "ce_identity",
     return exact_gn_direction(model, {"params": params, "fixed": fixed}, x, y, loss=loss,
                               allocation=allocation, solver=solver, rtol=rtol, atol=atol,
                               damping=damping, keep_activations=keep_activations,
-                              diagnostics=False)
+                              diagnostics=False, precision=precision)
 
   return _gauss_newton_transform(direction_fn, "scale_by_exact_gn")
 
@@ -106,6 +109,7 @@ def scale_by_exact_gn(model, loss: str = "ce_identity",
 def exact_gn(learning_rate: optax.ScalarOrSchedule, model, loss: str = "ce_identity",
              allocation: Union[str, Sequence[float]] = "full", solver: str = "cholesky",
              rtol=0.0, atol=0.0, damping=0.0, keep_activations: bool = True,
+             precision: PrecisionLike = EXACT_PRECISION,
              ) -> optax.GradientTransformationExtraArgs:
   """Exact Gauss-Newton for a RevMLP: ``params <- params + learning_rate * D``.
 
@@ -126,7 +130,8 @@ def exact_gn(learning_rate: optax.ScalarOrSchedule, model, loss: str = "ce_ident
   """
   return optax.chain(
       scale_by_exact_gn(model, loss=loss, allocation=allocation, solver=solver, rtol=rtol,
-                        atol=atol, damping=damping, keep_activations=keep_activations),
+                        atol=atol, damping=damping, keep_activations=keep_activations,
+                        precision=precision),
       optax.scale_by_learning_rate(learning_rate))
 
 
