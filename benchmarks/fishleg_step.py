@@ -40,7 +40,8 @@ from benchmarks import common  # noqa: E402
 def _add_arguments(parser):
   parser.add_argument("--sizes", default="mnist_paper_batch100,mnist_paper_batch1000",
                       help="comma-separated sizes out of mnist_paper_batch100, "
-                           "mnist_paper_batch1000 (default: %(default)s)")
+                           "mnist_paper_batch1000, tiny (seconds, for the GPU script's dry run; "
+                           "default: %(default)s)")
 
 
 if __name__ == "__main__":
@@ -65,6 +66,7 @@ SIZES = {
     # name: (encoder widths, batch size, steps per timed chunk, repeats)
     "mnist_paper_batch100": ((1000, 500, 250), 100, 20, 5),
     "mnist_paper_batch1000": ((1000, 500, 250), 1000, 10, 5),
+    "tiny": ((16, 8), 10, 10, 1),
 }
 
 

@@ -3,12 +3,13 @@
 On NVIDIA GPUs since Ampere, a float32 ``dot_general`` whose precision is not ``HIGHEST`` runs on
 tensor cores with TF32 operands (10 explicit mantissa bits), and a TPU rounds them to bfloat16
 (7 bits); the products of the rounded operands are accumulated in float32. The CPU backend
-ignores the precision and computes in float32. Inside :func:`reduced_precision_products`, every
-float32 ``dot_general`` that the CPU compiles is lowered instead as: round each operand whose
-precision is not ``HIGHEST`` to ``mantissa_bits`` (round to nearest, ties to even), then a float32
-product. The product of two such operands is exact in float32, so this is the tensor-core
-arithmetic up to the order of the float32 accumulation. It covers every product (``@``,
-``einsum``, ``vdot``, and those of JVPs and VJPs), because it acts where XLA programs are built.
+ignores the precision and computes in float32. Inside :func:`reduced_precision_products`,
+every float32 ``dot_general`` compiled for the CPU (or a GPU) is lowered instead as: round each
+operand whose precision is not ``HIGHEST`` to ``mantissa_bits`` (round to nearest, ties to
+even), then a float32 product. The product of two such operands is exact in float32, so this
+is the tensor-core arithmetic up to the order of the float32 accumulation. It covers every
+product (``@``, ``einsum``, ``vdot``, and those of JVPs and VJPs), because it acts where XLA
+programs are built.
 
 Precision ``HIGHEST`` and float64 operands are left alone, as on a GPU. ``DEFAULT``, ``HIGH``
 and no precision are rounded (on a GPU ``HIGH`` gives TF32 as well). Named dot algorithms
@@ -32,6 +33,9 @@ from jax.interpreters import mlir
 TF32_BITS = 10      # NVIDIA tensor cores (Ampere and later), JAX's default on those GPUs
 BFLOAT16_BITS = 7   # TPU's default (one bfloat16 pass)
 _FLOAT32_BITS = 23
+# Emulated on the CPU and, so that these tests mean the same there, on a GPU (whose own DEFAULT
+# products would otherwise be real TF32, whatever the mantissa_bits asked for).
+_PLATFORMS = ("cpu", "cuda", "rocm")
 
 
 def round_mantissa(x: jax.Array, mantissa_bits: int) -> jax.Array:
@@ -64,33 +68,45 @@ def reduced_precision_products(mantissa_bits: int = TF32_BITS):
   function jitted outside the block is recompiled inside it and again after it.
   """
   round_mantissa(jnp.zeros(()), mantissa_bits)   # validates mantissa_bits
-  table = _mlir_tables._platform_specific_lowerings["cpu"]
   primitive = _lax_internal.dot_general_p
-  original = table[primitive]
+  generic = _mlir_tables._lowerings[primitive]
+  saved = {platform: _mlir_tables._platform_specific_lowerings[platform].get(primitive)
+           for platform in _PLATFORMS}
 
-  def lowering(ctx, lhs, rhs, *, dimension_numbers, precision, preferred_element_type,
-               **params):
-    rounded = _operand_precisions(precision)
-    float32 = [aval.dtype == np.float32 for aval in ctx.avals_in]
-    if not any(r and f for r, f in zip(rounded, float32)):
-      return original.rule(ctx, lhs, rhs, dimension_numbers=dimension_numbers,
-                           precision=precision, preferred_element_type=preferred_element_type,
-                           **params)
+  def lowering_for(platform):
+    original = saved[platform] or generic
 
-    def emulated(a, b):
-      a, b = (round_mantissa(v, mantissa_bits) if r and f else v
-              for v, r, f in zip((a, b), rounded, float32))
-      return jax.lax.dot_general(a, b, dimension_numbers, precision=jax.lax.Precision.HIGHEST,
-                                 preferred_element_type=preferred_element_type)
+    def lowering(ctx, lhs, rhs, *, dimension_numbers, precision, preferred_element_type,
+                 **params):
+      rounded = _operand_precisions(precision)
+      float32 = [aval.dtype == np.float32 for aval in ctx.avals_in]
+      if not any(r and f for r, f in zip(rounded, float32)):
+        return original.rule(ctx, lhs, rhs, dimension_numbers=dimension_numbers,
+                             precision=precision, preferred_element_type=preferred_element_type,
+                             **params)
 
-    return mlir.lower_fun(emulated, multiple_results=False)(ctx, lhs, rhs)
+      def emulated(a, b):
+        a, b = (round_mantissa(v, mantissa_bits) if r and f else v
+                for v, r, f in zip((a, b), rounded, float32))
+        return jax.lax.dot_general(a, b, dimension_numbers,
+                                   precision=jax.lax.Precision.HIGHEST,
+                                   preferred_element_type=preferred_element_type)
+
+      return mlir.lower_fun(emulated, multiple_results=False)(ctx, lhs, rhs)
+
+    return lowering
 
   jax.clear_caches()
-  mlir.register_lowering(primitive, lowering, platform="cpu")
+  for platform in _PLATFORMS:
+    mlir.register_lowering(primitive, lowering_for(platform), platform=platform)
   try:
     yield
   finally:
-    table[primitive] = original
+    for platform, entry in saved.items():
+      if entry is None:
+        _mlir_tables._platform_specific_lowerings[platform].pop(primitive, None)
+      else:
+        _mlir_tables._platform_specific_lowerings[platform][primitive] = entry
     jax.clear_caches()
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ("gn_step", "treemaml_step", "fishleg_step")
+SCRIPTS = ("gn_step", "treemaml_step", "fishleg_step", "gpu")
 
 
 def _run(args, timeout=300):
@@ -35,6 +35,8 @@ def test_help_answers_at_once_without_importing_jax(script):
 def test_bad_flag_is_an_error_naming_the_allowed_values():
   result = _run(["benchmarks/gn_step.py", "--sizes", "huge"], timeout=120)
   assert result.returncode != 0 and "allowed: tiny, small" in result.stderr
+  result = _run(["benchmarks/gpu.py", "--dry-run", "--only", "gn_stp"], timeout=60)
+  assert result.returncode != 0 and "allowed: gn_step, fishleg_step, treemaml_step" in result.stderr
 
 
 def _json_of(result):
@@ -61,3 +63,19 @@ def test_treemaml_step_runs_end_to_end_at_a_tiny_size():
   assert report["num_tasks"] == 8
   assert set(report["seconds"]) == {"maml", "fixed", "learned_threshold"}
   assert report["fixed_over_maml"] > 0 and report["learned_threshold_over_maml"] > 0
+
+
+def test_gpu_script_dry_run_reports_device_versions_and_step_times(tmp_path):
+  # The cheapest benchmark and no tests keep this short; `python benchmarks/gpu.py --dry-run`
+  # runs every step (docs/benchmarks.md).
+  output = tmp_path / "gpu.json"
+  report = _json_of(_run(["benchmarks/gpu.py", "--dry-run", "--tests", "none", "--only",
+                          "treemaml_step", "--output", str(output)]))
+  assert report == json.loads(output.read_text())
+  assert report["dry_run"] and "install" not in report
+  assert report["device"]["backend"] == "cpu" and report["device"]["jax_version"]
+  run = report["benchmarks"]["treemaml_step"]
+  assert run["returncode"] == 0 and run["report"]["num_tasks"] == 8
+  assert set(report["seconds_per_step"]) == {"treemaml_step/maml", "treemaml_step/fixed",
+                                             "treemaml_step/learned_threshold"}
+  assert all(seconds > 0 for seconds in report["seconds_per_step"].values())
