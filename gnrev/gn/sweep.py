@@ -434,7 +434,8 @@ def exact_gn_direction(model, variables: Mapping, x: jax.Array, y: jax.Array,
       diagnostics included (:func:`gnrev.curvature.matmul_precision`). ``"highest"`` (default)
       keeps float32 products in float32 on GPUs and TPUs, as the Gram factorisations and the
       truncation need; ``"high"``, ``"default"`` or None (JAX's default: TF32 on recent NVIDIA
-      GPUs) are faster there and put the exactness at risk (docs/precision.md). No effect on CPU.
+      GPUs) are faster there and put the exactness at risk (the ``"svd"`` solver's error
+      estimate assumes float32 products; docs/precision.md). No effect on a CPU.
 
   Returns:
     ``(direction, info)``: ``direction`` has the structure of ``variables["params"]``; ``info``

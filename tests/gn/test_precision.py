@@ -51,6 +51,26 @@ def test_exact_gn_step_keeps_float32_accuracy_under_tf32_products_unless_lowered
   assert lowered > 20 * STEP_TOLERANCE, lowered
 
 
+@pytest.mark.x64
+def test_dense_reference_step_keeps_float32_accuracy_under_tf32_products_unless_lowered():
+  keys = jax.random.split(jax.random.key(0), 3)
+  params = {"w1": jax.random.normal(keys[0], (6, 8), jnp.float64) / 2,
+            "w2": jax.random.normal(keys[1], (8, 2), jnp.float64) / 3}
+  x = jax.random.normal(keys[2], (4, 6), jnp.float64)
+  y = jnp.arange(4) % 2
+  apply_fn = lambda p, inputs: jnp.tanh(inputs @ p["w1"]) @ p["w2"]
+  reference = ravel_pytree(gn.dense_gn_direction(apply_fn, params, x, y))[0]
+
+  def error(**precision):
+    direction = gn.dense_gn_direction(apply_fn, _float32(params), _float32(x), y, **precision)
+    flat = ravel_pytree(direction)[0]
+    return float(jnp.linalg.norm(flat - reference) / jnp.linalg.norm(reference))
+
+  with reduced_precision_products(TF32_BITS):
+    kept, lowered = error(), error(precision="default")
+  assert kept < STEP_TOLERANCE and lowered > 20 * STEP_TOLERANCE, (kept, lowered)
+
+
 def test_transforms_check_the_precision_at_construction():
   model = nets.RevMLP(num_blocks=1, expansion=8, num_classes=2)
   with pytest.raises(ValueError, match="allowed: highest, high, default"):
