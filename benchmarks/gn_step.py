@@ -11,6 +11,9 @@ steps including the optax update, at each size in --sizes:
   sgd_relu          SGD on the model with ReLU in every block (full-rank features)
   gn_cholesky       solver "cholesky" (exact) on that model, activations kept
   gn_cholesky_invert  the same, block inputs rebuilt by inversion (memory-saving sweep)
+  gn_svd_lowered, gn_cholesky_lowered  gn_svd and gn_cholesky at precision="default" (TF32
+                    products on a recent NVIDIA GPU; the same step on a CPU): the cost of
+                    gnrev's "highest" default (docs/precision.md); not in the default --variants
 
 --variants picks the GN steps (each with its SGD baseline). Next to each ratio over SGD:
 the ratio of the FLOP counts (forward, inverse, jvps, Gram products,
@@ -51,9 +54,9 @@ def _add_arguments(parser):
   parser.add_argument("--repeats", type=common.positive_int, default=5,
                       help="interleaved timed repeats per step after compiling; the median is "
                            "reported (default: %(default)s)")
-  parser.add_argument("--variants", default=",".join(VARIANTS),
-                      help="comma-separated GN steps to time against SGD (default: all, "
-                           "%(default)s)")
+  parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                      help="comma-separated GN steps to time against SGD, out of "
+                           f"{', '.join(VARIANTS)} (default: %(default)s)")
   parser.add_argument("--accuracy", default="paper_mnist",
                       help="comma-separated sizes at which to compare the float32 steps with "
                            "the float64 thin-SVD step on MNIST-like inputs ('' for none; "
@@ -120,6 +123,12 @@ VARIANTS = {
     "gn_cholesky": (True, {}),
     "gn_cholesky_invert": (True, {"keep_activations": False}),
 }
+# The same steps with the products lowered to JAX's default precision (name + LOWERED).
+LOWERED = "_lowered"
+VARIANTS.update({name + LOWERED: (VARIANTS[name][0],
+                                  {**VARIANTS[name][1], "precision": "default"})
+                 for name in ("gn_svd", "gn_cholesky")})
+DEFAULT_VARIANTS = [name for name in VARIANTS if not name.endswith(LOWERED)]
 
 
 def flop_counts(n, d, m, blocks, variant, linear_first_block=True, row_blocks=4):
@@ -142,6 +151,7 @@ def flop_counts(n, d, m, blocks, variant, linear_first_block=True, row_blocks=4)
     parts["forward"] = 2 * blocks * dense_forward
     parts["backward"] = 2 * blocks * 6 * n * h * m - 2 * n * h * m
     return parts
+  variant = variant.removesuffix(LOWERED)   # the same FLOPs at any precision
   solver = {"gn_svd": "svd", "gn_thin_svd": "thin_svd", "gn_damped": "damped"}.get(variant,
                                                                                    "cholesky")
   invert = variant == "gn_cholesky_invert"
