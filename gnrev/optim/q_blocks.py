@@ -139,6 +139,15 @@ class KroneckerBlock:
       inputs = jnp.concatenate([inputs, jnp.ones_like(inputs[:, :1])], axis=1)
     return (inputs @ cache["LLt"]).T @ (per_example.output_grads @ cache["RtR"])
 
+  def per_example_is_cheaper(self, num_rows: int) -> bool:
+    """Whether :meth:`per_example_product` on ``num_rows`` rows beats :meth:`cached_product`.
+
+    In FLOPs, ``N (n^2 + m^2 + n m) < n m (n + m)``: batches below about two thirds of the
+    layer's width (~430 rows for a 1000 x 500 layer, ~670 for 1000 x 1000).
+    """
+    n, m = self.shape
+    return num_rows * (n * n + m * m + n * m) < n * m * (n + m)
+
   def cached_vjp(self, lam: dict, cache: dict, u: jax.Array, w: jax.Array) -> dict:
     """Gradient of ``<w, Q(lam) u>`` with respect to ``{L, R[, A]}``, from the cache.
 
@@ -273,8 +282,9 @@ class QStructure:
       v: params-shaped.
       per_example: block name -> :class:`PerExample` whose ``inputs^T output_grads`` is that
         block's part of ``v`` (``v`` a gradient), for blocks of the ``"kronecker_per_example"``
-        family: those blocks then take :meth:`KroneckerBlock.per_example_product` and ignore
-        their part of ``v``. Ignored by the other families, whose Q does not factor.
+        family: those where it is cheaper (:meth:`per_example_blocks`) take
+        :meth:`KroneckerBlock.per_example_product` and ignore their part of ``v``. Ignored by
+        the other families, whose Q does not factor.
     """
     usable = self.per_example_blocks(per_example)
 
@@ -287,6 +297,10 @@ class QStructure:
 
   def per_example_blocks(self, per_example: dict[str, PerExample] | None) -> frozenset[str]:
     """Names of the blocks that apply Q through ``per_example`` (see :meth:`q_vector_cached`).
+
+    Those ``per_example`` names whose factored product costs fewer FLOPs than the weight-shaped
+    one at their number of rows (:meth:`KroneckerBlock.per_example_is_cheaper`; shapes are
+    static, so this is decided at trace time).
 
     Raises:
       ValueError: when ``per_example`` names a block this family has no factored product for,
@@ -310,7 +324,8 @@ class QStructure:
         raise ValueError(f"per_example[{name!r}] must hold inputs (N, {fan_in}) and "
                          f"output_grads (N, {cols}); got {terms.inputs.shape} and "
                          f"{terms.output_grads.shape}.")
-    return frozenset(per_example)
+    return frozenset(name for name, terms in per_example.items()
+                     if factored[name].per_example_is_cheaper(terms.inputs.shape[0]))
 
   def q_vector_vjp_cached(self, lam: dict, cache: dict, u: PyTree, w: PyTree) -> dict:
     """``d <w, Q(lam) u> / d lam`` (lam-shaped) from ``cache = product_cache(lam)``.

@@ -20,7 +20,7 @@ class _Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return nn.Dense(3, use_bias=False)(jnp.tanh(nn.Dense(4)(x)))
+    return nn.Dense(3, use_bias=False)(jnp.tanh(nn.Dense(16)(x)))
 
 
 class _TinyNet(nn.Module):
@@ -28,12 +28,12 @@ class _TinyNet(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    h = _Encoder(name="Encoder")(x)                          # (B, 5) -> (B, 3)
+    h = _Encoder(name="Encoder")(x)                          # (B, 5) -> (B, 16) -> (B, 3)
     per_position = nn.Dense(2)(h.reshape(h.shape[0], 3, 1))  # (B, 3, 1) -> (B, 3, 2)
     return nn.Dense(5)(jnp.tanh(per_position.reshape(h.shape[0], -1)))
 
 
-def _tiny_problem(batch=6):
+def _tiny_problem(batch=2):
   keys = jax.random.split(jax.random.key(0), 3)
   x = jax.random.uniform(keys[0], (batch, 5))
   params = _TinyNet().init(keys[1], x)["params"]
@@ -44,6 +44,12 @@ def _tiny_problem(batch=6):
 def _loss_fn(x):
   """Bernoulli NLL summed over outputs, mean over the batch: the trainer's reconstruction loss."""
   return lambda outputs: LIKELIHOOD.nll(outputs, x)
+
+
+def _value_grad_and_per_example(model, params, x, targets):
+  """The helper, jitted (the model and loss are closed over, the arrays are arguments)."""
+  return jax.jit(lambda p, xb, t: optim.value_grad_and_per_example(model, p, xb, _loss_fn(t)))(
+      params, x, targets)
 
 
 def _random_lam(structure, key):
@@ -89,11 +95,12 @@ def test_factors_for_a_separable_diagonal_are_exact():
 @pytest.mark.x64
 def test_per_example_terms_give_the_loss_gradient_exactly():
   model, params, x = _tiny_problem()
-  loss, grads, per_example = optim.value_grad_and_per_example(model, params, x, _loss_fn(x))
-  expected_loss, expected_grads = jax.value_and_grad(
-      lambda p: _loss_fn(x)(model.apply({"params": p}, x)))(params)
+  loss, grads, per_example = _value_grad_and_per_example(model, params, x, x)
+  expected_loss, expected_grads = jax.jit(jax.value_and_grad(
+      lambda p: _loss_fn(x)(model.apply({"params": p}, x))))(params)
   np.testing.assert_allclose(loss, expected_loss, rtol=1e-14)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14), grads, expected_grads)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15), grads,
+               expected_grads)
   assert set(per_example) == {"Encoder/Dense_0", "Encoder/Dense_1", "Dense_0", "Dense_1"}
   assert per_example["Dense_0"].inputs.shape == (3 * x.shape[0], 1)  # positions are rows
   structure = optim.q_structure(params, FAMILY)
@@ -111,23 +118,28 @@ def test_per_example_terms_give_the_loss_gradient_exactly():
 @pytest.mark.x64
 def test_per_example_product_equals_materialised_q_applied_to_the_gradient():
   model, params, x = _tiny_problem()
-  _, grads, per_example = optim.value_grad_and_per_example(model, params, x, _loss_fn(x))
+  _, grads, per_example = _value_grad_and_per_example(model, params, x, x)
   structure = optim.q_structure(params, FAMILY)
+  # Batch 2: the factored product is the cheaper one, except for the Dense over positions
+  # (6 rows of a 2 x 2 block).
+  assert structure.per_example_blocks(per_example) == {"Encoder/Dense_0", "Encoder/Dense_1",
+                                                       "Dense_1"}
   lam = _random_lam(structure, jax.random.key(3))
   cache = structure.product_cache(lam)
   flat_grads, unravel = ravel_pytree(grads)
-  dense_q = jax.jacfwd(lambda f: ravel_pytree(structure.q_vector(lam, unravel(f)))[0])(
+  dense_q = jax.jit(jax.jacfwd(lambda f: ravel_pytree(structure.q_vector(lam, unravel(f)))[0]))(
       flat_grads)
   np.testing.assert_allclose(dense_q, dense_q.T, atol=1e-10)
-  expected = dense_q @ flat_grads
-  factored = ravel_pytree(structure.q_vector_cached(lam, cache, grads, per_example))[0]
-  weight_shaped = ravel_pytree(structure.q_vector_cached(lam, cache, grads))[0]
-  np.testing.assert_allclose(factored, expected, rtol=1e-10, atol=1e-13)
-  np.testing.assert_allclose(factored, weight_shaped, rtol=1e-10, atol=1e-13)
-  # The factored product ignores the weight-shaped gradient of its blocks: it uses X and Delta.
-  zeros = jax.tree.map(jnp.zeros_like, grads)
-  from_terms_only = ravel_pytree(structure.q_vector_cached(lam, cache, zeros, per_example))[0]
-  np.testing.assert_allclose(from_terms_only, expected, rtol=1e-10, atol=1e-13)
+  expected = unravel(dense_q @ flat_grads)
+  product = jax.jit(lambda v, terms: structure.q_vector_cached(lam, cache, v, terms))
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+  jax.tree.map(close, product(grads, per_example), expected)
+  jax.tree.map(close, product(grads, None), expected)
+  # The factored blocks use X and Delta only, not their part of v: on v = 0 they still give Q g.
+  from_terms_only = product(jax.tree.map(jnp.zeros_like, grads), per_example)
+  for name in ("Encoder", "Dense_1"):
+    jax.tree.map(close, from_terms_only[name], expected[name])
+  jax.tree.map(lambda a: np.testing.assert_array_equal(a, 0.0), from_terms_only["Dense_0"])
 
 
 def _fvp_fn(model, params, x):
@@ -144,7 +156,7 @@ def test_family_works_in_a_chain_under_jit_without_recompiling():
 
   def step(params, state, use_per_example):
     traces.append(use_per_example)
-    _, grads, per_example = optim.value_grad_and_per_example(model, params, x, _loss_fn(x))
+    _, grads, per_example = _value_grad_and_per_example(model, params, x, x)
     extra = {"per_example": per_example} if use_per_example else {}
     updates, state = tx.update(grads, state, params, fvp_fn=_fvp_fn(model, params, x),
                                rng=jax.random.key(0), unknown_extra_arg=1, **extra)
@@ -165,7 +177,7 @@ def test_family_works_in_a_chain_under_jit_without_recompiling():
 
 def test_per_example_for_a_block_the_family_does_not_factor_is_an_error():
   model, params, x = _tiny_problem()
-  _, grads, per_example = optim.value_grad_and_per_example(model, params, x, _loss_fn(x))
+  _, grads, per_example = _value_grad_and_per_example(model, params, x, x)
   structure = optim.q_structure(params, FAMILY)
   lam = structure.lam_for_diagonal(jax.tree.map(jnp.ones_like, params))
   cache = structure.product_cache(lam)
@@ -193,7 +205,7 @@ def test_a_dense_layer_called_twice_is_left_out_and_q_takes_its_gradient():
   x = jax.random.uniform(jax.random.key(0), (3, 4), jnp.float64)
   params = jax.tree.map(lambda p: p.astype(jnp.float64),
                         _Shared().init(jax.random.key(1), x)["params"])
-  _, grads, per_example = optim.value_grad_and_per_example(_Shared(), params, x, _loss_fn(x[:, :2]))
+  _, grads, per_example = _value_grad_and_per_example(_Shared(), params, x, x[:, :2])
   assert set(per_example) == {"Dense_1"}
   structure = optim.q_structure(params, FAMILY)
   lam = _random_lam(structure, jax.random.key(2))
