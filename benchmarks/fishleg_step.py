@@ -32,7 +32,7 @@ that gradient and ``2 (n^3 + m^3)`` to rebuild the cache). The per-example famil
 product is ``2 B (n^2 + m^2 + n m)`` per block; its aux step is the same as the other's (probes
 and residuals are not per-example sums, so Q is applied to them weight-shaped).
 
-    python -m benchmarks.fishleg_step      # from the repository root; ~15 min on 2 idle cores
+    python -m benchmarks.fishleg_step      # from the repository root; 30 min on 2 busy cores
     python benchmarks/fishleg_step.py --sizes mnist_paper_batch100 --repeats 3
 """
 

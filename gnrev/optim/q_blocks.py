@@ -107,8 +107,8 @@ class KroneckerBlock:
 
     Without the elementwise factor Q is a Kronecker product of diagonals ``diag(l) x diag(r)``
     with ``l`` the row means of ``target`` and ``r`` its column means over its overall mean:
-    exact for ``target_ij = a_i b_j`` (e.g. ``Q_0 = s I``), otherwise the separable target
-    with the same row and column means up to one scale.
+    the separable diagonal with the row and column means of ``target``, exact when
+    ``target_ij = a_i b_j`` (e.g. ``Q_0 = s I``).
     """
     rows, cols = self.shape
     if self.elementwise:
