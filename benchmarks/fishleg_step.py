@@ -83,7 +83,7 @@ MODES = ("no_aux", "cond", "split")
 
 
 def make_optimizer(name: str, q_family: str = "kronecker") -> optax.GradientTransformation:
-  """The config's ``fishleg`` (with ``q_family``) or ``adam_1em3`` run as a plain optax transform."""
+  """The config's ``fishleg`` (with ``q_family``) or ``adam_1em3`` run as an optax transform."""
   options = dict(all_runs()["fishleg" if name == "fishleg" else "adam_1em3"])
   del options["name"]
   return (optim.fishleg(**options, q_family=q_family) if name == "fishleg"

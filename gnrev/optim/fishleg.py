@@ -292,16 +292,16 @@ def scale_by_fishleg(
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update(grads, state, params=None, *,
-    fvp_fn, rng=None, update_aux=None, per_example=None)`` needs ``fvp_fn``: ``v -> F v``
-    (params-shaped, without damping) at the current params on an auxiliary batch, called once
-    and only on aux steps, and ``rng`` when ``probe="gaussian"``. ``update_aux`` overrides the
-    schedule: ``True`` / ``False`` run / skip the aux step without ``lax.cond`` (``fvp_fn`` and
-    ``rng`` may then be omitted on ``False`` steps), a boolean array gates it with ``lax.cond``
-    (see the module docstring for when to use which). ``per_example`` (block name -> ``PerExample``, from
+    fvp_fn, rng=None, update_aux=None)`` needs ``fvp_fn``: ``v -> F v`` (params-shaped, without
+    damping) at the current params on an auxiliary batch, called once and only on aux steps,
+    and ``rng`` when ``probe="gaussian"``. ``update_aux`` overrides the schedule: ``True`` /
+    ``False`` run / skip the aux step without ``lax.cond`` (``fvp_fn`` and ``rng`` may then be
+    omitted on ``False`` steps), a boolean array gates it with ``lax.cond`` (see the module
+    docstring for when to use which). Other extra arguments are ignored.
+    The optional ``per_example`` (block name -> ``PerExample``, from
     :func:`gnrev.optim.value_grad_and_per_example` on the gradient's batch) makes the
     ``"kronecker_per_example"`` family apply Q to the gradient in factored form (same result,
     ``B (n^2 + m^2 + n m)`` instead of ``n m (n + m)`` per block); other families ignore it.
-    Other extra arguments are ignored.
 
   Example:
     >>> from gnrev import curvature
