@@ -4,17 +4,22 @@ The FishLeg paper's MNIST autoencoder 784-1000-500-250-30-250-500-1000-784 (ReLU
 Bernoulli NLL summed over pixels; ``gnrev.train.models.Autoencoder``) on the real ``mnist5k``
 digits (pixels / 255), at batch 100 and batch 1000, exact-GGN aux products on a separate batch
 of the same size, one aux step every ``update_aux_every = 10`` updates; FishLeg and Adam with
-the settings of ``configs/fishleg_autoencoder.py`` (``fishleg`` and ``adam_1em3``).
+the settings of ``configs/fishleg_autoencoder.py`` (``fishleg`` and ``adam_1em3``), FishLeg with
+two Q families: ``kronecker`` (``fishleg_*``: Kronecker blocks with the elementwise factor,
+Q applied to the weight-shaped gradient) and ``kronecker_per_example`` (``per_example_*``: no
+elementwise factor; the step's Q g from the Dense layers' per-example inputs and output
+gradients, which ``optim.value_grad_and_per_example`` returns with the gradient in one pass).
 
 Every optimizer runs as one jitted ``lax.scan`` over ``steps`` training steps, timed after
-compilation (median of ``repeats`` chunks, variants interleaved). FishLeg variants:
+compilation (median of ``repeats`` chunks, all variants interleaved). FishLeg variants, for
+each family:
 
-* ``fishleg_cond``: the single transform, aux step gated by ``lax.cond`` on the step count,
+* ``*_cond``: the single transform, aux step gated by ``lax.cond`` on the step count,
   ``fvp_fn`` built lazily (linearisation inside the call, so its forward pass runs only on
   aux steps);
-* ``fishleg_split``: no ``lax.cond``: ``update(..., update_aux=True)`` once, then ``k - 1``
+* ``*_split``: no ``lax.cond``: ``update(..., update_aux=True)`` once, then ``k - 1``
   steps with ``update_aux=False`` (an outer scan over groups of ``k`` steps);
-* ``fishleg_no_aux``: ``update_aux=False`` on every step (the Q product alone).
+* ``*_no_aux``: ``update_aux=False`` on every step (the Q product alone).
 
 FLOP floor: XLA's own FLOP count (``compiled.cost_analysis()``) of one Adam step, one FishLeg
 step without and one with the aux step (separate programs, no ``lax.cond``), amortised as
@@ -23,9 +28,12 @@ step without and one with the aux step (separate programs, no ``lax.cond``), amo
 ``(n, m)`` for ``Q U = A (L L^T (A U) R^T R)`` from the cached ``L L^T`` and ``R^T R``; aux
 step ``~10 B W`` for the GGN product plus ~4 cached Q products' worth for ``Q u``, the
 preconditioned residual and the closed-form lam-gradient, plus ``(n^3 + m^3)`` per block in
-that gradient and ``2 (n^3 + m^3)`` to rebuild the cache).
+that gradient and ``2 (n^3 + m^3)`` to rebuild the cache). The per-example family's step
+product is ``2 B (n^2 + m^2 + n m)`` per block; its aux step is the same as the other's (probes
+and residuals are not per-example sums, so Q is applied to them weight-shaped).
 
-    python -m benchmarks.fishleg_step      # from the repository root; ~10 min on 2 idle cores
+    python -m benchmarks.fishleg_step      # from the repository root; 30 min on 2 busy cores
+    python benchmarks/fishleg_step.py --sizes mnist_paper_batch100 --repeats 3
 """
 
 import os
@@ -40,8 +48,9 @@ from benchmarks import common  # noqa: E402
 def _add_arguments(parser):
   parser.add_argument("--sizes", default="mnist_paper_batch100,mnist_paper_batch1000",
                       help="comma-separated sizes out of mnist_paper_batch100, "
-                           "mnist_paper_batch1000, tiny (seconds, for the GPU script's dry run; "
-                           "default: %(default)s)")
+                           "mnist_paper_batch1000, tiny (default: %(default)s)")
+  parser.add_argument("--repeats", type=common.positive_int, default=5,
+                      help="timed chunks per variant (default: %(default)s)")
 
 
 if __name__ == "__main__":
@@ -63,41 +72,46 @@ from gnrev.train.models import Autoencoder  # noqa: E402
 
 LIKELIHOOD = curvature.bernoulli()
 SIZES = {
-    # name: (encoder widths, batch size, steps per timed chunk, repeats)
-    "mnist_paper_batch100": ((1000, 500, 250), 100, 20, 5),
-    "mnist_paper_batch1000": ((1000, 500, 250), 1000, 10, 5),
-    "tiny": ((16, 8), 10, 10, 1),
+    # name: (encoder widths, batch size, steps per timed chunk)
+    "mnist_paper_batch100": ((1000, 500, 250), 100, 20),
+    "mnist_paper_batch1000": ((1000, 500, 250), 1000, 10),
+    "tiny": ((32, 16), 20, 10),  # seconds: checks the script end to end
 }
+# Variant prefix -> Q family.
+FAMILIES = {"fishleg": "kronecker", "per_example": "kronecker_per_example"}
+MODES = ("no_aux", "cond", "split")
 
 
-def make_optimizer(name: str) -> optax.GradientTransformation:
-  """The config's ``fishleg`` or ``adam_1em3`` run as a plain optax transform."""
+def make_optimizer(name: str, q_family: str = "kronecker") -> optax.GradientTransformation:
+  """The config's ``fishleg`` (with ``q_family``) or ``adam_1em3`` run as an optax transform."""
   options = dict(all_runs()["fishleg" if name == "fishleg" else "adam_1em3"])
   del options["name"]
-  return optim.fishleg(**options) if name == "fishleg" else optax.adam(**options)
+  return (optim.fishleg(**options, q_family=q_family) if name == "fishleg"
+          else optax.adam(**options))
 
 
-def _grads(model, params, x):
-  return jax.grad(lambda p: LIKELIHOOD.nll(model.apply({"params": p}, x), x))(params)
-
-
-def _fvp_fn(model, params, x_aux, lazy: bool):
-  build = lambda: curvature.ggn_vector_product(
-      lambda p, xb: model.apply({"params": p}, xb), params, x_aux, LIKELIHOOD)
-  if lazy:
-    return lambda v: build()(v)
-  return build()
+def _lazy_fvp_fn(model, params, x_aux):
+  """``v -> F v`` that linearises when called: its forward pass runs on aux steps only."""
+  return lambda v: curvature.ggn_vector_product(
+      lambda p, xb: model.apply({"params": p}, xb), params, x_aux, LIKELIHOOD)(v)
 
 
 def make_step(model, tx, variant: str, update_aux=None):
   """``(params, opt_state, pixels, idx, aux_idx, key) -> (params, opt_state)``, one variant."""
+  per_example = variant.startswith("per_example")
 
   def step(params, opt_state, pixels, idx, aux_idx, key):
-    grads = _grads(model, params, pixels[idx])
+    x = pixels[idx]
+    loss_fn = lambda outputs: LIKELIHOOD.nll(outputs, x)
+    if per_example:
+      _, grads, terms = optim.value_grad_and_per_example(model, params, x, loss_fn)
+    else:
+      grads = jax.grad(lambda p: loss_fn(model.apply({"params": p}, x)))(params)
     extra = {}
     if variant != "adam":
-      lazy = variant != "fishleg_cond_eager_fvp"
-      extra = {"fvp_fn": _fvp_fn(model, params, pixels[aux_idx], lazy), "rng": key}
+      extra = {"fvp_fn": _lazy_fvp_fn(model, params, pixels[aux_idx]), "rng": key}
+      if per_example:
+        extra["per_example"] = terms
       if update_aux is not None:
         extra["update_aux"] = update_aux
     updates, opt_state = tx.update(grads, opt_state, params, **extra)
@@ -113,7 +127,7 @@ def _scan_steps(step, carry, pixels, inputs):
 
 def make_chunk(model, tx, variant: str, every: int):
   """Jitted ``(params, opt_state, pixels, batch_idx, aux_idx, keys) -> (params, opt_state)``."""
-  if variant == "fishleg_split":
+  if variant.endswith("_split"):
     with_aux = make_step(model, tx, variant, update_aux=True)
     without_aux = make_step(model, tx, variant, update_aux=False)
 
@@ -126,7 +140,7 @@ def make_chunk(model, tx, variant: str, every: int):
       body = lambda carry, group_inputs: (group(carry, pixels, group_inputs), None)
       return jax.lax.scan(body, carry, grouped)[0]
   else:
-    update_aux = False if variant == "fishleg_no_aux" else None
+    update_aux = False if variant.endswith("_no_aux") else None
     run = functools.partial(_scan_steps, make_step(model, tx, variant, update_aux))
 
   @jax.jit
@@ -152,7 +166,8 @@ def median_chunk_seconds(model, optimizers: dict, params, pixels, batch: int, st
     carries[variant] = jax.block_until_ready(
         chunks[variant](params, tx.init(params), pixels, draw(), draw(), keys))
   times = {variant: [] for variant in optimizers}
-  for _ in range(repeats):
+  for repeat in range(repeats):
+    common.log(f"  repeat {repeat + 1}/{repeats}")
     batch_idx, aux_idx = draw(), draw()
     for variant, chunk in chunks.items():
       tic = time.perf_counter()
@@ -180,34 +195,40 @@ def analytic_flops(widths, batch, every) -> dict:
   cache = sum(2 * ((n + 1)**3 + m**3) for n, m in layers)
   # Aux step: the GGN product, Q u and the preconditioned residual from the cache (2 products),
   # the closed-form lam-gradient (~2 products' worth plus (n^3 + m^3) for the L and R
-  # multiplications), the new cache.
+  # multiplications), the new cache. The same for both families.
   aux = 10 * batch * weights + 4 * q_product + 1.5 * cache
-  # For comparison: Q g from per-example layer inputs and output gradients (gradient = sum of
-  # B outer products) if Q had no elementwise A: B (n^2 + m^2) per block plus forming the
-  # (n, m) result, 2 B n m.
-  per_example = sum(2 * batch * ((n + 1)**2 + m**2) + 2 * batch * (n + 1) * m
-                    for n, m in layers)
+  # Q g from the per-example inputs X (B, n) and output gradients Delta (B, m) of each Dense
+  # layer: X L L^T, Delta R^T R and their (n, m) product, where that is the cheaper route
+  # (KroneckerBlock.per_example_is_cheaper), else the weight-shaped product.
+  per_example = sum(min(2 * batch * ((n + 1)**2 + m**2 + (n + 1) * m),
+                        2 * (n + 1) * m * (n + 1 + m)) for n, m in layers)
   return {"grad": grad, "q_product_cached": q_product, "q_product_per_block": q_blocks,
-          "cache_rebuild": cache, "aux_step": aux,
-          "q_product_per_example_route_without_A": per_example,
-          "fishleg_over_adam_floor": (grad + q_product + aux / every) / grad}
+          "q_product_per_example": per_example, "cache_rebuild": cache, "aux_step": aux,
+          "fishleg_over_adam_floor": (grad + q_product + aux / every) / grad,
+          "per_example_over_adam_floor": (grad + per_example + aux / every) / grad,
+          "per_example_no_aux_over_adam_floor": (grad + per_example) / grad}
 
 
-def measure(size: str, config, pixels: np.ndarray, every: int) -> dict:
-  encoder_widths, batch, steps, repeats = SIZES[size]
+def measure(size: str, config, pixels: np.ndarray, every: int, repeats: int) -> dict:
+  encoder_widths, batch, steps = SIZES[size]
   model = Autoencoder(num_outputs=pixels.shape[1], encoder_widths=encoder_widths,
                       code_size=config.model.code_size)
   params = model.init(jax.random.key(0), pixels[:1])["params"]
-  adam, fishleg = make_optimizer("adam"), make_optimizer("fishleg")
-  flops = {"adam": xla_flops(model, adam, "adam", params, pixels, batch),
-           "fishleg_without_aux": xla_flops(model, fishleg, "fishleg_split", params, pixels,
-                                              batch, False),
-           "fishleg_with_aux": xla_flops(model, fishleg, "fishleg_split", params, pixels,
-                                           batch, True)}
-  amortised = ((every - 1) * flops["fishleg_without_aux"] + flops["fishleg_with_aux"]) / every
-  variants = ["fishleg_no_aux", "fishleg_cond", "fishleg_split"]
-  seconds = median_chunk_seconds(model, {"adam": adam, **{v: fishleg for v in variants}}, params,
-                                 pixels, batch, steps, repeats, every)
+  adam = make_optimizer("adam")
+  fishlegs = {prefix: make_optimizer("fishleg", family) for prefix, family in FAMILIES.items()}
+  flops = {"adam": xla_flops(model, adam, "adam", params, pixels, batch)}
+  floor = {}
+  for prefix, tx in fishlegs.items():
+    without = xla_flops(model, tx, f"{prefix}_split", params, pixels, batch, False)
+    with_aux = xla_flops(model, tx, f"{prefix}_split", params, pixels, batch, True)
+    amortised = ((every - 1) * without + with_aux) / every
+    flops.update({f"{prefix}_without_aux": without, f"{prefix}_with_aux": with_aux,
+                  f"{prefix}_amortised": amortised})
+    floor.update({f"{prefix}_no_aux": without / flops["adam"],
+                  f"{prefix}_amortised": amortised / flops["adam"]})
+  optimizers = {"adam": adam, **{f"{prefix}_{mode}": tx for prefix, tx in fishlegs.items()
+                                 for mode in MODES}}
+  seconds = median_chunk_seconds(model, optimizers, params, pixels, batch, steps, repeats, every)
   widths = ((pixels.shape[1],) + encoder_widths + (config.model.code_size,) +
             encoder_widths[::-1] + (pixels.shape[1],))
   return {
@@ -216,9 +237,8 @@ def measure(size: str, config, pixels: np.ndarray, every: int) -> dict:
       "steps_per_chunk": steps, "repeats": repeats,
       "step_ms": {v: 1e3 * s / steps for v, s in seconds.items()},
       "measured_over_adam": {v: s / seconds["adam"] for v, s in seconds.items() if v != "adam"},
-      "xla_flops_per_step": dict(flops, fishleg_amortised=amortised),
-      "flop_floor_over_adam": {"fishleg_no_aux": flops["fishleg_without_aux"] / flops["adam"],
-                               "fishleg_amortised": amortised / flops["adam"]},
+      "xla_flops_per_step": flops,
+      "flop_floor_over_adam": floor,
       "analytic_flops": analytic_flops(widths, batch, every),
   }
 
@@ -236,11 +256,12 @@ def main(argv=None):
   results = {}
   for size in sizes:
     common.log(f"measuring {size}")
-    results[size] = measure(size, config, pixels, every)
+    results[size] = measure(size, config, pixels, every, args.repeats)
   common.emit({
       "benchmark": "fishleg_step", "device": jax.devices()[0].platform,
-      "update_aux_every": every,
-      "targets": {"mnist_paper_batch100": 2.0, "mnist_paper_batch1000": 1.6}, **results})
+      "update_aux_every": every, "load_average_per_cpu": common.load_average(),
+      "targets": {"mnist_paper_batch100": {"fishleg_split": 2.0, "per_example_split": 3.0},
+                  "mnist_paper_batch1000": {"fishleg_split": 1.6}}, **results})
 
 
 if __name__ == "__main__":

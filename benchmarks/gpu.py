@@ -62,7 +62,7 @@ BENCHMARKS = {
                 ["--sizes", "tiny", "--repeats", "1", "--variants", "gn_svd,gn_svd_lowered",
                  "--no-accuracy"]),
     "fishleg_step": (["--sizes", "mnist_paper_batch100,mnist_paper_batch1000"],
-                     ["--sizes", "tiny"]),
+                     ["--sizes", "tiny", "--repeats", "1"]),
     "treemaml_step": (["--repeats", "20", "--no-otd"],
                       ["--repeats", "1", "--branching", "2,2,2", "--no-otd"]),
 }

@@ -284,7 +284,8 @@ def scale_by_fishleg(
       ``learning_rate / damping`` there: at damping 0.5 that diverged on the MNIST
       autoencoder (experiments/README.md, FishLeg tuning pilots).
     precondition_aux: use ``Q r`` instead of ``r`` in the aux gradient (docs/optim.md).
-    q_family: ``"kronecker"``, ``"diagonal"`` or ``"full"`` (see :mod:`gnrev.optim.q_blocks`).
+    q_family: ``"kronecker"``, ``"kronecker_per_example"``, ``"diagonal"`` or ``"full"`` (see
+      :mod:`gnrev.optim.q_blocks`).
     aux_optimizer: overrides ``default_aux_optimizer(aux_learning_rate)`` for lam.
     weight_decay: decoupled L2 coefficient added to the direction (``m + weight_decay * theta``;
       needs ``params``), inside the transform so that a skipped update is exactly zero.
@@ -297,6 +298,10 @@ def scale_by_fishleg(
     ``False`` run / skip the aux step without ``lax.cond`` (``fvp_fn`` and ``rng`` may then be
     omitted on ``False`` steps), a boolean array gates it with ``lax.cond`` (see the module
     docstring for when to use which). Other extra arguments are ignored.
+    The optional ``per_example`` (block name -> ``PerExample``, from
+    :func:`gnrev.optim.value_grad_and_per_example` on the gradient's batch) makes the
+    ``"kronecker_per_example"`` family apply Q to the gradient in factored form (same result,
+    ``B (n^2 + m^2 + n m)`` instead of ``n m (n + m)`` per block); other families ignore it.
 
   Example:
     >>> from gnrev import curvature
@@ -355,7 +360,7 @@ def scale_by_fishleg(
 
   def update_fn(updates, state, params=None, *, fvp_fn: Callable | None = None,
                 rng: jax.Array | None = None, update_aux: bool | jax.Array | None = None,
-                **extra_args):
+                per_example: dict | None = None, **extra_args):
     del extra_args
     if update_aux is None:
       update_aux = state.count % update_aux_every == 0
@@ -371,7 +376,7 @@ def scale_by_fishleg(
     if decays and params is None:
       raise ValueError("fishleg with weight_decay > 0 needs params in update.")
     structure = q_structure(updates, q_family)
-    direction = structure.q_vector_cached(state.lam, state.q_cache, updates)
+    direction = structure.q_vector_cached(state.lam, state.q_cache, updates, per_example)
     trace = jax.tree.map(lambda m, d: momentum * m + d, state.momentum, direction)
     take_aux_step = lambda: aux_step(structure, state.lam, state.q_cache, state.aux_opt_state,
                                      state.aux_loss, draw_probe(updates, rng, state.count),

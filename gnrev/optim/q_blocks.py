@@ -14,6 +14,19 @@ exposes a PSD-by-construction product ``Q x``, a closed-form ``diag(Q)`` and fac
             \\qquad Q = D_A (L L^\\top \\otimes R^\\top R) D_A,
             \\qquad \\mathrm{diag}(Q)_{ij} = A_{ij}^2 (L \\odot L \\,\\mathbf 1)_i (\\mathbf 1^\\top R \\odot R)_j.
 
+  With ``q_family="kronecker_per_example"`` the block has no elementwise factor,
+  ``Q U = L L^T U R^T R`` (the paper-era JAX code's ``MLPLegendreKronDiag``). A dense layer's
+  gradient on a batch is ``G = X^T Delta`` (per-example layer inputs ``X``, ``(N, in [+1])``,
+  and output gradients ``Delta``, ``(N, out)``, :class:`PerExample`), so then
+
+  .. math:: Q G = (X L L^\\top)^\\top (\\Delta R^\\top R),
+
+  ``2 N (n^2 + m^2 + n m)`` FLOPs from the cached ``L L^T`` and ``R^T R`` instead of the
+  ``2 n m (n + m)`` of the weight-shaped product (:meth:`KroneckerBlock.per_example_product`;
+  :func:`gnrev.optim.per_example.value_grad_and_per_example` takes ``X`` and ``Delta`` from a
+  flax model). Only this product uses them: Q applied to anything else (the aux step's probes
+  and residuals) is the weight-shaped product.
+
 * :class:`DiagonalBlock` for every other leaf: ``Q x = d^2 \\odot x``.
 * :class:`FullBlock` (``q_family="full"``): one dense ``Q = C C^T`` over all parameters, for
   small-model studies and the reference tests.
@@ -28,13 +41,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
 PyTree = Any
-Q_FAMILIES = ("kronecker", "diagonal", "full")
+Q_FAMILIES = ("kronecker", "kronecker_per_example", "diagonal", "full")
 
 
 def _key_name(entry) -> str:
@@ -44,13 +57,29 @@ def _key_name(entry) -> str:
   return str(entry)
 
 
+class PerExample(NamedTuple):
+  """A dense layer's gradient in factored form, ``G = inputs^T output_grads`` (bias row aside).
+
+  Rows are examples (or positions: all leading axes flattened). ``output_grads`` are gradients of
+  the loss as trained, so a batch-mean loss's ``1 / N`` is already in them.
+  """
+  inputs: jax.Array  # (N, in), the layer's inputs, without the bias's column of ones
+  output_grads: jax.Array  # (N, out), d loss / d (layer outputs)
+
+
 @dataclasses.dataclass(frozen=True)
 class KroneckerBlock:
-  """Kernel (+ bias) of one layer as ``U`` of shape ``(in [+1], out)``; lam ``{L, R, A}``."""
+  """Kernel (+ bias) of one layer as ``U`` of shape ``(in [+1], out)``; lam ``{L, R[, A]}``.
+
+  ``elementwise=False`` drops the factor ``A`` (``Q U = L L^T U R^T R``, the
+  ``"kronecker_per_example"`` family), which lets :meth:`per_example_product` apply Q to a
+  gradient given in factored form.
+  """
   name: str
   kernel_index: int
   bias_index: int | None
   kernel_shape: tuple[int, ...]
+  elementwise: bool = True
 
   @property
   def shape(self) -> tuple[int, int]:
@@ -70,42 +99,78 @@ class KroneckerBlock:
       out[self.bias_index] = u[rows]
     return out
 
+  def _scaled(self, lam: dict, u: jax.Array) -> jax.Array:
+    return lam["A"] * u if self.elementwise else u
+
   def factors_for_diagonal(self, target: jax.Array) -> dict:
+    """Factors with ``diag(Q) = target``; without ``A``, exact when ``target`` is separable.
+
+    Without the elementwise factor Q is a Kronecker product of diagonals ``diag(l) x diag(r)``
+    with ``l`` the row means of ``target`` and ``r`` its column means over its overall mean:
+    the separable diagonal with the row and column means of ``target``, exact when
+    ``target_ij = a_i b_j`` (e.g. ``Q_0 = s I``).
+    """
     rows, cols = self.shape
-    return {"L": jnp.eye(rows, dtype=target.dtype), "R": jnp.eye(cols, dtype=target.dtype),
-            "A": jnp.sqrt(target)}
+    if self.elementwise:
+      return {"L": jnp.eye(rows, dtype=target.dtype), "R": jnp.eye(cols, dtype=target.dtype),
+              "A": jnp.sqrt(target)}
+    row, col = jnp.mean(target, axis=1), jnp.mean(target, axis=0) / jnp.mean(target)
+    return {"L": jnp.diag(jnp.sqrt(row)), "R": jnp.diag(jnp.sqrt(col))}
 
   def q_product(self, lam: dict, u: jax.Array) -> jax.Array:
-    left, right, scale = lam["L"], lam["R"], lam["A"]
-    inner = left @ (left.T @ (scale * u))
-    return scale * ((inner @ right.T) @ right)
+    left, right = lam["L"], lam["R"]
+    inner = left @ (left.T @ self._scaled(lam, u))
+    return self._scaled(lam, (inner @ right.T) @ right)
 
   def product_cache(self, lam: dict) -> dict:
     return {"LLt": lam["L"] @ lam["L"].T, "RtR": lam["R"].T @ lam["R"]}
 
   def cached_product(self, lam: dict, cache: dict, u: jax.Array) -> jax.Array:
-    return lam["A"] * ((cache["LLt"] @ (lam["A"] * u)) @ cache["RtR"])
+    return self._scaled(lam, (cache["LLt"] @ self._scaled(lam, u)) @ cache["RtR"])
+
+  def per_example_product(self, cache: dict, per_example: PerExample) -> jax.Array:
+    """``Q G`` for ``G = X^T Delta`` without forming G: ``(X L L^T)^T (Delta R^T R)``.
+
+    ``X`` is ``per_example.inputs`` with a column of ones for the bias. Needs
+    ``elementwise=False`` (an elementwise ``A`` does not factor through the examples).
+    """
+    inputs = per_example.inputs
+    if self.bias_index is not None:
+      inputs = jnp.concatenate([inputs, jnp.ones_like(inputs[:, :1])], axis=1)
+    return (inputs @ cache["LLt"]).T @ (per_example.output_grads @ cache["RtR"])
+
+  def per_example_is_cheaper(self, num_rows: int) -> bool:
+    """Whether :meth:`per_example_product` on ``num_rows`` rows beats :meth:`cached_product`.
+
+    In FLOPs, ``N (n^2 + m^2 + n m) < n m (n + m)``: batches below about two thirds of the
+    layer's width (~430 rows for a 1000 x 500 layer, ~670 for 1000 x 1000).
+    """
+    n, m = self.shape
+    return num_rows * (n * n + m * m + n * m) < n * m * (n + m)
 
   def cached_vjp(self, lam: dict, cache: dict, u: jax.Array, w: jax.Array) -> dict:
-    """Gradient of ``<w, Q(lam) u>`` with respect to ``{L, R, A}``, from the cache.
+    """Gradient of ``<w, Q(lam) u>`` with respect to ``{L, R[, A]}``, from the cache.
 
-    With ``X = A o u``, ``Y = A o w``, ``P = L L^T`` and ``S = R^T R``: ``d/dA = w o (P X S) +
-    u o (P Y S)``, ``d/dL = (C + C^T) L`` with ``C = X S Y^T`` and ``d/dR = R (B + B^T)`` with
-    ``B = Y^T P X``: three ``(n, m)``-sized products with P and with S each, instead of the
-    ~four Q products from the factors that autodiff through :meth:`q_product` costs.
+    With ``X = A o u``, ``Y = A o w`` (``X = u``, ``Y = w`` without ``A``), ``P = L L^T`` and
+    ``S = R^T R``: ``d/dA = w o (P X S) + u o (P Y S)``, ``d/dL = (C + C^T) L`` with
+    ``C = X S Y^T`` and ``d/dR = R (B + B^T)`` with ``B = Y^T P X``: three ``(n, m)``-sized
+    products with P and with S each, instead of the ~four Q products from the factors that
+    autodiff through :meth:`q_product` costs.
     """
     p, s = cache["LLt"], cache["RtR"]
-    x, y = lam["A"] * u, lam["A"] * w
-    px, py = p @ x, p @ y
+    x, y = self._scaled(lam, u), self._scaled(lam, w)
+    px = p @ x
     c = (x @ s) @ y.T
     b = y.T @ px
-    return {"A": w * (px @ s) + u * (py @ s), "L": (c + c.T) @ lam["L"],
-            "R": lam["R"] @ (b + b.T)}
+    grads = {"L": (c + c.T) @ lam["L"], "R": lam["R"] @ (b + b.T)}
+    if self.elementwise:
+      grads["A"] = w * (px @ s) + u * ((p @ y) @ s)
+    return grads
 
   def diagonal(self, lam: dict) -> jax.Array:
     row = jnp.sum(lam["L"]**2, axis=1)
     col = jnp.sum(lam["R"]**2, axis=0)
-    return lam["A"]**2 * row[:, None] * col[None, :]
+    return self._scaled(lam, self._scaled(lam, row[:, None] * col[None, :]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,14 +269,63 @@ class QStructure:
     """
     return {block.name: block.product_cache(lam[block.name]) for block in self.blocks}
 
-  def q_vector_cached(self, lam: dict, cache: dict, v: PyTree) -> PyTree:
+  def q_vector_cached(self, lam: dict, cache: dict, v: PyTree,
+                      per_example: dict[str, PerExample] | None = None) -> PyTree:
     """``Q(lam) v`` from ``cache = product_cache(lam)``; equal to :meth:`q_vector` up to rounding.
 
     The cache is a snapshot of lam: rebuild it whenever lam changes, and use :meth:`q_vector`
     where gradients with respect to lam are needed.
+
+    Args:
+      lam: the Q factors.
+      cache: ``product_cache(lam)``.
+      v: params-shaped.
+      per_example: block name -> :class:`PerExample` whose ``inputs^T output_grads`` is that
+        block's part of ``v`` (``v`` a gradient), for blocks of the ``"kronecker_per_example"``
+        family: those where it is cheaper (:meth:`per_example_blocks`) take
+        :meth:`KroneckerBlock.per_example_product` and ignore their part of ``v``. Ignored by
+        the other families, whose Q does not factor.
     """
-    return self._apply(
-        lambda block, x: block.cached_product(lam[block.name], cache[block.name], x), v)
+    usable = self.per_example_blocks(per_example)
+
+    def product(block, x):
+      if block.name in usable:
+        return block.per_example_product(cache[block.name], per_example[block.name])
+      return block.cached_product(lam[block.name], cache[block.name], x)
+
+    return self._apply(product, v)
+
+  def per_example_blocks(self, per_example: dict[str, PerExample] | None) -> frozenset[str]:
+    """Names of the blocks that apply Q through ``per_example`` (see :meth:`q_vector_cached`).
+
+    Those ``per_example`` names whose factored product costs fewer FLOPs than the weight-shaped
+    one at their number of rows (:meth:`KroneckerBlock.per_example_is_cheaper`; shapes are
+    static, so this is decided at trace time).
+
+    Raises:
+      ValueError: when ``per_example`` names a block this family has no factored product for,
+        or its shapes do not fit the block's ``(in [+1], out)`` layout.
+    """
+    factored = {b.name: b for b in self.blocks
+                if isinstance(b, KroneckerBlock) and not b.elementwise}
+    if not per_example or not factored:
+      return frozenset()
+    unknown = sorted(set(per_example) - set(factored))
+    if unknown:
+      raise ValueError(f"per_example names {', '.join(unknown)}, which are not Kronecker blocks "
+                       f"of this Q (kernels with >= 2 axes, at most {MAX_KRONECKER_SIDE} a "
+                       f"side); allowed: {', '.join(factored)}.")
+    for name, terms in per_example.items():
+      block = factored[name]
+      rows, cols = block.shape
+      fan_in = rows - (block.bias_index is not None)
+      if (terms.inputs.ndim != 2 or terms.output_grads.shape != (terms.inputs.shape[0], cols)
+          or terms.inputs.shape[1] != fan_in):
+        raise ValueError(f"per_example[{name!r}] must hold inputs (N, {fan_in}) and "
+                         f"output_grads (N, {cols}); got {terms.inputs.shape} and "
+                         f"{terms.output_grads.shape}.")
+    return frozenset(name for name, terms in per_example.items()
+                     if factored[name].per_example_is_cheaper(terms.inputs.shape[0]))
 
   def q_vector_vjp_cached(self, lam: dict, cache: dict, u: PyTree, w: PyTree) -> dict:
     """``d <w, Q(lam) u> / d lam`` (lam-shaped) from ``cache = product_cache(lam)``.
@@ -236,13 +350,15 @@ class QStructure:
 
 
 def q_family_of(lam: dict) -> str:
-  """The Q family (``"full"``, ``"kronecker"`` or ``"diagonal"``) whose blocks made ``lam``.
+  """The Q family (one of :data:`Q_FAMILIES`) whose blocks made ``lam``.
 
-  Read off the factor names: a full block holds ``C``, a Kronecker block ``L`` (and ``R``, ``A``).
+  Read off the factor names: a full block holds ``C``, a Kronecker block ``L`` and ``R``, and
+  ``A`` unless it is of the ``"kronecker_per_example"`` family.
   """
   blocks = [set(factors) for factors in lam.values()]
   return ("full" if any("C" in b for b in blocks) else
-          "kronecker" if any("L" in b for b in blocks) else "diagonal")
+          "kronecker" if any("A" in b for b in blocks) else
+          "kronecker_per_example" if any("L" in b for b in blocks) else "diagonal")
 
 
 # Kernels whose factors would be larger than this on a side (e.g. an embedding table's vocabulary)
@@ -289,6 +405,7 @@ def q_structure(params: PyTree, q_family: str = "kronecker") -> QStructure:
   Args:
     params: a tree of parameters (nested mappings, lists, ...); only shapes are read.
     q_family: ``"kronecker"`` (per-layer Kronecker blocks for kernels, diagonal for the rest),
+      ``"kronecker_per_example"`` (the same blocks without the elementwise factor ``A``),
       ``"diagonal"`` (a diagonal block per leaf) or ``"full"`` (one dense Q; tiny models only).
 
   Returns:
@@ -304,7 +421,7 @@ def q_structure(params: PyTree, q_family: str = "kronecker") -> QStructure:
   if q_family == "full":
     return QStructure(treedef, (FullBlock("full", tuple(shapes)),))
   blocks, used, fell_back = [], set(), []
-  if q_family == "kronecker":
+  if q_family in ("kronecker", "kronecker_per_example"):
     parents: dict[str, list[int]] = {}
     for i, name in enumerate(names):
       parents.setdefault(name.rpartition("/")[0], []).append(i)
@@ -317,7 +434,8 @@ def q_structure(params: PyTree, q_family: str = "kronecker") -> QStructure:
       pairs = _pair_biases(kernels, [i for i in members if len(shapes[i]) == 1], names, shapes)
       for k in kernels:
         name = (parent or names[k]) if len(kernels) == 1 else names[k]
-        blocks.append(KroneckerBlock(name, k, pairs.get(k), shapes[k]))
+        blocks.append(KroneckerBlock(name, k, pairs.get(k), shapes[k],
+                                     elementwise=q_family == "kronecker"))
         used.update({k, pairs.get(k)} - {None})
       if kernels:
         fell_back += [names[i] for i in members if len(shapes[i]) == 1 and i not in used]

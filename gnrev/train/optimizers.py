@@ -9,8 +9,8 @@ An :class:`Optimizer` entry of :data:`OPTIMIZERS` holds
 * ``supplied``: the factory arguments the trainer fills in (the model, its apply function);
 * ``extra_args``: ``(model, task) -> (params, fixed, batch, rng) -> kwargs`` for ``tx.update``
   (optax's extra-args protocol), called inside the jitted step: the batch for Gauss-Newton, the
-  fixed variables for exact GN, a Fisher-vector product of the task's likelihood and a key for
-  FishLeg;
+  fixed variables for exact GN, a Fisher-vector product of the task's likelihood, a key and the
+  Dense layers' per-example inputs and output gradients for FishLeg;
 * ``check``: ``(options, model, task, input_shape, batch_size) -> None``, run at start-up before
   any run trains; it calls the wing's own validator (e.g. exact GN's rank bounds).
 """
@@ -128,10 +128,16 @@ def _fishleg_extra_args(model: nn.Module, task: Any) -> ExtraArgs:
   likelihood = task.likelihood
 
   def extra_args(params, fixed, batch, rng):
+    x, targets = batch
+    # The Dense layers' per-example inputs and output gradients of the training loss on this
+    # batch, for q_family="kronecker_per_example"; the other families ignore them, and XLA
+    # removes their computation as dead code.
+    _, _, per_example = optim.value_grad_and_per_example(
+        model, params, x, lambda outputs: task.loss(outputs, targets), fixed=fixed)
     # fvp_fn linearises when called, i.e. inside FishLeg's aux-step branch: its forward pass
     # then runs on aux steps only (benchmarks/fishleg_step.py measures the difference).
-    return {"fvp_fn": lambda v: fisher_vector_product(model, params, fixed, batch[0],
-                                                      likelihood)(v), "rng": rng}
+    return {"fvp_fn": lambda v: fisher_vector_product(model, params, fixed, x, likelihood)(v),
+            "rng": rng, "per_example": per_example}
 
   return extra_args
 
