@@ -5,7 +5,8 @@ drawn by a seeded generator: right after a metrics record (before the first chec
 first run), while an asynchronous checkpoint write is in flight, and between writing and renaming
 the rewritten metrics.jsonl. Each relaunch resumes the same workdir; the last one finishes. Its
 final parameters must be bit-identical to an uninterrupted run's and metrics.jsonl identical
-record for record. Also: a corrupt latest checkpoint falls back to the previous intact one.
+record for record. Also: a corrupt latest checkpoint (a flipped byte, a truncated file) falls
+back to the previous intact one.
 """
 
 import os
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from gnrev import train
+from tests.train.test_checkpoint import flip_byte
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "default.py")
@@ -135,6 +137,8 @@ def corrupt(step_dir, how):
       if how == "truncated data" and os.path.basename(root) == "d":  # the array store's chunks
         with open(path, "r+b") as f:
           f.truncate(os.path.getsize(path) // 2)
+      if how == "flipped byte" and os.path.basename(root) == "d":  # what orbax alone misses
+        flip_byte(path, os.path.getsize(path) // 2)
 
 
 def test_corrupt_latest_checkpoints_fall_back_to_the_newest_intact_one(tmp_path, caplog):
@@ -145,8 +149,8 @@ def test_corrupt_latest_checkpoints_fall_back_to_the_newest_intact_one(tmp_path,
   directory = tmp_path / "sgd" / "checkpoints"
   assert train.checkpoint_steps(str(directory)) == [1, 4, 8]
   records = train.read_metrics(str(tmp_path))
-  corrupt(str(directory / "8"), "truncated data")
-  corrupt(str(directory / "4"), "empty _METADATA")
+  corrupt(str(directory / "8"), "flipped byte")
+  corrupt(str(directory / "4"), "truncated data")
   with caplog.at_level("WARNING"):
     resumed = train.train_and_evaluate(config, str(tmp_path))["sgd"]
   for step in (8, 4):
