@@ -24,7 +24,7 @@ import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 from gnrev import train  # noqa: E402
-from gnrev.train import configs, distributed  # noqa: E402
+from gnrev.train import configs, distributed, workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and plots.")
@@ -82,11 +82,15 @@ def main(argv):
   # orbax logs every save step at INFO; keep the console to gnrev's own progress.
   logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
   try:
-    distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
-                           FLAGS.process_id)  # before any other JAX call
-    config = configs.finish_config_flag("config")
-    distributed.log_layout(config.num_devices, config.get("data", {}).get("batch_size"))
-    train.train_and_evaluate(config, FLAGS.workdir)
+    with workdir.stop_on_signals():  # SIGTERM / Ctrl-C: save, then exit 143 / 130
+      distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
+                             FLAGS.process_id)  # before any other JAX call
+      config = configs.finish_config_flag("config")
+      distributed.log_layout(config.num_devices, config.get("data", {}).get("batch_size"))
+      train.train_and_evaluate(config, FLAGS.workdir)
+  except workdir.Stopped as e:
+    print(f"gnrev.main: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
   except USER_ERRORS as e:
     if _traceback_wanted(sys.argv):
       raise
