@@ -48,7 +48,11 @@ def _traceback_wanted(argv) -> bool:
 
 
 def _text(error: BaseException) -> str:
-  """The message of ``error`` on one line (KeyErrors and ml_collections quote theirs)."""
+  """The message of ``error`` on one line (KeyErrors and ml_collections quote theirs; an OS
+  error says what failed on which path, not just its errno)."""
+  if isinstance(error, OSError) and error.strerror:
+    paths = [repr(p) for p in (error.filename, error.filename2) if p is not None]
+    return f"{error.strerror}: {' -> '.join(paths)}" if paths else error.strerror
   message = str(error.args[0]) if error.args else str(error)
   if "Traceback (most recent call last)" in message:  # ml_collections embeds the config's one
     message = [line for line in message.splitlines() if line.strip()][-1]

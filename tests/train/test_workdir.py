@@ -60,3 +60,16 @@ def test_a_second_launcher_is_refused_before_it_writes_anything(tmp_path):
     assert "one launcher per workdir" in launched.stderr
     assert "Traceback" not in launched.stderr
     assert sorted(os.listdir(tmp_path)) == before == [workdir.LOCK_FILE]
+
+
+def test_a_workdir_that_is_a_file_is_one_line_naming_it(tmp_path):
+  path = tmp_path / "a_file"
+  path.write_text("not a directory")
+  launched = subprocess.run(
+      [sys.executable, "-m", "gnrev.main",
+       f"--config={os.path.join(REPO, 'configs', 'default.py')}:smoke", f"--workdir={path}"],
+      cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+  assert launched.returncode == 1, launched.stderr[-3000:]
+  assert f"gnrev.main: error: File exists: '{path}'" in launched.stderr
+  assert "Traceback" not in launched.stderr
+  assert path.read_text() == "not a directory"
