@@ -40,7 +40,7 @@ def _holder(path: str) -> str:
   except (OSError, ValueError):
     holder = {}
   if not holder.get("pid"):
-    return "another process (it has not recorded its pid yet)"
+    return "another process (it is starting and has not recorded its pid yet)"
   words = f"process {holder['pid']} on {holder.get('host', '?')}"
   if holder.get("started"):
     words += f", started {holder['started']}"
@@ -66,7 +66,8 @@ def launcher_lock(workdir: str) -> Iterator[None]:
   """Holds ``workdir``'s launcher lock for the ``with`` block; one launcher per workdir.
 
   Creates ``workdir`` if needed. The lock is released when the block exits, and by the kernel
-  when the process dies.
+  when the process dies. The holder's record in the lock file is emptied on release, so that a
+  launch refused after taking the lock (e.g. by the resume check) leaves the file as it found it.
 
   Raises:
     WorkdirBusyError: if another process holds the lock; the message names it (pid, host,
@@ -88,7 +89,10 @@ def launcher_lock(workdir: str) -> Iterator[None]:
               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv)}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
-    yield
+    try:
+      yield
+    finally:
+      os.ftruncate(fd, 0)
   finally:
     os.close(fd)  # releases the flock
 

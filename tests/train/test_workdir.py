@@ -1,12 +1,15 @@
-"""One launcher per workdir: the advisory lock, its message, and a dead holder's lock released."""
+"""One launcher per workdir (the advisory lock, its message, a dead holder's lock released), and
+launches that fail leave the workdir as they found it."""
 
 import os
 import signal
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
+from gnrev import train
 from gnrev.train import workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -29,6 +32,7 @@ def test_a_second_lock_on_the_same_workdir_is_refused_naming_the_holder(tmp_path
         pass
   with workdir.launcher_lock(str(tmp_path)):  # released on exit from the block
     pass
+  assert (tmp_path / workdir.LOCK_FILE).read_text() == ""  # the holder's record emptied
 
 
 def test_the_lock_of_a_killed_holder_is_released(tmp_path):
@@ -73,3 +77,21 @@ def test_a_workdir_that_is_a_file_is_one_line_naming_it(tmp_path):
   assert f"gnrev.main: error: File exists: '{path}'" in launched.stderr
   assert "Traceback" not in launched.stderr
   assert path.read_text() == "not a directory"
+
+
+def _snapshot(directory):
+  return {os.path.relpath(os.path.join(root, name), directory):
+          open(os.path.join(root, name), "rb").read()
+          for root, _, names in os.walk(directory) for name in names}
+
+
+def test_a_refused_resume_leaves_the_workdir_byte_for_byte_unchanged(tmp_path):
+  config = train.load_config(os.path.join(REPO, "configs", "default.py"), "smoke")
+  config.optimizers = ml_collections.ConfigDict({"sgd": {"name": "sgd", "learning_rate": 0.1}})
+  train.train_and_evaluate(config, str(tmp_path))
+  before = _snapshot(tmp_path)
+  assert before[workdir.LOCK_FILE] == b""
+  config.seed += 1
+  with pytest.raises(ValueError, match="Differing: seed"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert _snapshot(tmp_path) == before
