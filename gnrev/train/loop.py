@@ -338,7 +338,7 @@ def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
     eval_seconds, started = 0.0, time.perf_counter()
     with metrics.progress_bar(total, start, run) as bar:
       for step in range(start + 1, total + 1):
-        if stopped(state) or workdir_lib.stop_requested():
+        if stopped(state):
           break
         state, step_metrics = program.step(state, program.fixed, *program.batch(step))
         record = {"step": step, "epoch": (step - 1) // per_epoch + 1}
@@ -360,9 +360,11 @@ def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
           state, record = program.after_step(state, step, record)
         if len(record) > 2:
           write(record)
-        checkpoint.save(manager, step, state, force=step == total or stopped(state)
-                        or workdir_lib.stop_requested() is not None)
+        signalled = workdir_lib.stop_requested() is not None  # SIGTERM / Ctrl-C: save, stop
+        checkpoint.save(manager, step, state, force=step == total or stopped(state) or signalled)
         bar.update(1)
+        if signalled:
+          break
       jax.block_until_ready(state)
     timing = {"trained_steps": int(state.step) - start,
               "train_seconds": time.perf_counter() - started - eval_seconds}

@@ -8,7 +8,8 @@
   SIGINT (Ctrl-C) into a request that the training loop polls with :func:`stop_requested`:
   it finishes the current step, saves a checkpoint and its metrics, then raises
   :class:`Stopped`, whose exit status is ``128 + signal`` (143, 130). A second signal exits at
-  once, without saving.
+  once, without saving (in a one-process run: over several processes SIGTERM goes to
+  ``jax.distributed``'s preemption service, which stops all of them at one step).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ import socket
 import sys
 import time
 from typing import Iterator
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 LOCK_FILE = "launcher.lock"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -53,11 +58,11 @@ def _holder(path: str) -> str:
 
 def _alive(pid: int) -> bool:
   try:
-    os.kill(pid, 0)
+    os.kill(pid, 0)  # signal 0: only asks whether the process exists
   except ProcessLookupError:
     return False
-  except PermissionError:
-    return True
+  except PermissionError:  # it exists, under another user
+    pass
   return True
 
 
@@ -107,17 +112,36 @@ class Stopped(Exception):
 
 
 _requested: list[int] = []  # the signal received, if any (signal handlers are process-wide)
+_sync_points = [0]  # calls of stop_requested in a multi-process run: its preemption sync ids
 
 
 def stop_requested() -> int | None:
-  """The signal that asked training to stop (SIGTERM or SIGINT), or None."""
-  return _requested[0] if _requested else None
+  """The signal that asked training to stop (SIGTERM or SIGINT), or None.
+
+  In a run over several processes every process must call it at the same points (once per
+  step), and they agree to stop at the same call: ``jax.distributed``'s preemption service
+  takes SIGTERM there (:func:`jax.experimental.multihost_utils.reached_preemption_sync_point`
+  says when every process has reached the step it chose), and a SIGINT any process received
+  is shared by an all-gather. So all of them save the same step, and none waits in a
+  collective that the others left.
+  """
+  signum = _requested[0] if _requested else 0
+  if jax.process_count() > 1:
+    _sync_points[0] += 1
+    if multihost_utils.reached_preemption_sync_point(_sync_points[0]):
+      signum = signum or signal.SIGTERM
+    signum = int(np.max(multihost_utils.process_allgather(np.int32(signum))))
+    if signum and not _requested:
+      _requested.append(signum)
+  return signum or None
 
 
 def raise_if_stopped(run: str, step: int) -> None:
-  """Raises :class:`Stopped` at ``run``'s ``step`` if a stop was requested (call it once saved)."""
-  if _requested:
-    raise Stopped(run, step, _requested[0])
+  """Raises :class:`Stopped` at ``run``'s ``step`` if a stop was requested (call it once saved,
+  on every process: see :func:`stop_requested`)."""
+  signum = stop_requested()
+  if signum is not None:
+    raise Stopped(run, step, signum)
 
 
 def _on_signal(signum, frame) -> None:
