@@ -484,9 +484,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def _train_runs(config: ml_collections.ConfigDict, workdir: str, task: Any, splits: Any,
                 mesh) -> dict[str, dict]:
   """The body of :func:`train_and_evaluate` once every start-up check has passed."""
-  if jax.process_index() == 0:
-    metrics.write_atomically(os.path.join(workdir, "config.json"),
-                             config.to_json_best_effort(indent=2))
   results = {}
   for run in config.optimizers:
     if isinstance(task, tasks.SupervisedTask):
@@ -494,6 +491,11 @@ def _train_runs(config: ml_collections.ConfigDict, workdir: str, task: Any, spli
       program = supervised_program(config, run, task, train, test, mesh, val)
     else:
       program = task.program(config, run, splits, mesh)
+    # Written once the first run's initial state exists (a launch that fails to build it leaves
+    # no config.json to block the corrected command) and before anything of it is saved.
+    if not results and jax.process_index() == 0:
+      metrics.write_atomically(os.path.join(workdir, "config.json"),
+                               config.to_json_best_effort(indent=2))
     results[run] = run_program(config, run, program, workdir)
   if jax.process_index() == 0:
     logging.info("Wrote %s", metrics.save_plots(workdir, task.panels))

@@ -95,3 +95,14 @@ def test_a_refused_resume_leaves_the_workdir_byte_for_byte_unchanged(tmp_path):
   with pytest.raises(ValueError, match="Differing: seed"):
     train.train_and_evaluate(config, str(tmp_path))
   assert _snapshot(tmp_path) == before
+
+
+def test_a_launch_that_fails_to_build_its_first_run_writes_no_config(tmp_path):
+  config = train.load_config(os.path.join(REPO, "configs", "default.py"), "smoke")
+  config.optimizers = ml_collections.ConfigDict({"sgd": {"name": "sgd", "learning_rate": 0.1}})
+  config.seed = 2**64  # no PRNG key holds it
+  with pytest.raises((OverflowError, ValueError)):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert _snapshot(tmp_path) == {workdir.LOCK_FILE: b""}
+  config.seed = 0  # the corrected command is not refused
+  assert train.train_and_evaluate(config, str(tmp_path))["sgd"]["step"] > 0
