@@ -15,9 +15,9 @@ probe ``u`` (the gradient or a Gaussian draw), ``v = Q u``, residual ``r = F v +
 optionally preconditioned ``r <- Q r``, lam-gradient ``J_lam(Q(lam) u)^T r``, one step of the
 aux optimizer (Adam directions made relative to each factor, :func:`scale_by_factor_geometry`).
 A non-finite residual (e.g. a NaN Fisher product) skips the aux step and leaves lam and its
-optimizer state untouched (``num_aux_skipped`` counted); a non-finite gradient or step skips the whole update (zero update,
-state unchanged, ``num_skipped`` counted). ``fvp_fn``'s result is checked against the params'
-structure, shapes and dtypes.
+optimizer state untouched (``num_aux_skipped`` counted); a non-finite gradient or step skips
+the whole update (zero update, state unchanged, ``num_skipped`` counted). ``fvp_fn``'s result
+is checked against the params' structure, shapes and dtypes.
 
 Why plain Adam on the factors diverged (the paper's MNIST autoencoder, 784-1000-...-784, loss
 summed over pixels, NaN within 50 steps at every learning rate): the aux gradient of one probe

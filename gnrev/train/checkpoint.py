@@ -23,6 +23,11 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+CHECKSUMS = "checksums.json"
+# Files of the step directory itself that orbax writes or rewrites while it commits, after the
+# digests: its step bookkeeping (timestamps, handler names), no array data.
+_WRITTEN_AT_COMMIT = ("_CHECKPOINT_METADATA", "commit_success.txt")
+
 
 def checkpoint_manager(directory: str, *, save_every: int,
                        max_to_keep: int | None) -> ocp.CheckpointManager:
@@ -38,12 +43,6 @@ def checkpoint_manager(directory: str, *, save_every: int,
       async_options=ocp.AsyncOptions(
           post_finalization_callback=lambda: _write_checksums_of_pending_steps(directory)))
   return ocp.CheckpointManager(directory, options=options)
-
-
-CHECKSUMS = "checksums.json"
-# Files of the step directory itself that orbax writes or rewrites while it commits, after the
-# digests: its step bookkeeping (timestamps, handler names), no array data.
-_WRITTEN_AT_COMMIT = ("_CHECKPOINT_METADATA", "commit_success.txt")
 
 
 def _file_digests(step_dir: str) -> dict[str, str]:
@@ -98,8 +97,10 @@ def verify_step(directory: str, step: int) -> None:
   except FileNotFoundError:
     raise ValueError(f"{CHECKSUMS} is missing, so its contents cannot be verified (a step "
                      "written before gnrev checksummed checkpoints)") from None
-  except json.JSONDecodeError as e:
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{CHECKSUMS} is corrupt ({e})") from None
+  if not isinstance(expected, dict):
+    raise ValueError(f"{CHECKSUMS} is corrupt (not a JSON object)")
   actual = _file_digests(step_dir)
   for relative, digest in expected.items():
     if relative not in actual:

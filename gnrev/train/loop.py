@@ -475,8 +475,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     validation.check_data(config, splits[0], splits[2])
   os.makedirs(workdir, exist_ok=True)
   # One launcher per workdir: process 0 holds its lock from the resume check to the end.
-  lock = workdir_lib.launcher_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-  with lock:
+  primary = jax.process_index() == 0
+  with workdir_lib.launcher_lock(workdir) if primary else contextlib.nullcontext():
     validation.check_resume(config, workdir)
     return _train_runs(config, workdir, task, splits, mesh)
 

@@ -39,9 +39,9 @@ ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
 TIMING_FIELDS = ("time", "wall_time", "seconds", "steps_per_second")
 
 # gnrev.main, signalling itself at the moment GNREV_TEST_KILL names ("<event>:<n>", or
-# "<event>:<n>:<signal>[:<times>]"; SIGKILL once by default): right after the n-th metrics record, right after the n-th checkpoint
-# save was started (its asynchronous write in flight), or in the n-th atomic rewrite after the
-# temporary file is written.
+# "<event>:<n>:<signal>[:<times>]"; SIGKILL once by default): right after the n-th metrics
+# record, right after the n-th checkpoint save was started (its asynchronous write in flight), or
+# in the n-th atomic rewrite after the temporary file is written.
 KILLING_MAIN = """
 import os, signal
 from absl import app
