@@ -94,12 +94,13 @@ def pool_by_labels(task_grads, labels_k: jax.Array, pool: str = "mean"):
   finite = finite_tasks(task_grads)
 
   def pool_leaf(g):
-    rows = finite.reshape((-1,) + (1,) * (g.ndim - 1))
-    sums = jax.ops.segment_sum(jnp.where(rows, g, 0), labels_k, num_segments=num_tasks)
+    per_task = (-1,) + (1,) * (g.ndim - 1)  # broadcasts a (n,) vector over g's rows
+    sums = jax.ops.segment_sum(jnp.where(finite.reshape(per_task), g, 0), labels_k,
+                               num_segments=num_tasks)
     if pool == "mean":
       counts = jax.ops.segment_sum(finite.astype(g.dtype), labels_k, num_segments=num_tasks)
       # Unused ids, and clusters with no finite member, have count 0: clamping keeps them 0.
-      sums = sums / jnp.maximum(counts, 1).reshape((-1,) + (1,) * (g.ndim - 1))
+      sums = sums / jnp.maximum(counts, 1).reshape(per_task)
     return sums[labels_k]
 
   return jax.tree.map(pool_leaf, task_grads)
