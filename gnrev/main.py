@@ -24,7 +24,7 @@ import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 from gnrev import train  # noqa: E402
-from gnrev.train import configs, distributed  # noqa: E402
+from gnrev.train import configs, distributed, workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and plots.")
@@ -48,7 +48,11 @@ def _traceback_wanted(argv) -> bool:
 
 
 def _text(error: BaseException) -> str:
-  """The message of ``error`` on one line (KeyErrors and ml_collections quote theirs)."""
+  """The message of ``error`` on one line (KeyErrors and ml_collections quote theirs; an OS
+  error says what failed on which path, not just its errno)."""
+  if isinstance(error, OSError) and error.strerror:
+    paths = [repr(p) for p in (error.filename, error.filename2) if p is not None]
+    return f"{error.strerror}: {' -> '.join(paths)}" if paths else error.strerror
   message = str(error.args[0]) if error.args else str(error)
   if "Traceback (most recent call last)" in message:  # ml_collections embeds the config's one
     message = [line for line in message.splitlines() if line.strip()][-1]
@@ -82,11 +86,15 @@ def main(argv):
   # orbax logs every save step at INFO; keep the console to gnrev's own progress.
   logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
   try:
-    distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
-                           FLAGS.process_id)  # before any other JAX call
-    config = configs.finish_config_flag("config")
-    distributed.log_layout(config.num_devices, config.get("data", {}).get("batch_size"))
-    train.train_and_evaluate(config, FLAGS.workdir)
+    with workdir.stop_on_signals():  # SIGTERM / Ctrl-C: save, then exit 143 / 130
+      distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
+                             FLAGS.process_id)  # before any other JAX call
+      config = configs.finish_config_flag("config")
+      distributed.log_layout(config.num_devices, config.get("data", {}).get("batch_size"))
+      train.train_and_evaluate(config, FLAGS.workdir)
+  except workdir.Stopped as e:
+    print(f"gnrev.main: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
   except USER_ERRORS as e:
     if _traceback_wanted(sys.argv):
       raise

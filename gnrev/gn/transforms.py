@@ -5,7 +5,8 @@ the structure of the update), so they are ``GradientTransformationExtraArgs`` th
 as the keyword-only extra argument ``batch=(x, y)``; unknown extra arguments are ignored, so they
 compose with ``optax.chain`` and ``optax.inject_hyperparams``. Following optax, ``scale_by_*``
 returns a gradient-like direction (``-D``) that ``scale_by_learning_rate`` turns into ``eta D``.
-A direction with a non-finite entry is never applied: the update is zero and the state counts it.
+A direction with a non-finite entry is never applied: the update is zero and the state counts it
+(``num_skipped``), keeping the last finite direction's norm.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class GNState(NamedTuple):
   count: jax.Array                # int32 (): steps taken
   num_skipped: jax.Array          # int32 (): steps whose direction was not finite (zero update)
   last_finite: jax.Array          # bool (): whether the last direction was finite
-  last_direction_norm: jax.Array  # float32 (): global norm of the last direction D
+  last_direction_norm: jax.Array  # float32 (): global norm of the last finite direction D
 
 
 def _gauss_newton_transform(direction_fn: Callable, name: str,
@@ -54,7 +55,9 @@ def _gauss_newton_transform(direction_fn: Callable, name: str,
         count=optax.safe_increment(state.count),
         num_skipped=state.num_skipped + jnp.logical_not(finite).astype(jnp.int32),
         last_finite=finite,
-        last_direction_norm=info["direction_norm"].astype(jnp.float32))
+        # A skipped step keeps the previous norm: the state stays finite, num_skipped counts it.
+        last_direction_norm=jnp.where(finite, info["direction_norm"].astype(jnp.float32),
+                                      state.last_direction_norm))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

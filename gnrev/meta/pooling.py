@@ -12,6 +12,11 @@ Pooling replaces each task's gradient by the mean over its cluster,
 computed as a segment sum over the task axis, ``O(n P)`` rather than the ``O(n^2 P)`` of an
 assignment matrix. Pooling couples tasks, so it acts on the stacked task axis and must
 never be wrapped in a ``vmap`` over tasks.
+
+A task whose gradient has a non-finite entry (a NaN loss, an overflow) is left out of its
+cluster's pool, so that it cannot spread to the other tasks: the sum and the count run over the
+finite members ``c_f`` of each cluster, and every member, the non-finite one included, gets
+their pool (zero if no member is finite). :func:`tree_pool` counts the tasks left out.
 """
 
 from __future__ import annotations
@@ -59,8 +64,17 @@ def singleton_labels(num_steps: int, num_tasks: int) -> jax.Array:
   return jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32), (num_steps, num_tasks))
 
 
+def finite_tasks(task_grads) -> jax.Array:
+  """bool ``(n,)``: whether task ``i``'s gradient (every leaf's row ``i``) is finite."""
+  return jnp.stack([jnp.all(jnp.isfinite(g.reshape(g.shape[0], -1)), axis=1)
+                    for g in jax.tree.leaves(task_grads)]).all(axis=0)
+
+
 def pool_by_labels(task_grads, labels_k: jax.Array, pool: str = "mean"):
   """Replaces each task's gradient by the mean (or sum) over its cluster at one step.
+
+  Tasks with a non-finite gradient are left out of their cluster's mean or sum
+  (:func:`finite_tasks`), and receive it like the other members.
 
   Args:
     task_grads: pytree whose leaves have a leading task axis of size ``n``.
@@ -77,14 +91,16 @@ def pool_by_labels(task_grads, labels_k: jax.Array, pool: str = "mean"):
   """
   check_pool(pool)
   num_tasks = labels_k.shape[0]
+  finite = finite_tasks(task_grads)
 
   def pool_leaf(g):
-    sums = jax.ops.segment_sum(g, labels_k, num_segments=num_tasks)
+    per_task = (-1,) + (1,) * (g.ndim - 1)  # broadcasts a (n,) vector over g's rows
+    sums = jax.ops.segment_sum(jnp.where(finite.reshape(per_task), g, 0), labels_k,
+                               num_segments=num_tasks)
     if pool == "mean":
-      counts = jax.ops.segment_sum(jnp.ones((num_tasks,), g.dtype), labels_k,
-                                   num_segments=num_tasks)
-      # Unused ids have count 0; clamping keeps their (never gathered) rows and gradients finite.
-      sums = sums / jnp.maximum(counts, 1).reshape((-1,) + (1,) * (g.ndim - 1))
+      counts = jax.ops.segment_sum(finite.astype(g.dtype), labels_k, num_segments=num_tasks)
+      # Unused ids, and clusters with no finite member, have count 0: clamping keeps them 0.
+      sums = sums / jnp.maximum(counts, 1).reshape(per_task)
     return sums[labels_k]
 
   return jax.tree.map(pool_leaf, task_grads)
@@ -93,6 +109,9 @@ def pool_by_labels(task_grads, labels_k: jax.Array, pool: str = "mean"):
 class TreePoolState(NamedTuple):
   """State of :func:`tree_pool`."""
   step: jax.Array  # () int32: index of the inner step whose labels the next update uses
+  # () int32: task gradients left out of their cluster's pool because they were not finite,
+  # summed over all updates
+  num_nonfinite: jax.Array
 
 
 def tree_pool(labels: jax.Array | None = None,
@@ -111,7 +130,8 @@ def tree_pool(labels: jax.Array | None = None,
   Returns:
     A ``GradientTransformationExtraArgs``. ``update`` accepts the keyword-only extra argument
     ``step_labels`` (``(n,)`` ids, e.g. from a learned clustering) that overrides
-    ``labels[state.step]``; other extra arguments are ignored.
+    ``labels[state.step]``; other extra arguments are ignored. Non-finite task gradients are
+    left out of the pools (:func:`pool_by_labels`) and counted in ``state.num_nonfinite``.
 
   Example:
     >>> labels = jnp.array([[0, 0, 2, 2], [0, 1, 2, 3]])         # 2 steps over 4 tasks
@@ -130,7 +150,7 @@ def tree_pool(labels: jax.Array | None = None,
 
   def init_fn(params):
     del params
-    return TreePoolState(step=jnp.zeros((), jnp.int32))
+    return TreePoolState(step=jnp.zeros((), jnp.int32), num_nonfinite=jnp.zeros((), jnp.int32))
 
   def update_fn(updates, state, params=None, *, step_labels=None, **extra_args):
     del params, extra_args
@@ -138,7 +158,9 @@ def tree_pool(labels: jax.Array | None = None,
       if labels is None:
         raise ValueError("tree_pool needs labels at construction or step_labels in update.")
       step_labels = jnp.asarray(labels)[state.step]
-    return pool_by_labels(updates, step_labels, pool), TreePoolState(step=state.step + 1)
+    left_out = jnp.sum(~finite_tasks(updates), dtype=jnp.int32)
+    return pool_by_labels(updates, step_labels, pool), TreePoolState(
+        step=state.step + 1, num_nonfinite=state.num_nonfinite + left_out)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -15,9 +15,9 @@ probe ``u`` (the gradient or a Gaussian draw), ``v = Q u``, residual ``r = F v +
 optionally preconditioned ``r <- Q r``, lam-gradient ``J_lam(Q(lam) u)^T r``, one step of the
 aux optimizer (Adam directions made relative to each factor, :func:`scale_by_factor_geometry`).
 A non-finite residual (e.g. a NaN Fisher product) skips the aux step and leaves lam and its
-optimizer state untouched; a non-finite gradient or step skips the whole update (zero update,
-state unchanged, ``num_skipped`` counted). ``fvp_fn``'s result is checked against the params'
-structure, shapes and dtypes.
+optimizer state untouched (``num_aux_skipped`` counted); a non-finite gradient or step skips
+the whole update (zero update, state unchanged, ``num_skipped`` counted). ``fvp_fn``'s result
+is checked against the params' structure, shapes and dtypes.
 
 Why plain Adam on the factors diverged (the paper's MNIST autoencoder, 784-1000-...-784, loss
 summed over pixels, NaN within 50 steps at every learning rate): the aux gradient of one probe
@@ -116,6 +116,9 @@ class ScaleByFishLegState(NamedTuple):
   # int32 (), updates skipped because the gradient or the step was not finite (nothing else
   # changed on those updates, see scale_by_fishleg).
   num_skipped: jax.Array
+  # int32 (), aux steps skipped because the aux loss or the new lam was not finite (e.g. a NaN
+  # Fisher product) on updates that were applied (a skipped update counts in num_skipped only).
+  num_aux_skipped: jax.Array
 
 
 def _check_positive(name: str, value, allow_zero: bool = False) -> None:
@@ -337,7 +340,8 @@ def scale_by_fishleg(
     return ScaleByFishLegState(
         count=jnp.zeros([], jnp.int32), lam=lam, aux_opt_state=aux_opt.init(lam),
         momentum=jax.tree.map(jnp.zeros_like, params), aux_loss=jnp.zeros([], jnp.float32),
-        q_cache=structure.product_cache(lam), num_skipped=jnp.zeros([], jnp.int32))
+        q_cache=structure.product_cache(lam), num_skipped=jnp.zeros([], jnp.int32),
+        num_aux_skipped=jnp.zeros([], jnp.int32))
 
   def draw_probe(grads, rng, count):
     if probe == "gradient":
@@ -356,7 +360,8 @@ def scale_by_fishleg(
     new_lam, new_aux_opt_state, aux_loss = _keep_if_finite(
         finite, (new_lam, new_aux_opt_state, aux_loss.astype(jnp.float32)),
         (lam, aux_opt_state, previous_loss))
-    return new_lam, new_aux_opt_state, aux_loss, structure.product_cache(new_lam)
+    skipped = jnp.logical_not(finite).astype(jnp.int32)
+    return new_lam, new_aux_opt_state, aux_loss, structure.product_cache(new_lam), skipped
 
   def update_fn(updates, state, params=None, *, fvp_fn: Callable | None = None,
                 rng: jax.Array | None = None, update_aux: bool | jax.Array | None = None,
@@ -381,12 +386,14 @@ def scale_by_fishleg(
     take_aux_step = lambda: aux_step(structure, state.lam, state.q_cache, state.aux_opt_state,
                                      state.aux_loss, draw_probe(updates, rng, state.count),
                                      fvp_fn)
-    skip_aux_step = lambda: (state.lam, state.aux_opt_state, state.aux_loss, state.q_cache)
+    skip_aux_step = lambda: (state.lam, state.aux_opt_state, state.aux_loss, state.q_cache,
+                             jnp.zeros([], jnp.int32))
     if isinstance(update_aux, bool):
-      lam, aux_opt_state, aux_loss, q_cache = take_aux_step() if update_aux else skip_aux_step()
+      lam, aux_opt_state, aux_loss, q_cache, aux_skipped = (
+          take_aux_step() if update_aux else skip_aux_step())
     else:
-      lam, aux_opt_state, aux_loss, q_cache = jax.lax.cond(update_aux, take_aux_step,
-                                                           skip_aux_step)
+      lam, aux_opt_state, aux_loss, q_cache, aux_skipped = jax.lax.cond(
+          update_aux, take_aux_step, skip_aux_step)
     step = trace
     if decays:
       step = jax.tree.map(lambda t, p: t + weight_decay * p, trace, params)
@@ -395,7 +402,8 @@ def scale_by_fishleg(
     finite = _all_finite(updates) & _all_finite(step)
     new_state = ScaleByFishLegState(
         count=optax.safe_increment(state.count), lam=lam, aux_opt_state=aux_opt_state,
-        momentum=trace, aux_loss=aux_loss, q_cache=q_cache, num_skipped=state.num_skipped)
+        momentum=trace, aux_loss=aux_loss, q_cache=q_cache, num_skipped=state.num_skipped,
+        num_aux_skipped=state.num_aux_skipped + aux_skipped)
     new_state = _keep_if_finite(finite, new_state, state)._replace(
         num_skipped=jnp.where(finite, state.num_skipped,
                               optax.safe_increment(state.num_skipped)))

@@ -24,6 +24,7 @@ Options besides the data, model and optimizers (all optional):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -38,7 +39,8 @@ import optax
 from absl import logging
 
 from gnrev import data
-from gnrev.train import checkpoint, configs, metrics, pruning, sharding, tasks, validation
+from gnrev.train import (checkpoint, configs, metrics, pruning, sharding, tasks, validation,
+                         workdir as workdir_lib)
 from gnrev.train.models import MODELS, build_model
 from gnrev.train.optimizers import (OptimizerSetup, build_optimizer, check_optimizer,
                                     optimizer_options)
@@ -358,12 +360,16 @@ def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
           state, record = program.after_step(state, step, record)
         if len(record) > 2:
           write(record)
-        checkpoint.save(manager, step, state, force=step == total or stopped(state))
+        signalled = workdir_lib.stop_requested() is not None  # SIGTERM / Ctrl-C: save, stop
+        checkpoint.save(manager, step, state, force=step == total or stopped(state) or signalled)
         bar.update(1)
+        if signalled:
+          break
       jax.block_until_ready(state)
     timing = {"trained_steps": int(state.step) - start,
               "train_seconds": time.perf_counter() - started - eval_seconds}
     manager.wait_until_finished()
+  workdir_lib.raise_if_stopped(run, int(state.step))  # a signal: saved, now stop
   if stopping is None:
     return {"params": state.params, "step": int(state.step), **timing,
             **program.evaluate(state.params)}
@@ -467,11 +473,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   splits = check_config(config)
   if isinstance(task, tasks.SupervisedTask):
     validation.check_data(config, splits[0], splits[2])
-  validation.check_resume(config, workdir)
   os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    metrics.write_atomically(os.path.join(workdir, "config.json"),
-                             config.to_json_best_effort(indent=2))
+  # One launcher per workdir: process 0 holds its lock from the resume check to the end.
+  primary = jax.process_index() == 0
+  with workdir_lib.launcher_lock(workdir) if primary else contextlib.nullcontext():
+    validation.check_resume(config, workdir)
+    return _train_runs(config, workdir, task, splits, mesh)
+
+
+def _train_runs(config: ml_collections.ConfigDict, workdir: str, task: Any, splits: Any,
+                mesh) -> dict[str, dict]:
+  """The body of :func:`train_and_evaluate` once every start-up check has passed."""
   results = {}
   for run in config.optimizers:
     if isinstance(task, tasks.SupervisedTask):
@@ -479,6 +491,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       program = supervised_program(config, run, task, train, test, mesh, val)
     else:
       program = task.program(config, run, splits, mesh)
+    # Written once the first run's initial state exists (a launch that fails to build it leaves
+    # no config.json to block the corrected command) and before anything of it is saved.
+    if not results and jax.process_index() == 0:
+      metrics.write_atomically(os.path.join(workdir, "config.json"),
+                               config.to_json_best_effort(indent=2))
     results[run] = run_program(config, run, program, workdir)
   if jax.process_index() == 0:
     logging.info("Wrote %s", metrics.save_plots(workdir, task.panels))

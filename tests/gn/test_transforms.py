@@ -73,15 +73,25 @@ def test_missing_batch_or_fixed_raise_type_errors_that_name_them():
 
 
 @pytest.mark.x64
-def test_non_finite_direction_is_skipped_and_counted():
+@pytest.mark.parametrize("transform", ["exact_gn", "gauss_newton"])
+def test_non_finite_direction_is_skipped_and_counted_and_the_state_stays_finite(transform):
   model, variables, x, labels, _ = tiny_problem()
   params = variables["params"]
-  tx = gn.exact_gn(0.1, model=model)
-  state = tx.init(params)
-  updates, state = tx.update(_zeros_like(params), state, params,
-                             batch=(x.at[0, 0].set(jnp.nan), labels), fixed=variables["fixed"])
+  if transform == "exact_gn":
+    tx = gn.exact_gn(0.1, model=model)
+  else:
+    autodiff = model.clone(memory_mode="autodiff")
+    tx = gn.gauss_newton(0.1, apply_fn=lambda p, inputs, fixed: autodiff.apply(
+        {"params": p, "fixed": fixed}, inputs), loss="ce_identity")
+  update = lambda batch, state: tx.update(_zeros_like(params), state, params, batch=batch,
+                                          fixed=variables["fixed"])
+  updates, state = update((x, labels), tx.init(params))
+  norm = float(state[0].last_direction_norm)
+  np.testing.assert_allclose(norm, 10 * float(optax.tree.norm(updates)), rtol=1e-5)
+  updates, state = update((x.at[0, 0].set(jnp.nan), labels), state)
   assert float(jnp.abs(ravel_pytree(updates)[0]).max()) == 0.0
   assert int(state[0].num_skipped) == 1 and not bool(state[0].last_finite)
+  assert float(state[0].last_direction_norm) == norm  # the last finite step's, not NaN
 
 
 class _TinyMLP(nn.Module):

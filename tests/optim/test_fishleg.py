@@ -239,17 +239,24 @@ def test_update_applies_q_of_the_current_lam_through_a_cache_kept_in_step_with_l
     optim.fishleg_set_lam(state, {"hidden": state.lam["hidden"]})
 
 
-def test_non_finite_fisher_product_skips_the_aux_step():
+def test_non_finite_fisher_product_skips_the_aux_step_and_counts_it():
   params = {"x": jnp.array([1.0, 2.0])}
   tx = optim.scale_by_fishleg(damping=0.1, aux_learning_rate=0.1, update_aux_every=1)
   state = tx.init(params)
   healthy = tx.update(params, state, params, fvp_fn=lambda v: v)[1]
   assert not np.allclose(healthy.lam["x"]["d"], state.lam["x"]["d"])
+  assert int(healthy.num_aux_skipped) == 0
   _, poisoned = tx.update(params, healthy, params, fvp_fn=lambda v: jax.tree.map(
       lambda a: a * jnp.nan, v))
   jax.tree.map(np.testing.assert_array_equal, poisoned.lam, healthy.lam)
   jax.tree.map(np.testing.assert_array_equal, poisoned.aux_opt_state, healthy.aux_opt_state)
   assert poisoned.count == 2 and np.isfinite(poisoned.aux_loss)
+  assert int(poisoned.num_aux_skipped) == 1 and int(poisoned.num_skipped) == 0
+  # Under jit, with the aux step gated by lax.cond on the count.
+  step = jax.jit(lambda s, fvp_scale: tx.update(params, s, params, fvp_fn=lambda v: jax.tree.map(
+      lambda a: a * fvp_scale, v))[1])
+  again = step(step(poisoned, jnp.float32(jnp.nan)), jnp.float32(1.0))
+  assert int(again.num_aux_skipped) == 2 and again.num_aux_skipped.dtype == jnp.int32
 
 
 def _poisoned_fvp(v):

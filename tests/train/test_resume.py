@@ -5,7 +5,8 @@ drawn by a seeded generator: right after a metrics record (before the first chec
 first run), while an asynchronous checkpoint write is in flight, and between writing and renaming
 the rewritten metrics.jsonl. Each relaunch resumes the same workdir; the last one finishes. Its
 final parameters must be bit-identical to an uninterrupted run's and metrics.jsonl identical
-record for record. Also: a corrupt latest checkpoint falls back to the previous intact one.
+record for record. Also: a corrupt latest checkpoint (a flipped byte, a truncated file) falls
+back to the previous intact one.
 """
 
 import os
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from gnrev import train
+from tests.train.test_checkpoint import flip_byte
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "default.py")
@@ -36,21 +38,24 @@ ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
 # Fields that measure time, not training (none today; the comparison ignores them if added).
 TIMING_FIELDS = ("time", "wall_time", "seconds", "steps_per_second")
 
-# gnrev.main, SIGKILLing itself at the moment GNREV_TEST_KILL names ("<event>:<n>"): right after
-# the n-th metrics record, right after the n-th checkpoint save was started (its asynchronous
-# write in flight), or in the n-th atomic rewrite after the temporary file is written.
+# gnrev.main, signalling itself at the moment GNREV_TEST_KILL names ("<event>:<n>", or
+# "<event>:<n>:<signal>[:<times>]"; SIGKILL once by default): right after the n-th metrics
+# record, right after the n-th checkpoint save was started (its asynchronous write in flight), or
+# in the n-th atomic rewrite after the temporary file is written.
 KILLING_MAIN = """
 import os, signal
 from absl import app
 import orbax.checkpoint as ocp
 from gnrev import main
 from gnrev.train import metrics
-event, n = os.environ["GNREV_TEST_KILL"].split(":")
+event, n, *rest = os.environ["GNREV_TEST_KILL"].split(":")
+name, times = rest + ["SIGKILL", "1"][len(rest):]
 count = {"record": 0, "save": 0, "rewrite": 0}
 def tick(kind):
   count[kind] += 1
   if kind == event and count[kind] == int(n):
-    os.kill(os.getpid(), signal.SIGKILL)
+    for _ in range(int(times)):
+      os.kill(os.getpid(), signal.Signals[name])
 write, save = metrics.JsonlWriter.write, ocp.CheckpointManager.save
 rewrite = metrics.write_atomically
 def write_then_tick(self, record):
@@ -135,6 +140,8 @@ def corrupt(step_dir, how):
       if how == "truncated data" and os.path.basename(root) == "d":  # the array store's chunks
         with open(path, "r+b") as f:
           f.truncate(os.path.getsize(path) // 2)
+      if how == "flipped byte" and os.path.basename(root) == "d":  # what orbax alone misses
+        flip_byte(path, os.path.getsize(path) // 2)
 
 
 def test_corrupt_latest_checkpoints_fall_back_to_the_newest_intact_one(tmp_path, caplog):
@@ -145,8 +152,8 @@ def test_corrupt_latest_checkpoints_fall_back_to_the_newest_intact_one(tmp_path,
   directory = tmp_path / "sgd" / "checkpoints"
   assert train.checkpoint_steps(str(directory)) == [1, 4, 8]
   records = train.read_metrics(str(tmp_path))
-  corrupt(str(directory / "8"), "truncated data")
-  corrupt(str(directory / "4"), "empty _METADATA")
+  corrupt(str(directory / "8"), "flipped byte")
+  corrupt(str(directory / "4"), "truncated data")
   with caplog.at_level("WARNING"):
     resumed = train.train_and_evaluate(config, str(tmp_path))["sgd"]
   for step in (8, 4):
@@ -167,3 +174,35 @@ def test_no_intact_checkpoint_is_an_error_naming_the_directory(tmp_path):
   with pytest.raises(ValueError, match=rf"No checkpoint in {directory} can be restored .*Delete "
                                        r"the directory"):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_sigterm_saves_exits_143_and_the_resumed_run_ends_as_an_uninterrupted_one(tmp_path):
+  workdir = tmp_path / "stopped"
+  # Record 5 is exact_gn's step 4, between its checkpoints at steps 3 and 6.
+  stopped = launch(workdir, "record:5:SIGTERM")
+  assert stopped.returncode == 143, stopped.stderr[-3000:]
+  assert "run 'exact_gn' stopped at step 4; re-run the same command to resume" in stopped.stderr
+  assert "Traceback" not in stopped.stderr
+  assert train.checkpoint_steps(str(workdir / "exact_gn" / "checkpoints"))[-1] == 4
+  assert not (workdir / "sgd").exists()
+  assert [r["step"] for r in train.read_metrics(str(workdir))] == list(range(5))
+  assert launch(workdir).returncode == 0
+
+  config = train.load_config(CONFIG, "smoke")
+  config.num_epochs, config.checkpoint_every = 2, EVERY
+  config.optimizers = ml_collections.ConfigDict(RUNS)
+  reference = train.train_and_evaluate(config, str(tmp_path / "reference"))
+  for run in config.optimizers:
+    jax.tree.map(np.testing.assert_array_equal,
+                 train.load_params(str(workdir / run / "checkpoints")),
+                 jax.device_get(reference[run]["params"]))
+  assert (without_timing(train.read_metrics(str(workdir)))
+          == without_timing(train.read_metrics(str(tmp_path / "reference"))))
+
+
+def test_a_second_ctrl_c_exits_130_at_once_without_a_traceback(tmp_path):
+  interrupted = launch(tmp_path / "interrupted", "record:2:SIGINT:2")
+  assert interrupted.returncode == 130, interrupted.stderr[-3000:]
+  assert "second SIGINT: exiting now, without saving" in interrupted.stderr
+  assert "stopped at step" not in interrupted.stderr
+  assert "Traceback" not in interrupted.stderr and "KeyboardInterrupt" not in interrupted.stderr
