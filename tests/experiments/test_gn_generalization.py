@@ -59,6 +59,12 @@ def test_smoke_run_writes_figures_and_numbers_for_every_finding_it_ran(tmp_path)
   fullbatch = results["fullbatch"]
   gn_loss = fullbatch["curves"]["exact_gn"]["train_loss"]["mean"]
   assert gn_loss[-1] < gn_loss[0]
+  # The same finding named by its config (the runs resume: nothing trains again); without --out
+  # its results go under the workdir, per size.
+  again = experiment.main([f"--config={CONFIG}:fullbatch,smoke", "--workdir",
+                           str(tmp_path / "runs")])
+  assert set(again) == {"fullbatch"}
+  assert (tmp_path / "runs" / "results" / "smoke" / "gn_generalization_fullbatch.json").exists()
 
 
 @pytest.mark.parametrize("finding", ["fullbatch", "minibatch", "nobottleneck", "ablations"])
