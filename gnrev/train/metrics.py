@@ -231,13 +231,17 @@ def save_plots(workdir: str, panels=PANELS, title: str = "") -> str:
 def final_table(results: dict[str, dict]) -> list[str]:
   """Lines of a table of each run's final metrics (one line per run, columns aligned).
 
+  Per-inner-step details (``*_step_<k>``, e.g. meta-learning's query loss after each step) stay
+  in ``metrics.jsonl``; the table keeps the summary columns.
+
   Example:
     >>> for line in final_table({"adam": {"params": 0, "step": 4, "test_loss": 2.4943}}):
     ...   print(line)
     run   step  test_loss
     adam     4      2.494
   """
-  columns = list(dict.fromkeys(k for m in results.values() for k in m if k != "params"))
+  columns = list(dict.fromkeys(k for m in results.values() for k in m
+                               if k != "params" and "_step_" not in k))
   cell = lambda v: f"{v:.4g}" if isinstance(v, float) else ("-" if v is None else str(v))
   rows = [["run", *columns]] + [[run, *(cell(m.get(k)) for k in columns)]
                                 for run, m in results.items()]
