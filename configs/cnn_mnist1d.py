@@ -14,29 +14,13 @@ Smoke run (seconds): ``--config=configs/cnn_mnist1d.py:smoke``; an MLP instead o
 
 import ml_collections
 
-from gnrev.train import parse_arg, shrink_for_smoke
-
-LAUNCHER = True
+from configs.common import data_config, parse_arg, shrink_for_smoke, trainer_config
 
 
 def get_config(arg=None):
   options = parse_arg(arg, smoke=False, mlp=False)
-  config = ml_collections.ConfigDict()
-  config.seed = 42
-  config.num_epochs = 10
-  config.eval_every = 0
-  config.log_every = 1
-  config.checkpoint_every = 100
-  config.max_to_keep = 2
-  config.num_devices = 0
-
-  config.data = ml_collections.ConfigDict()
-  config.data.name = "mnist1d"
-  config.data.data_dir = ""
-  config.data.batch_size = 128
-  config.data.eval_batch_size = 200
-  config.data.train_subset = 0
-  config.data.seed = 0
+  config = trainer_config(seed=42, num_epochs=10, checkpoint_every=100)
+  config.data = data_config("mnist1d", eval_batch_size=200)
 
   config.model = ml_collections.ConfigDict()
   if options.mlp:

@@ -20,29 +20,14 @@ Artefacts in the workdir: config.json, metrics.jsonl, curves.png, <run>/checkpoi
 
 import ml_collections
 
-from gnrev.train import parse_arg, select_runs, shrink_for_smoke
-
-LAUNCHER = True
+from configs.common import data_config, parse_arg, select_runs, shrink_for_smoke, trainer_config
 
 
 def get_config(arg=None):
   options = parse_arg(arg, smoke=False, all=False, runs="")
-  config = ml_collections.ConfigDict()
-  config.seed = 42
-  config.num_epochs = 20
-  config.eval_every = 0            # steps between test evaluations; 0: once per epoch
-  config.log_every = 1             # steps between per-step metric records
-  config.checkpoint_every = 50
-  config.max_to_keep = 2
-  config.num_devices = 0           # devices of the data-parallel mesh; 0: all
-
-  config.data = ml_collections.ConfigDict()
-  config.data.name = "digits"
-  config.data.data_dir = ""        # file-backed datasets; empty: $GNREV_DATA_DIR
-  config.data.batch_size = 128
-  config.data.eval_batch_size = 360
-  config.data.train_subset = 0     # > 0: train on the first N examples only (paper's full batch)
-  config.data.seed = 0             # shuffling
+  # Fields of the trainer and the data: configs/common.py says what each means.
+  config = trainer_config(seed=42, num_epochs=20, checkpoint_every=50)
+  config.data = data_config("digits", eval_batch_size=360)
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "revmlp"

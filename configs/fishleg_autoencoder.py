@@ -30,9 +30,7 @@ experiments/README.md.
 
 import ml_collections
 
-from gnrev.train import parse_arg, select_runs, shrink_for_smoke
-
-LAUNCHER = True
+from configs.common import data_config, parse_arg, select_runs, shrink_for_smoke, trainer_config
 
 ADAM_RATES = (3e-4, 1e-3, 3e-3)
 
@@ -50,25 +48,12 @@ def all_runs() -> dict:
 
 def get_config(arg=None):
   options = parse_arg(arg, smoke=False, seed=0, runs="")
-  config = ml_collections.ConfigDict()
-  config.seed = options.seed
-  config.num_epochs = 50           # 4,000 / 100 = 40 steps per epoch: 2,000 steps
-  config.eval_every = 100
-  config.log_every = 10
-  config.checkpoint_every = 500
-  config.max_to_keep = 1
-  config.num_devices = 0
-
+  # 4,000 / 100 = 40 steps per epoch: 50 epochs are 2,000 steps.
+  config = trainer_config(seed=options.seed, num_epochs=50, eval_every=100, log_every=10,
+                          checkpoint_every=500, max_to_keep=1)
   config.task = ml_collections.ConfigDict({"name": "reconstruction", "likelihood": "bernoulli"})
-
-  config.data = ml_collections.ConfigDict()
-  config.data.name = "mnist5k"
-  config.data.data_dir = ""
+  config.data = data_config("mnist5k", batch_size=100, seed=options.seed)
   config.data.options = ml_collections.ConfigDict({"normalise": "unit", "seed": 0})
-  config.data.batch_size = 100
-  config.data.eval_batch_size = 500
-  config.data.train_subset = 0
-  config.data.seed = options.seed
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "autoencoder"

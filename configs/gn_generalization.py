@@ -25,9 +25,7 @@ paper's MNIST values are the starting points and lie inside the grids.
 
 import ml_collections
 
-from gnrev.train import parse_arg
-
-LAUNCHER = True
+from configs.common import data_config, parse_arg, trainer_config
 
 FINDINGS = ("fullbatch", "minibatch", "nobottleneck", "ablations")
 SIZES = ("smoke", "paper_mnist5k", "paper_mnist", "paper_cifar")
@@ -80,26 +78,18 @@ def get_config(arg=None):
   finding, size = findings[0], (sizes or ["default"])[0]
   full_batch = finding == "fullbatch"
 
-  config = ml_collections.ConfigDict()
+  # Ablations: 15 epochs (GN saturates within a few; the 2-core budget). Every step is logged
+  # (the % loss change of Fig. 3) and every epoch's checkpoint kept (the laziness analysis).
+  config = trainer_config(
+      seed=42, num_epochs=100 if full_batch else (15 if finding == "ablations" else 30),
+      max_to_keep=None, num_devices=1)
   config.finding = finding
   config.size = size
-  config.seed = 42
   config.seeds = (42, 43, 44)
-  # Ablations: 15 epochs (GN saturates within a few; the 2-core budget).
-  config.num_epochs = 100 if full_batch else (15 if finding == "ablations" else 30)
-  config.eval_every = 0             # once per epoch
-  config.log_every = 1              # every step: the % loss change of Fig. 3
-  config.checkpoint_every = 1 if full_batch else 12   # = steps per epoch: per-epoch params
-  config.max_to_keep = None         # keep every checkpoint (laziness analysis)
-  config.num_devices = 1
-
-  config.data = ml_collections.ConfigDict()
-  config.data.name = options.dataset
-  config.data.data_dir = ""
-  config.data.batch_size = 512 if full_batch else 128
-  config.data.eval_batch_size = 500
-  config.data.train_subset = 512 if full_batch else 0   # full batch: the first N examples
-  config.data.seed = 0              # the experiment sets it to each seed
+  # Full batch: the first N examples. The experiment sets data.seed to each seed.
+  config.data = data_config(options.dataset, batch_size=512 if full_batch else 128,
+                            train_subset=512 if full_batch else 0)
+  # checkpoint_every stays 0: a checkpoint per epoch, at every size (the per-epoch params).
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "revmlp"
@@ -133,16 +123,12 @@ def get_config(arg=None):
   config.analysis.num_probes = 10        # Gaussian probes of the sketched NTK (paper: 100)
   config.analysis.every_epochs = 1       # laziness measured every k epochs (k divides num_epochs)
 
-  if options.dataset == "mnist1d":
-    config.data.eval_batch_size = 500
-    config.checkpoint_every = 1 if full_batch else 32   # 4,000 train / 128
   if size == "smoke":
     config.seeds = (42,)
     config.num_epochs = 3 if full_batch else 2
     config.data.train_subset = 64 if full_batch else 128
     config.data.batch_size = 64 if full_batch else 32
     config.data.eval_batch_size = 120
-    config.checkpoint_every = 1 if full_batch else 4
     if config.model.expansion is not None:
       config.model.expansion = 64
     config.analysis.probe_examples = 32
@@ -173,7 +159,6 @@ def _paper_size(config: ml_collections.ConfigDict, size: str, finding: str) -> N
   config.data.batch_size = 1024
   config.data.eval_batch_size = 1000
   config.data.train_subset = 1024 if full_batch else 0
-  config.checkpoint_every = 1 if full_batch else (59 if mnist else 49)   # steps per epoch
   config.analysis.probe_examples = 1024
   config.analysis.num_probes = 100
   if size == "paper_mnist5k":
@@ -200,4 +185,3 @@ def _paper_size(config: ml_collections.ConfigDict, size: str, finding: str) -> N
     # 50 epochs = 200 steps on 2 CPU cores.
     config.num_epochs = 50
     config.data.batch_size = 1000
-    config.checkpoint_every = 4

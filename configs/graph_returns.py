@@ -3,7 +3,8 @@
 The form of McGowan et al.'s Table 2 (arXiv 2302.14096): precision, recall, F1 and
 cross-entropy on held-out events for a message-passing GNN and two per-event models, and FishLeg
 against Adam on the GNN. Task ``edge_classification``: each example is a purchase event, the
-label whether it was returned (class 1). Each seed draws its own synthetic graph, event split,
+label whether it was returned (class 1); the message graph (node features, message edges over
+all events) is the model's non-trained ``graph`` collection, passed to every step. Each seed draws its own synthetic graph, event split,
 validation split and initialisation. Every run is early-stopped on the validation cross-entropy
 (carved from the training events by the seed) and reports the test scores of its best
 parameters.
@@ -31,9 +32,7 @@ iterations passes over the whole graph).
 
 import ml_collections
 
-from gnrev.train import parse_arg, shrink_for_smoke
-
-LAUNCHER = True
+from configs.common import data_config, parse_arg, shrink_for_smoke, trainer_config
 
 MODELS = {
     "gnn": {"hidden_size": 32, "num_rounds": 2, "edge_hidden_sizes": (64,)},
@@ -58,25 +57,16 @@ def get_config(arg=None):
   options = parse_arg(arg, smoke=False, model="gnn", seed=0)
   if options.model not in MODELS:
     raise ValueError(f"Unknown model {options.model!r}; allowed: {', '.join(MODELS)}.")
-  config = ml_collections.ConfigDict()
-  config.seed = options.seed
+  # 12 steps of 512 events per epoch: at most 600 steps; evaluations (validation and test) every
+  # 20. The graph is small: one device, no replication cost.
+  config = trainer_config(seed=options.seed, num_epochs=50, eval_every=20, log_every=20,
+                          checkpoint_every=100, max_to_keep=1, num_devices=1)
   config.task = ml_collections.ConfigDict({"name": "edge_classification"})
-  config.num_epochs = 50           # 12 steps of 512 events per epoch: at most 600 steps
-  config.eval_every = 20           # steps between evaluations (validation and test)
-  config.log_every = 20
-  config.checkpoint_every = 100
-  config.max_to_keep = 1
-  config.num_devices = 1           # the graph is small: one device, no replication cost
   config.early_stopping = ml_collections.ConfigDict(
       {"metric": "val_loss", "patience": 10, "mode": "min"})
-
-  config.data = ml_collections.ConfigDict()
-  config.data.name = "graph_returns"
-  config.data.data_dir = ""        # GraphReturns CSVs, read with options.source = "files"
-  config.data.batch_size = 512     # training events per step
-  config.data.eval_batch_size = 1024
-  config.data.train_subset = 0
-  config.data.seed = options.seed  # shuffling
+  # GraphReturns CSVs are read from data_dir with options.source = "files".
+  config.data = data_config("graph_returns", batch_size=512, eval_batch_size=1024,
+                            seed=options.seed)
   # 80 / 10 / 10: the dataset keeps 10 % of the events for the test split; the validation
   # split is 1/9 of the rest, carved from the training events by the seed.
   config.data.validation_fraction = 1 / 9

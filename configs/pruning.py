@@ -47,9 +47,7 @@ in parallel processes, 18-29 min each); per seed in ``wall_seconds`` of
 
 import ml_collections
 
-from gnrev.train import parse_arg
-
-LAUNCHER = True
+from configs.common import data_config, parse_arg, trainer_config
 
 MODELS = {"mlp": {"name": "mlp", "hidden": (300, 100)},
           "cnn": {"name": "cnn", "features": (8, 16)}}
@@ -72,22 +70,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     raise ValueError(f"Unknown model {options.model!r}; allowed: {', '.join(MODELS)}.")
   if options.stage not in ("dense", "prune"):
     raise ValueError(f"Unknown stage {options.stage!r}; allowed: dense, prune.")
-  config = ml_collections.ConfigDict()
-  config.seed = options.seed
-  config.num_epochs = 10
-  config.eval_every = 0
-  config.log_every = 10
-  config.checkpoint_every = 1000
-  config.max_to_keep = 1
-  config.num_devices = 1
-
-  config.data = ml_collections.ConfigDict()
-  config.data.name = "mnist5k"
-  config.data.data_dir = ""
-  config.data.batch_size = 128
-  config.data.eval_batch_size = 500
-  config.data.train_subset = 0
-  config.data.seed = options.seed
+  config = trainer_config(seed=options.seed, num_epochs=10, log_every=10,
+                          checkpoint_every=1000, max_to_keep=1, num_devices=1)
+  config.data = data_config("mnist5k", seed=options.seed)
 
   config.model = ml_collections.ConfigDict(MODELS[options.model])
   config.optimizers = ml_collections.ConfigDict({"adam": {"name": "adam",

@@ -27,9 +27,7 @@ other than the reported ones (keys from 20000; experiments/README.md#treemaml-on
 
 import ml_collections
 
-from gnrev.train import parse_arg
-
-LAUNCHER = True
+from configs.common import parse_arg, trainer_config
 
 # The inner rule of each run (gnrev.train.meta_task).
 METHODS = {
@@ -43,14 +41,9 @@ METHODS = {
 
 def get_config(arg=None):
   options = parse_arg(arg, smoke=False, seed=0, shots=3)
-  config = ml_collections.ConfigDict()
-  config.seed = options.seed
-  config.num_epochs = 1            # one epoch of task.steps_per_epoch meta-steps
-  config.eval_every = 0
-  config.log_every = 10
-  config.checkpoint_every = 200
-  config.max_to_keep = 1
-  config.num_devices = 1
+  # One epoch of task.steps_per_epoch meta-steps.
+  config = trainer_config(seed=options.seed, log_every=10, checkpoint_every=200, max_to_keep=1,
+                          num_devices=1)
   config.task = ml_collections.ConfigDict({
       "name": "meta_learning",
       "family": {"name": "languages", "num_support": options.shots, "num_query": 10,

@@ -36,9 +36,7 @@ into one cluster at step 1 (ARI 0 against the true tree).
 
 import ml_collections
 
-from gnrev.train import parse_arg
-
-LAUNCHER = True
+from configs.common import parse_arg, trainer_config
 
 # The inner rule of each run (gnrev.train.meta_task).
 METHODS = {
@@ -54,14 +52,9 @@ METHODS = {
 
 def get_config(arg=None):
   options = parse_arg(arg, smoke=False, seed=0)
-  config = ml_collections.ConfigDict()
-  config.seed = options.seed
-  config.num_epochs = 1            # one epoch of task.steps_per_epoch meta-steps
-  config.eval_every = 0            # evaluate at the end (and at step 0)
-  config.log_every = 10
-  config.checkpoint_every = 100
-  config.max_to_keep = 1
-  config.num_devices = 1
+  # One epoch of task.steps_per_epoch meta-steps, evaluated at its end (and at step 0).
+  config = trainer_config(seed=options.seed, log_every=10, checkpoint_every=100, max_to_keep=1,
+                          num_devices=1)
   config.task = ml_collections.ConfigDict({
       "name": "meta_learning",
       "family": {"kind": "linear", "branching": (4, 4, 4), "level_stds": (1.0, 0.5, 0.25),

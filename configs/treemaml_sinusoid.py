@@ -26,25 +26,13 @@ second-order run. The amplitude/phase ranges follow MAML's sinusoid; the tree co
 defaults (the paper's generator is unknown to us). Smoke run: ``:smoke``.
 """
 
-import importlib.util
-import pathlib
-
-from gnrev.train import parse_arg
-
-LAUNCHER = True
-
-
-def _linear_config(arg):
-  path = pathlib.Path(__file__).with_name("treemaml_linear.py")
-  spec = importlib.util.spec_from_file_location("treemaml_linear", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+from configs import treemaml_linear
+from configs.common import parse_arg
 
 
 def get_config(arg=None):
   options = parse_arg(arg, smoke=False, seed=0)
-  config = _linear_config(arg)
+  config = treemaml_linear.get_config(arg)
   family = config.task.family
   family.kind = "sinusoid"
   family.level_stds = (1.0, 0.5, 0.25)

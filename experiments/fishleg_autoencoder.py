@@ -1,16 +1,20 @@
 """FishLeg vs Adam vs SGD-momentum on the paper's MNIST autoencoder: curves over seeds.
 
-Runs the launcher config ``configs/fishleg_autoencoder.py`` once per seed and run (one
-``python -m gnrev.main`` per pair, so that each run's wall-clock is its own), reads every
-``metrics.jsonl`` and writes ``fishleg_autoencoder.json`` (curves, per-run summaries, verdict)
-and ``fishleg_autoencoder.png`` (test NLL against steps and against wall-clock). No optimizer
-loop lives here: training is the trainer's.
+Trains the config (``--config``, default ``configs/fishleg_autoencoder.py``) once per seed and
+run, in this process, each in its own workdir ``<workdir>/seed<s>/<run>`` (so that each run's
+wall-clock is its own), reads every ``metrics.jsonl`` and writes ``fishleg_autoencoder.json``
+(curves, per-run summaries, verdict) and ``fishleg_autoencoder.png`` (test NLL against steps and
+against wall-clock) into ``<workdir>/out``. No optimizer loop lives here: training is the
+trainer's.
 
     nice -n 10 python experiments/fishleg_autoencoder.py --seeds=0,1,2 --results
+    python experiments/fishleg_autoencoder.py --config=configs/fishleg_autoencoder.py:smoke \
+        --seeds=0 --workdir=runs/fishleg_autoencoder_smoke
 
-``--results`` writes into experiments/results/ (default: <workdir>/out); ``--smoke`` runs the
-config's ``:smoke`` size (seconds per run). Wall-clock is the launcher process's time for the
-run (compilation and evaluations included) spread evenly over its steps.
+``--results`` writes into experiments/results/ instead of <workdir>/out; a colon argument of
+``--config`` (e.g. ``:smoke``, seconds per run) is passed on with each run's ``seed`` and
+``runs``. Wall-clock is the run's time in ``train_and_evaluate`` (compilation and evaluations
+included; a later seed reuses the compilations of the first) spread evenly over its steps.
 """
 
 from __future__ import annotations
@@ -18,32 +22,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from gnrev import train  # noqa: E402  (repo root on the path for script use)
+
 CONFIG = os.path.join(REPO, "configs", "fishleg_autoencoder.py")
 RESULTS = os.path.join(REPO, "experiments", "results")
 
 
-def run_names() -> list[str]:
-  sys.path.insert(0, REPO)
-  from configs.fishleg_autoencoder import all_runs  # pylint: disable=import-outside-toplevel
-  return list(all_runs())
-
-
-def launch(seed: int, run: str, workdir: str, smoke: bool, num_epochs: int = 0) -> float:
-  """Trains one (seed, run) through the launcher; returns its wall-clock seconds."""
-  arg = f"seed={seed},runs={run}" + (",smoke" if smoke else "")
-  overrides = [f"--config.num_epochs={num_epochs}"] if num_epochs else []
-  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def launch(config_path: str, arg: str, seed: int, run: str, workdir: str,
+           num_epochs: int = 0) -> float:
+  """Trains one (seed, run) of the config; returns its wall-clock seconds."""
+  config = train.load_config(config_path, ",".join(filter(None, [f"seed={seed},runs={run}", arg])))
+  if num_epochs:
+    config.num_epochs = num_epochs
   tic = time.perf_counter()
-  subprocess.run([sys.executable, "-m", "gnrev.main", f"--config={CONFIG}:{arg}",
-                  f"--workdir={workdir}", *overrides], cwd=REPO, env=env, check=True,
-                 stdout=subprocess.DEVNULL)
+  train.train_and_evaluate(config, workdir)
   return time.perf_counter() - tic
 
 
@@ -114,11 +113,12 @@ def plot(curves: dict, path: str) -> None:
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default=CONFIG,
+                      help="config file[:arg], e.g. configs/fishleg_autoencoder.py:smoke")
   parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
   parser.add_argument("--runs", default="", help="'+'-separated subset of the config's runs")
   parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "fishleg_autoencoder"))
   parser.add_argument("--results", action="store_true", help="write into experiments/results")
-  parser.add_argument("--smoke", action="store_true", help="the config's :smoke size")
   parser.add_argument("--num_epochs", type=int, default=0,
                       help="override the config's 50 epochs (40 steps each); 0: keep")
   parser.add_argument("--resummarise", default="",
@@ -134,16 +134,19 @@ def main(argv=None) -> dict:
     plot(results["curves"], os.path.splitext(args.resummarise)[0] + ".png")
     print(json.dumps({"runs": results["runs"], "verdict": results["verdict"]}, indent=1))
     return results
-  runs = args.runs.split("+") if args.runs else run_names()
+  config_path, _, arg = args.config.partition(":")
+  runs = args.runs.split("+") if args.runs else list(train.load_config(config_path,
+                                                                        arg).optimizers)
   curves = {run: [] for run in runs}
   for seed in (int(s) for s in args.seeds.split(",") if s):
     for run in runs:
       workdir = os.path.join(args.workdir, f"seed{seed}", run)
-      seconds = launch(seed, run, workdir, args.smoke, args.num_epochs)
+      seconds = launch(config_path, arg, seed, run, workdir, args.num_epochs)
       curves[run].append(read_curve(workdir, run, seconds))
   out = RESULTS if args.results else os.path.join(args.workdir, "out")
   os.makedirs(out, exist_ok=True)
-  results = {"seeds": args.seeds, "smoke": args.smoke, "num_epochs": args.num_epochs or 50,
+  results = {"seeds": args.seeds, "config": args.config,
+             "smoke": "smoke" in arg.split(","), "num_epochs": args.num_epochs or 50,
              **summarise(curves), "curves": curves}
   with open(os.path.join(out, "fishleg_autoencoder.json"), "w") as f:
     json.dump(results, f, indent=1)

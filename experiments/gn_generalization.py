@@ -13,11 +13,13 @@ batch, per-epoch checkpoints) and analyses the runs:
 
 Each finding writes ``<out>/gn_generalization_<finding>.json`` (per-epoch means and standard
 deviations over seeds, summaries, GN's function-space residual) and ``.png``. ``--out`` defaults
-to ``runs/gn_generalization/results``; the committed results are updated only on request, with
-``--out experiments/results``.
+to ``<workdir>/results/<size>`` (so a smoke run never overwrites a full one); the committed
+results are updated only on request, with ``--out experiments/results``. One finding can also
+be named by its config, ``--config=configs/gn_generalization.py:<finding>[,<size>]``.
 
   python experiments/gn_generalization.py                          # all findings, digits (~10 min)
-  python experiments/gn_generalization.py --findings fullbatch --size smoke --out /tmp/x
+  python experiments/gn_generalization.py --config=configs/gn_generalization.py:fullbatch,smoke \
+      --workdir=runs/gn_smoke                                       # one finding, seconds
   python experiments/gn_generalization.py --out experiments/results   # refresh committed results
   python experiments/gn_generalization.py --size paper_mnist       # needs MNIST files and a GPU
   python experiments/gn_generalization.py --lr_sweep --findings fullbatch,minibatch   # step sizes
@@ -426,12 +428,18 @@ def _protocol(config):
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", default="",
+                      help="configs/gn_generalization.py:<finding>[,<size>,dataset=D,tuned]: "
+                           "that finding at that size (instead of --findings, --size, "
+                           "--dataset and --tuned)")
   parser.add_argument("--findings", default=",".join(FINDINGS))
   parser.add_argument("--size", default="default", choices=SIZES)
   parser.add_argument("--dataset", default="digits")
   parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "gn_generalization"))
   # Never experiments/results unless asked: a smoke run must not overwrite the committed results.
-  parser.add_argument("--out", default=os.path.join(REPO, "runs", "gn_generalization", "results"))
+  parser.add_argument("--out", default="", help="where the JSON and figures go (default: "
+                      "<workdir>/results/<size>; experiments/results to refresh the committed "
+                      "results)")
   parser.add_argument("--lr_sweep", action="store_true",
                       help="try config.lr_grid on seed 42 instead of the comparison")
   parser.add_argument("--validation_fraction", type=float, default=0.0,
@@ -442,6 +450,12 @@ def main(argv=None) -> dict:
   parser.add_argument("--num_epochs", type=int, default=0,
                       help="--lr_sweep: epochs per run (0: the config's)")
   args = parser.parse_args(argv)
+  if args.config:
+    config = train.load_config(*args.config.split(":", 1))
+    args.findings, args.size, args.tuned = config.finding, config.size, config.tuned
+    if args.size in ("default", "smoke"):
+      args.dataset = config.data.name
+  args.out = args.out or os.path.join(args.workdir, "results", args.size)
   findings = args.findings.split(",")
   unknown = sorted(set(findings) - set(FINDINGS))
   if unknown:

@@ -8,7 +8,8 @@ Table 2) over seeds and FishLeg against Adam on the GNN. Every run is early-stop
 validation cross-entropy; the table holds the test scores at the best validation evaluation.
 
   python experiments/graph_returns.py --workdir=runs/graph_returns
-  python experiments/graph_returns.py --workdir=runs/graph_returns_smoke --smoke --seeds=0
+  python experiments/graph_returns.py --config=configs/graph_returns.py:smoke --seeds=0 \
+      --workdir=runs/graph_returns_smoke
 
 Writes ``graph_returns.json`` (table, race, per-run records) and ``graph_returns.png`` into the
 workdir, or into ``--results_dir`` (e.g. ``experiments/results``) when given. Re-running on the
@@ -161,13 +162,19 @@ _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where the JSON and PNG 
                                    "results).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _MODELS = flags.DEFINE_list("models", list(MODELS), "Models (gnn, edge_mlp, logreg).")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Smoke-size runs (seconds).")
+_CONFIG = flags.DEFINE_string("config", CONFIG, "The config, with ':smoke' for smoke-size runs "
+                              "(seconds); models and seeds come from --models and --seeds.")
 
 
 def main(argv):
   del argv
+  train.metrics.quiet_library_logs()
+  path, _, arg = _CONFIG.value.partition(":")
+  if os.path.abspath(path) != CONFIG or arg not in ("", "smoke"):
+    raise app.UsageError(f"--config={_CONFIG.value}: this experiment runs {CONFIG}, with ':smoke' "
+                         f"as its only colon argument.")
   summary = run_experiment(_WORKDIR.value, [int(s) for s in _SEEDS.value], tuple(_MODELS.value),
-                           _SMOKE.value, _RESULTS_DIR.value)
+                           arg == "smoke", _RESULTS_DIR.value)
   print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
 
 

@@ -13,8 +13,9 @@ Run (the committed results; workdirs under ``runs/pruning``):
   nice -n 10 python experiments/pruning.py --models=cnn --write_results
   python experiments/pruning.py --analyse_only --write_results     # table of both
 
-Smoke run (seconds): ``--smoke --workdir=/tmp/pruning_smoke``. Re-running resumes every run from
-its checkpoints. ``--write_results`` writes ``experiments/results/pruning_mnist5k.json`` and
+Smoke run (seconds): ``--config=configs/pruning.py:smoke --workdir=/tmp/pruning_smoke``
+(``--config`` names the config and a colon argument passed on to each of its launches).
+Re-running resumes every run from its checkpoints. ``--write_results`` writes ``experiments/results/pruning_mnist5k.json`` and
 ``.png``; without it nothing is written outside ``--workdir``.
 
 JSON: ``dense[model]`` per-seed dense accuracy; ``accuracy[model][variant][sparsity]`` with
@@ -25,7 +26,6 @@ baseline's, with the std of the per-seed differences; ``wall_seconds`` per model
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
@@ -38,28 +38,21 @@ from gnrev import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "experiments", "results")
+CONFIG = os.path.join(ROOT, "configs", "pruning.py")
 
 
-def load_config_module():
-  spec = importlib.util.spec_from_file_location("pruning_config",
-                                                os.path.join(ROOT, "configs", "pruning.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def config_for(model: str, seed: int, stage: str, smoke: bool):
+def config_for(model: str, seed: int, stage: str, smoke: bool, path: str = CONFIG):
   arg = f"model={model},seed={seed},stage={stage}" + (",smoke" if smoke else "")
-  return load_config_module().get_config(arg)
+  return train.load_config(path, arg)
 
 
-def run_model(model: str, seeds, workdir: str, smoke: bool) -> float:
+def run_model(model: str, seeds, workdir: str, smoke: bool, path: str = CONFIG) -> float:
   """Dense training, then the pruning launch, for every seed; returns the wall-clock seconds."""
   start = time.time()
   for seed in seeds:
     dense_dir = os.path.join(workdir, f"{model}_s{seed}", "dense")
-    train.train_and_evaluate(config_for(model, seed, "dense", smoke), dense_dir)
-    config = config_for(model, seed, "prune", smoke)
+    train.train_and_evaluate(config_for(model, seed, "dense", smoke, path), dense_dir)
+    config = config_for(model, seed, "prune", smoke, path)
     config.init_from.workdir = dense_dir
     train.train_and_evaluate(config, os.path.join(workdir, f"{model}_s{seed}", "prune"))
     print(f"{model} seed {seed}: {time.time() - start:.0f}s", flush=True)
@@ -196,7 +189,12 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  train.metrics.quiet_library_logs()
   models, seeds = FLAGS.models, [int(s) for s in FLAGS.seeds]
+  path, _, arg = FLAGS.config.partition(":")
+  if arg not in ("", "smoke"):
+    raise app.UsageError(f"--config={FLAGS.config}: the only colon argument is 'smoke' (the "
+                         f"models, seeds and stages come from --models and --seeds).")
   wall = {}
   if not FLAGS.analyse_only:
     os.makedirs(FLAGS.workdir, exist_ok=True)
@@ -206,7 +204,7 @@ def main(argv):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     for model in models:
-      wall[model] = run_model(model, seeds, FLAGS.workdir, FLAGS.smoke)
+      wall[model] = run_model(model, seeds, FLAGS.workdir, arg == "smoke", path)
   results = analyse(FLAGS.workdir, models, seeds)
   results["wall_seconds"] = wall
   print(markdown(results))
@@ -224,7 +222,7 @@ if __name__ == "__main__":
   flags.DEFINE_list("models", ["mlp", "cnn"], "Models of configs/pruning.py to run.")
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
   flags.DEFINE_string("workdir", "runs/pruning", "Launcher workdirs, one per model, seed, stage.")
-  flags.DEFINE_bool("smoke", False, "The configs' :smoke sizes (seconds).")
+  flags.DEFINE_string("config", CONFIG, "The config, with ':smoke' for its smoke size (seconds).")
   flags.DEFINE_bool("analyse_only", False, "Tabulate the existing workdirs; train nothing.")
   flags.DEFINE_bool("write_results", False, "Write experiments/results/pruning_mnist5k.*.")
   app.run(main)

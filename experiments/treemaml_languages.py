@@ -20,7 +20,8 @@ Outputs go to the workdir; ``--results_dir=experiments/results`` updates the com
     python experiments/treemaml_languages.py --workdir=runs/treemaml_languages
     python experiments/treemaml_languages.py --shots=3,10 --seeds=0,1,2 \\
         --results_dir=experiments/results
-    python experiments/treemaml_languages.py --smoke --workdir=/tmp/tml_smoke   # seconds
+    python experiments/treemaml_languages.py --config=configs/treemaml_languages.py:smoke \
+        --workdir=/tmp/tml_smoke   # seconds
     # one launch per shot size side by side (W=runs/treemaml_languages), then one JSON + figure:
     python experiments/treemaml_languages.py --shots=3 --workdir=$W --results_dir=$W/shots_3
     python experiments/treemaml_languages.py --shots=10 --workdir=$W --results_dir=$W/shots_10
@@ -54,13 +55,14 @@ ARI_LEVELS = ("family", "branch", "subbranch")
 
 def _define_flags() -> None:
   """The script's flags, defined only when it runs as a script (tests import it)."""
-  global _WORKDIR, _RESULTS_DIR, _SHOTS, _SEEDS, _SMOKE, _EVAL_BATCHES, _COMBINE
+  global _CONFIG, _WORKDIR, _RESULTS_DIR, _SHOTS, _SEEDS, _EVAL_BATCHES, _COMBINE
   _WORKDIR = flags.DEFINE_string("workdir", "runs/treemaml_languages", "Launcher workdirs.")
   _RESULTS_DIR = flags.DEFINE_string("results_dir", None,
                                      "Where JSON and PNG go (default: the workdir).")
   _SHOTS = flags.DEFINE_list("shots", ["3", "10"], "Support words per task, one launch each.")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (meta-parameter init and batches).")
-  _SMOKE = flags.DEFINE_bool("smoke", False, "The config's :smoke variant (seconds).")
+  _CONFIG = flags.DEFINE_string("config", CONFIG, "The config, with ':smoke' for its smoke size "
+                                "(seconds); shots and seeds come from --shots and --seeds.")
   _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 100,
                                        "Held-out batches of tasks per protocol (keys from 10000).")
   _COMBINE = flags.DEFINE_list(
@@ -281,7 +283,12 @@ def combine(paths) -> dict:
 
 def main(argv):
   del argv
-  base = train.load_config(CONFIG, "smoke" if _SMOKE.value else None)
+  train.metrics.quiet_library_logs()
+  path, _, arg = _CONFIG.value.partition(":")
+  if arg not in ("", "smoke"):
+    raise app.UsageError(f"--config={_CONFIG.value}: the only colon argument is 'smoke'.")
+  smoke = arg == "smoke"
+  base = train.load_config(path, arg or None)
   shots_list = [int(s) for s in _SHOTS.value]
   seeds = [int(s) for s in _SEEDS.value]
   if _COMBINE.value:
@@ -289,10 +296,10 @@ def main(argv):
     shots_list = [int(s) for s in summary["shots"]]
   else:
     summary = run_experiment(base, _WORKDIR.value, shots_list, seeds,
-                             2 if _SMOKE.value else _EVAL_BATCHES.value)
+                             2 if smoke else _EVAL_BATCHES.value)
   out_dir = _RESULTS_DIR.value or _WORKDIR.value
   os.makedirs(out_dir, exist_ok=True)
-  name = "treemaml_languages" + ("_smoke" if _SMOKE.value else "")
+  name = "treemaml_languages" + ("_smoke" if smoke else "")
   with open(os.path.join(out_dir, name + ".json"), "w") as f:
     json.dump(summary, f, indent=1)
   family = protocol_families(shot_config(base, shots_list[0], seeds[0]))["test"]

@@ -144,6 +144,7 @@ def _define_flags() -> None:
 
 def main(argv):
   del argv
+  train.metrics.quiet_library_logs()
   summary = run_experiment(_CONFIG.value, _WORKDIR.value, [int(s) for s in _SEEDS.value],
                            _TAG.value, _RESULTS_DIR.value, _RUNS.value)
   for method, r in summary["query_mse_per_inner_step"].items():

@@ -10,6 +10,7 @@ docs/multiprocess.md and :mod:`gnrev.train.distributed`).
 
 A bad flag, config, data file or workdir stops the launch before anything trains with one line on
 stderr and exit status 1; ``GNREV_TRACEBACK=1`` (or ``--verbosity=1``) shows the traceback.
+Anything else is a bug and keeps its full traceback.
 """
 
 import os
@@ -18,17 +19,17 @@ import os
 # cores (GN steps 2.5x slower on 2 cores); set before numpy or jaxlib load it.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import ast  # noqa: E402
+import inspect  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 from gnrev import train  # noqa: E402
 from gnrev.train import configs, distributed, workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and plots.")
-configs.define_config_flag("config")
+configs.define_config_flag("config", module_name=FLAGS.find_module_defining_flag("workdir"))
 flags.mark_flags_as_required(["config", "workdir"])
 flags.DEFINE_bool("distributed", False, "Start jax.distributed; values not given below are "
                   "detected from the cluster (SLURM, Open MPI, ...).")
@@ -36,9 +37,10 @@ flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (implie
 flags.DEFINE_integer("num_processes", None, "Processes in the run (implies --distributed).")
 flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
 
-# What a user's input can raise (flags, config files, data files, workdirs); anything else is a
-# bug and keeps its traceback.
-USER_ERRORS = (ValueError, TypeError, AttributeError, KeyError, OSError, flags.Error)
+# What a user's input raises: a bad flag or config (absl wraps the config file's own ValueErrors),
+# a config the launcher's checks reject, a missing file or an unusable workdir.
+USER_ERRORS = (flags.Error, train.ConfigError, OSError)
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort")
 
 
 def _traceback_wanted(argv) -> bool:
@@ -48,19 +50,16 @@ def _traceback_wanted(argv) -> bool:
 
 
 def _text(error: BaseException) -> str:
-  """The message of ``error`` on one line (KeyErrors and ml_collections quote theirs; an OS
+  """The message of ``error`` on one line (ml_collections quotes a missing field's name; an OS
   error says what failed on which path, not just its errno)."""
   if isinstance(error, OSError) and error.strerror:
     paths = [repr(p) for p in (error.filename, error.filename2) if p is not None]
     return f"{error.strerror}: {' -> '.join(paths)}" if paths else error.strerror
-  message = str(error.args[0]) if error.args else str(error)
+  message = str(error)
+  if isinstance(error, KeyError) and error.args:
+    message = str(error.args[0])
   if "Traceback (most recent call last)" in message:  # ml_collections embeds the config's one
     message = [line for line in message.splitlines() if line.strip()][-1]
-  while message[:1] in ("'", '"') and message[-1:] == message[:1]:
-    try:
-      message = str(ast.literal_eval(message))
-    except (ValueError, SyntaxError):
-      break
   return " ".join(message.split()) or type(error).__name__
 
 
@@ -69,28 +68,37 @@ def _exit_with_one_line(message: str) -> None:
   sys.exit(1)
 
 
+def _unknown_config_field(error: BaseException) -> bool:
+  """Whether ``error`` is ml_collections rejecting a ``--config.<field>`` that does not exist."""
+  frames = inspect.getinnerframes(error.__traceback__) if error.__traceback__ else []
+  return isinstance(error, (KeyError, AttributeError)) and bool(frames) and (
+      "ml_collections" in frames[-1].filename)
+
+
 def parse_flags(argv):
-  """absl's flag parsing, with a bad flag or config reported on one line."""
+  """absl's flag parsing, with a bad flag or config reported on one line; ``--help`` exits 0."""
+  if any(arg in HELP_FLAGS for arg in argv[1:]):
+    app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
   try:
     return FLAGS(argv)
-  except USER_ERRORS as e:
-    if _traceback_wanted(argv):
+  except (*USER_ERRORS, KeyError, AttributeError) as e:
+    unknown = _unknown_config_field(e)
+    if _traceback_wanted(argv) or not (unknown or isinstance(e, USER_ERRORS)):
       raise
-    unknown = isinstance(e, (KeyError, AttributeError))  # --config.<field> that is not there
     _exit_with_one_line(("unknown config field: " if unknown else "") + _text(e))
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  # orbax logs every save step at INFO; keep the console to gnrev's own progress.
-  logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
+  train.metrics.quiet_library_logs()
   try:
     with workdir.stop_on_signals():  # SIGTERM / Ctrl-C: save, then exit 143 / 130
       distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                              FLAGS.process_id)  # before any other JAX call
       config = configs.finish_config_flag("config")
-      distributed.log_layout(config.num_devices, config.get("data", {}).get("batch_size"))
+      distributed.log_layout(config.get("num_devices", 0),
+                             config.get("data", {}).get("batch_size"))
       train.train_and_evaluate(config, FLAGS.workdir)
   except workdir.Stopped as e:
     print(f"gnrev.main: {e}", file=sys.stderr)

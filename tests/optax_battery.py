@@ -92,14 +92,18 @@ def check_works_in_chain(tx, problem: Problem, extra_args_fn: ExtraArgsFn,
 
 
 def check_works_in_inject_hyperparams(factory: Callable, hyperparams: dict, problem: Problem,
-                                      extra_args_fn: ExtraArgsFn, num_steps: int = 3) -> None:
-  """``optax.inject_hyperparams(factory)`` runs, exposes the hyperparams and matches the factory."""
-  injected = optax.inject_hyperparams(factory)(**hyperparams)
+                                      extra_args_fn: ExtraArgsFn, num_steps: int = 3,
+                                      static_args: tuple[str, ...] = ()) -> None:
+  """``optax.inject_hyperparams(factory)`` runs, exposes the hyperparams and matches the factory.
+
+  ``static_args``: arguments that are not hyperparameters (a model, an apply function, masks).
+  """
+  injected = optax.inject_hyperparams(factory, static_args=static_args)(**hyperparams)
   params, state, _ = run(injected, problem, extra_args_fn, num_steps)
   reference, _, _ = run(factory(**hyperparams), problem, extra_args_fn, num_steps)
   _assert_trees_close(params, reference, rtol=1e-5, atol=1e-6)
   for name, value in hyperparams.items():
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and name not in static_args:
       np.testing.assert_allclose(state.hyperparams[name], value, rtol=1e-6)
 
 
@@ -114,10 +118,11 @@ def check_ignores_unknown_extra_args(tx, problem: Problem, extra_args_fn: ExtraA
 
 def check_missing_kwarg_raises(tx, problem: Problem, extra_args_fn: ExtraArgsFn,
                                name: str) -> None:
-  """Leaving out the required keyword ``name`` is a TypeError that names it."""
+  """Leaving out the required keyword ``name`` is an error that names it (a TypeError, as for
+  any missing argument, or a ValueError saying where else it could come from)."""
   without = lambda loss_fn, params, rng: {
       k: v for k, v in extra_args_fn(loss_fn, params, rng).items() if k != name}
-  with pytest.raises(TypeError, match=name):
+  with pytest.raises((TypeError, ValueError), match=name):
     run(tx, problem, without, 1)
 
 
@@ -148,3 +153,26 @@ def check_state_finite(tx, problem: Problem, extra_args_fn: ExtraArgsFn,
   for leaf in jax.tree.leaves(state):
     if jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
       assert bool(jnp.all(jnp.isfinite(leaf))), "non-finite optimizer state"
+
+
+def check_non_finite_gradient_is_skipped(tx, problem: Problem, extra_args_fn: ExtraArgsFn) -> None:
+  """Under ``optax.apply_if_finite`` (optax's guard) a NaN gradient changes no parameter and
+  leaves every floating leaf of the state finite, and the next finite step still runs."""
+  guarded = optax.apply_if_finite(tx, max_consecutive_errors=2)
+
+  def step(params, state, rng, poison):
+    grads = jax.grad(problem.loss_fn)(params)
+    grads = jax.tree.map(lambda g: jnp.where(poison, jnp.nan, g), grads)
+    updates, state = guarded.update(grads, state, params, **extra_args_fn(problem.loss_fn, params,
+                                                                          rng))
+    return optax.apply_updates(params, updates), state
+
+  step = jax.jit(step)
+  params, state = problem.init_params, guarded.init(problem.init_params)
+  poisoned, state = step(params, state, jax.random.key(0), True)
+  _assert_trees_close(poisoned, params, rtol=0, atol=0)
+  for leaf in jax.tree.leaves(state):
+    if jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+      assert bool(jnp.all(jnp.isfinite(leaf))), "non-finite optimizer state after a NaN gradient"
+  moved, _ = step(params, state, jax.random.key(1), False)
+  assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(moved))

@@ -2,8 +2,7 @@
 
 Kill-and-resume through the launcher is tested in tests/train/test_resume.py.
 
-Launcher configs are the files in configs/ with ``LAUNCHER = True`` at module level (other
-configs/ files belong to experiment scripts and are not run here).
+Every file of configs/ but common.py (the fields and helpers they share) is a launcher config.
 """
 
 import glob
@@ -18,9 +17,8 @@ from gnrev import train
 from gnrev.train import configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAUNCHER_CONFIGS = sorted(
-    path for path in glob.glob(os.path.join(REPO, "configs", "*.py"))
-    if "\nLAUNCHER = True" in open(path).read())
+LAUNCHER_CONFIGS = sorted(path for path in glob.glob(os.path.join(REPO, "configs", "*.py"))
+                          if os.path.basename(path) != "common.py")
 # Same devices as this process (tests/conftest.py), so subprocess and in-process runs match.
 ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
        "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO, "MPLBACKEND": "Agg"}
@@ -108,3 +106,29 @@ def test_bad_input_is_one_line_on_stderr_and_exit_1_traceback_on_request(tmp_pat
   loud = subprocess.run(args, cwd=REPO, env={**ENV, "GNREV_TRACEBACK": "1"}, capture_output=True,
                         text=True, timeout=300)
   assert loud.returncode == 1 and "Traceback" in loud.stderr and "ConfigError" in loud.stderr
+
+
+def test_help_lists_the_config_flag_and_exits_0():
+  result = subprocess.run(MAIN + ["--help"], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert "--config:" in result.stdout and "--workdir:" in result.stdout
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path):
+  path = os.path.join(REPO, "configs", "default.py")
+  (tmp_path / "a_file").write_text("")
+  workdir_is_file = subprocess.run(
+      MAIN + [f"--config={path}:smoke", f"--workdir={tmp_path / 'a_file'}"], cwd=REPO, env=ENV,
+      capture_output=True, text=True, timeout=300)
+  assert workdir_is_file.returncode == 1
+  assert workdir_is_file.stderr.splitlines()[-1].startswith(
+      f"gnrev.main: error: workdir '{tmp_path / 'a_file'}' exists and is a file"), (
+          workdir_is_file.stderr)
+  assert "Traceback" not in workdir_is_file.stderr and "libtpu" not in workdir_is_file.stderr
+  # A config file that fails with a bug (not a bad value) shows where.
+  buggy = tmp_path / "buggy.py"
+  buggy.write_text("def get_config():\n  return {}.missing_attribute\n")
+  bug = subprocess.run(MAIN + [f"--config={buggy}", f"--workdir={tmp_path / 'w'}"], cwd=REPO,
+                       env=ENV, capture_output=True, text=True, timeout=300)
+  assert bug.returncode == 1 and "Traceback" in bug.stderr and "missing_attribute" in bug.stderr

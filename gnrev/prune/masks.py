@@ -123,7 +123,7 @@ class KeepMaskedState(NamedTuple):
   masks: PyTree  # params-shaped bool masks
 
 
-def keep_masked(masks: PyTree) -> optax.GradientTransformation:
+def keep_masked(masks: PyTree) -> optax.GradientTransformationExtraArgs:
   """Zeroes updates at pruned positions; chain it after any optimizer during fine-tuning.
 
   Pruned weights stay exactly zero as long as they were zero before (use :func:`apply_masks`).
@@ -133,7 +133,7 @@ def keep_masked(masks: PyTree) -> optax.GradientTransformation:
     masks: params-shaped bool masks (``True`` = trainable).
 
   Returns:
-    An ``optax.GradientTransformation``.
+    An ``optax.GradientTransformationExtraArgs`` (extra arguments of ``update`` are ignored).
 
   Example:
     >>> masks = {"kernel": jnp.array([[True, False]])}
@@ -147,11 +147,11 @@ def keep_masked(masks: PyTree) -> optax.GradientTransformation:
     del params
     return KeepMaskedState(masks)
 
-  def update_fn(updates, state, params=None):
-    del params
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args  # extra arguments of the transforms chained with it
     return apply_masks(updates, state.masks), state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def replace_masks(opt_state, masks: PyTree):

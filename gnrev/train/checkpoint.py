@@ -1,4 +1,4 @@
-"""Checkpoints with orbax: the one module that knows orbax's API.
+"""Checkpoints with orbax (the one module that knows orbax's API), and ``config.init_from``.
 
 A checkpoint holds the whole training state (params, optimizer state, step, rng key and the
 running epoch sums), so that a killed run resumes from its last intact checkpoint and ends with
@@ -20,6 +20,10 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -154,18 +158,27 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
   return None
 
 
-def checkpoint_steps(directory: str) -> list[int]:
-  """The steps of the checkpoints kept in ``directory``, ascending.
+def checkpoints_of(directory: str) -> str:
+  """The checkpoint folder of ``directory``: a run's directory (``runs/default/adam``, which
+  holds ``checkpoints/``) or that folder itself."""
+  inner = os.path.join(directory, "checkpoints")
+  return inner if os.path.isdir(inner) else directory
 
-  A run keeps every checkpoint with ``config.max_to_keep = None``; with ``checkpoint_every``
-  equal to the steps per epoch these are the per-epoch parameters (plus step 1 and the last).
+
+def checkpoint_steps(directory: str) -> list[int]:
+  """The steps of the checkpoints kept in ``directory`` (a run's directory or its
+  ``checkpoints/``), ascending.
+
+  A run keeps every checkpoint with ``config.max_to_keep = None``; with ``checkpoint_every = 0``
+  (once per epoch) these are the per-epoch parameters.
   """
-  with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
+  with ocp.CheckpointManager(os.path.abspath(checkpoints_of(directory))) as manager:
     return sorted(manager.all_steps())
 
 
 def load_params(directory: str, step: int | None = None) -> Any:
-  """The params of checkpoint ``step`` (default: the latest) in ``directory``, as numpy arrays.
+  """The params of checkpoint ``step`` (default: the latest) in ``directory`` (a run's directory,
+  e.g. ``runs/default/adam``, or its ``checkpoints/``), as numpy arrays.
 
   Any checkpoint loads, whatever the devices and processes that wrote it (e.g. a run over two
   hosts, read on a laptop): its arrays are restored onto one local device, then to the host.
@@ -173,6 +186,7 @@ def load_params(directory: str, step: int | None = None) -> Any:
   Raises:
     ValueError: if the step's files do not match their checksums (:func:`verify_step`).
   """
+  directory = checkpoints_of(directory)
   with ocp.CheckpointManager(os.path.abspath(directory),
                              item_handlers=ocp.StandardCheckpointHandler()) as manager:
     steps = manager.all_steps()
@@ -191,3 +205,65 @@ def load_params(directory: str, step: int | None = None) -> Any:
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                             manager.item_metadata(step))
     return jax.device_get(manager.restore(step, args=ocp.args.StandardRestore(abstract))["params"])
+
+
+# -- config.init_from: a run that starts from another run's checkpoint ------------------------
+
+def check_init_from(config: ml_collections.ConfigDict) -> str | None:
+  """The checkpoint directory of ``config.init_from`` (None without one), after checking it.
+
+  Raises:
+    ValueError: for a missing field or a workdir / run / step without a checkpoint.
+  """
+  source = config.get("init_from")
+  if not source or not source.get("workdir"):
+    if source and (source.get("run") or source.get("step") is not None):
+      raise ValueError("init_from needs a workdir (the launcher workdir of the trained run).")
+    return None
+  unknown = sorted(set(source) - {"workdir", "run", "step"})
+  if unknown:
+    raise ValueError(f"Unknown init_from field(s) {', '.join(unknown)}; allowed: workdir, run, "
+                     f"step.")
+  run = source.get("run")
+  if not run:
+    raise ValueError("init_from needs a run (the name of a run of that workdir, e.g. 'adam').")
+  directory = os.path.join(source.workdir, run, "checkpoints")
+  steps = checkpoint_steps(directory) if os.path.isdir(directory) else []
+  if not steps:
+    raise ValueError(f"init_from: no checkpoint of run {run!r} in workdir "
+                     f"{source.workdir!r} (looked in {directory!r}).")
+  step = source.get("step")
+  if step is not None and step not in steps:
+    raise ValueError(f"init_from.step={step}: no such checkpoint of run {run!r}; kept steps: "
+                     f"{', '.join(map(str, steps))}.")
+  return directory
+
+
+def apply_init_from(config: ml_collections.ConfigDict, state, tx: optax.GradientTransformation):
+  """``state`` with the params of ``config.init_from``'s checkpoint and a fresh optimizer state.
+
+  Returns ``state`` unchanged without ``init_from``.
+
+  Raises:
+    ValueError: when the checkpoint's parameters do not have the model's structure or shapes.
+  """
+  directory = check_init_from(config)
+  if directory is None:
+    return state
+  loaded = load_params(directory, config.init_from.get("step"))
+  expected = jax.tree.map(lambda p: (tuple(p.shape), str(p.dtype)), state.params)
+  try:
+    got = jax.tree.map(lambda p: (tuple(np.shape(p)), str(np.asarray(p).dtype)), loaded)
+    same = jax.tree.structure(expected) == jax.tree.structure(got) and expected == got
+  except (TypeError, ValueError):
+    same = False
+  if not same:
+    raise ValueError(f"init_from: the parameters in {directory!r} do not fit this run's model "
+                     f"(structure, shapes or dtypes differ); the model config must be the one "
+                     f"that trained them.")
+  params = jax.tree.map(lambda new, old: jax.device_put(jnp.asarray(new, old.dtype),
+                                                        getattr(old, "sharding", None)),
+                        loaded, state.params)
+  opt_state = jax.tree.map(lambda new, old: jax.device_put(new, getattr(old, "sharding", None)),
+                           tx.init(params), state.opt_state)
+  return state.replace(params=params, opt_state=opt_state)

@@ -1,9 +1,9 @@
-"""Helpers for ``configs/*.py``: the colon argument, the smoke shrink, loading a config file and
-the launcher's ``--config`` flag.
+"""Loading a config file, the launcher's ``--config`` flag and :class:`ConfigError`.
 
 A config file defines ``get_config(arg=None)``; ``--config=configs/X.py:smoke,batch=32`` passes
-``"smoke,batch=32"`` as ``arg``. Launcher configs (trained by ``gnrev.main``) also set
-``LAUNCHER = True`` at module level; the smoke test runs every such config with ``:smoke``.
+``"smoke,batch=32"`` as ``arg``. The files of ``configs/`` import their shared fields and helpers
+from ``configs/common.py`` (JAX-free: loading a config imports no JAX), so the folder that holds
+``configs/`` must be importable: :func:`load_config` and the flag put it on ``sys.path``.
 The ``--config`` flag of :func:`define_config_flag` fills each run with every option of its
 optimizer (and its default) before the command line's overrides apply, so that
 ``--config.optimizers.adam.b1=0.5`` works although the file does not spell ``b1`` out; the same
@@ -13,8 +13,9 @@ holds for the trainer's optional fields (:data:`TRAINER_DEFAULTS`, e.g.
 
 from __future__ import annotations
 
-import ast
 import importlib.util
+import os
+import sys
 from typing import Any
 
 import ml_collections
@@ -24,58 +25,21 @@ from ml_collections import config_flags
 from gnrev.train.optimizers import OPTIONS
 
 
-def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-  """Parses ``"smoke,batch=32"`` into options, typed like ``defaults`` (a bare name means True).
-
-  Example:
-    >>> options = parse_arg("smoke", smoke=False, batch=128)
-    >>> options.smoke, options.batch
-    (True, 128)
-  """
-  options = dict(defaults)
-  for item in filter(None, (arg or "").split(",")):
-    key, _, value = item.partition("=")
-    if key not in defaults:
-      raise ValueError(f"Unknown config argument {key!r}; allowed: {', '.join(sorted(defaults))}.")
-    kind = type(defaults[key])
-    options[key] = True if not value else (kind(ast.literal_eval(value)) if kind is not str
-                                          else value)
-  return ml_collections.ConfigDict(options)
+class ConfigError(ValueError):
+  """A config, its data or its workdir cannot train; the message says what and what is allowed."""
 
 
-def select_runs(runs: dict, names: str) -> dict:
-  """The runs named in ``names`` (``"+"``-separated, e.g. a config argument ``runs=adam+sgd``).
-
-  An empty ``names`` keeps every run.
-
-  Example:
-    >>> select_runs({"adam": 1, "sgd": 2, "fishleg": 3}, "sgd+adam")
-    {'sgd': 2, 'adam': 1}
-  """
-  if not names:
-    return dict(runs)
-  chosen = names.split("+")
-  unknown = sorted(set(chosen) - set(runs))
-  if unknown:
-    raise ValueError(f"Unknown run(s) {', '.join(unknown)}; allowed: {', '.join(runs)}.")
-  return {name: runs[name] for name in chosen}
-
-
-def shrink_for_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Shrinks a launcher config to a run of seconds (big_vision's ``runlocal``), in place."""
-  config.num_epochs = 1
-  config.eval_every = 0
-  config.checkpoint_every = 4
-  config.data.train_subset = 128
-  config.data.batch_size = 32
-  config.data.eval_batch_size = 64
-  if "expansion" in config.model and config.model.expansion is not None:
-    config.model.expansion = min(config.model.expansion, 64)
-  return config
+def _make_configs_importable(path: str) -> None:
+  """Puts the folder above ``path``'s folder on ``sys.path`` (``configs/X.py`` imports
+  ``configs.common``), wherever the command runs from."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+  if root not in sys.path:
+    sys.path.append(root)
 
 
 def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """``get_config(arg)`` of the config file at ``path``, as ``--config=path:arg`` would give it."""
+  _make_configs_importable(path)
   spec = importlib.util.spec_from_file_location("gnrev_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -166,6 +130,7 @@ class _CompletingParser(flags.ArgumentParser):
     self.parser, self.added = parser, {}
 
   def parse(self, argument: str) -> Any:
+    _make_configs_importable(argument.split(":", 1)[0])
     config = self.parser.parse(argument)
     if isinstance(config, ml_collections.ConfigDict):
       complete_trainer_options(config)
@@ -177,16 +142,20 @@ class _CompletingParser(flags.ArgumentParser):
     return self.parser.flag_type()
 
 
-def define_config_flag(name: str = "config", flag_values: flags.FlagValues = flags.FLAGS,
-                       **kwargs) -> flags.FlagHolder:
+def define_config_flag(name: str = "config", flag_values: flags.FlagValues = flags.FLAGS, *,
+                       module_name: str | None = None, **kwargs) -> flags.FlagHolder:
   """``config_flags.DEFINE_config_file`` (locked) whose configs hold every optimizer option.
 
-  After parsing, call :func:`finish_config_flag` (``gnrev.main`` does).
+  ``module_name``: the module whose ``--help`` lists the flag (absl's key of the main module,
+  e.g. ``FLAGS.find_module_defining_flag("workdir")``); default: this one. After parsing, call
+  :func:`finish_config_flag` (``gnrev.main`` does).
   """
   holder = config_flags.DEFINE_config_file(name, None, "Experiment config file "
-                                           "(configs/*.py[:arg]).", flag_values=flag_values,
-                                           lock_config=True, **kwargs)
+                                           "(configs/*.py[:arg], e.g. configs/default.py:smoke).",
+                                           flag_values=flag_values, lock_config=True, **kwargs)
   flag_values[name].parser = _CompletingParser(flag_values[name].parser)
+  if module_name is not None:
+    flag_values.register_flag_by_module(module_name, flag_values[name])
   return holder
 
 

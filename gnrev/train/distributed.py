@@ -14,6 +14,7 @@ import jax
 from absl import logging
 
 from gnrev.train import sharding
+from gnrev.train.configs import ConfigError
 
 
 def initialize(distributed: bool = False, coordinator_address: str | None = None,
@@ -41,7 +42,7 @@ def initialize(distributed: bool = False, coordinator_address: str | None = None
     return False
   if num_processes is not None and process_id is not None and not (
       0 <= process_id < num_processes):
-    raise ValueError(f"--process_id must be in [0, --num_processes={num_processes}); "
+    raise ConfigError(f"--process_id must be in [0, --num_processes={num_processes}); "
                      f"got {process_id}.")
   if jax.config.jax_cpu_collectives_implementation is None:
     # CPU processes exchange data through gloo (jax's default since 0.5; older: none).
@@ -50,7 +51,7 @@ def initialize(distributed: bool = False, coordinator_address: str | None = None
     jax.distributed.initialize(**given)
   except ValueError as e:
     missing = ", ".join(f"--{k}" for k, v in given.items() if v is None)
-    raise ValueError(
+    raise ConfigError(
         f"Cannot start the distributed runtime: {e} Outside a cluster that JAX detects (SLURM, "
         f"Open MPI, Cloud TPU) give every process --coordinator_address=HOST:PORT, "
         f"--num_processes and its own --process_id; missing here: {missing}.") from e

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 
 from gnrev import curvature, meta
+from gnrev.train import optimizers, validation
 from gnrev.train.state import Program, TrainState, keep_if_finite
 
 MODELS = ("linear", "mlp", "family")
@@ -117,6 +118,7 @@ class MetaLearningTask:
 
   name = "meta_learning"
   run_fields = ("inner",)
+  sections = ("optimizers",)
   likelihood = curvature.gaussian(1.0)  # squared error: the Gaussian NLL up to constants
   step_metric_names = ()
   panels = (("train_loss", "meta-train query loss", "log"),
@@ -181,16 +183,25 @@ class MetaLearningTask:
       raise ValueError(f"Unknown inner tree {inner['tree']!r}; allowed: {', '.join(TREES)}.")
     return inner
 
+  def check(self, config, splits: MetaData, mesh) -> None:
+    """Start-up checks of every run (:meth:`check_run`) and of early stopping."""
+    del mesh
+    if validation.early_stopping(config) is not None and not self.num_val_batches:
+      raise ValueError("early_stopping needs validation batches of tasks: set "
+                       "task.num_val_batches > 0.")
+    for run in config.optimizers:
+      self.check_run(config, run, splits)
+
   def check_run(self, config, run: str, splits: MetaData) -> None:
     """Start-up check of a run: its inner rule, its outer optimizer and the learned tree."""
-    from gnrev.train import optimizers  # pylint: disable=import-outside-toplevel
     try:
+      if config.get("pruning") or config.optimizers[run].get("pruning"):
+        raise ValueError(f"pruning needs a supervised task (classification, reconstruction...), "
+                         f"not {self.name!r}.")
       inner = self.inner(config.optimizers[run])
       options = optimizers.optimizer_options(config.optimizers[run], self.run_fields)
-      entry = optimizers.OPTIMIZERS[options["name"]]
-      if entry.supplied_names or entry.extra_args(None, self) is not optimizers.no_extra_args:
-        outer = [n for n, e in optimizers.OPTIMIZERS.items()
-                 if not e.supplied_names and e.extra_args(None, self) is optimizers.no_extra_args]
+      if optimizers.OPTIMIZERS[options["name"]].needs_model:
+        outer = [n for n, e in optimizers.OPTIMIZERS.items() if not e.needs_model]
         raise ValueError(f"optimizer {options['name']!r} needs step arguments of a supervised "
                          f"model; outer optimizers of meta_learning: {', '.join(outer)}.")
       optimizers.check_optimizer(config.optimizers[run], None, self, (), 0, self.run_fields)
@@ -241,7 +252,6 @@ class MetaLearningTask:
 
   def program(self, config, run: str, splits: MetaData, mesh) -> Program:
     """The run's :class:`Program`: meta-steps, and query losses on held-out batches of tasks."""
-    from gnrev.train import optimizers  # pylint: disable=import-outside-toplevel
     del mesh  # a batch of tasks is one device's work here
     family = splits.family
     inner = self.inner(config.optimizers[run])

@@ -4,6 +4,7 @@ plots of the curves, and the binary precision / recall / F1 of two-class runs.""
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 import sys
 import time
@@ -67,6 +68,15 @@ def read_metrics(path: str) -> list[dict]:
     logging.warning("%s: dropping an incomplete last record (its write was interrupted): %r",
                     path, lines[-1][:80])
   return [json.loads(line) for line in lines[:-1] if line.strip()]
+
+
+def quiet_library_logs() -> None:
+  """Keeps the console to gnrev's own progress: orbax's log lines (one per checkpoint step, at
+  INFO) and JAX's INFO notes on accelerator plugins it did not find (e.g. the TPU's on a CPU or
+  GPU machine) are dropped; warnings and errors still show."""
+  logging.get_absl_handler().addFilter(
+      lambda record: "orbax" not in record.pathname or record.levelno >= std_logging.WARNING)
+  std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
 
 
 # Non-interactive runs (logs, batch jobs, CI) get a progress line this often.
@@ -167,28 +177,74 @@ PANELS = (("train_loss", "train loss (pre-step batch)", "log"),
           ("test_f1", "test F1 (class 1)", "linear"))
 
 
-def plot_curves(records: Iterable[dict], panels=PANELS) -> Figure:
+def _curve(records: list[dict], run: str, key: str) -> tuple[list, list]:
+  """``(steps, values)`` of metric ``key`` of ``run``; a record that also holds ``pruned_<key>``
+  (a pruning step) adds that value at the same step, so the drop at pruning is drawn."""
+  points = []
+  for r in records:
+    if r["run"] == run and key in r:
+      points.append((r["step"], r[key]))
+    if r["run"] == run and f"pruned_{key}" in r:
+      points.append((r["step"], r[f"pruned_{key}"]))
+  return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_curves(records: Iterable[dict], panels=PANELS, title: str = "") -> Figure:
   """One panel per metric of ``panels`` (a task's; default :data:`PANELS`) that the records
-  hold, one curve per run."""
+  hold, one curve per run, the legend outside the panels and ``title`` above them.
+
+  Runs that prune show their scores right after each pruning step, before fine-tuning (the
+  ``pruned_*`` records), as a point of the curve marked with an ``x``.
+  """
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
   records = list(records)
   runs = list(dict.fromkeys(r["run"] for r in records))
   panels = [p for p in panels if any(p[0] in r for r in records)] or tuple(panels)[:1]
-  figure = Figure(figsize=(4 * len(panels), 3.4), layout="constrained")
-  for axis, (key, title, scale) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels):
+  figure = Figure(figsize=(4 * len(panels) + 2, 3.6), layout="constrained")
+  for axis, (key, label, scale) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels):
     for run in runs:
-      points = [(r["step"], r[key]) for r in records if r["run"] == run and key in r]
-      if points:
-        steps, values = np.array(points).T
-        axis.plot(steps, values, label=run)
-    axis.set(title=title, xlabel="step", yscale=scale)
-  figure.axes[0].legend()
+      steps, values = _curve(records, run, key)
+      if steps:
+        (line,) = axis.plot(steps, values, label=run)
+        pruned = [(r["step"], r[f"pruned_{key}"]) for r in records
+                  if r["run"] == run and f"pruned_{key}" in r]
+        if pruned:
+          axis.plot(*zip(*pruned), "x", color=line.get_color())
+    axis.set(title=label, xlabel="step", ylabel=key, yscale=scale)
+  if any(k.startswith("pruned_") for r in records for k in r):
+    figure.axes[0].plot([], [], "x", color="gray", label="pruned, before fine-tuning")
+  handles, labels = figure.axes[0].get_legend_handles_labels()
+  figure.legend(handles, labels, loc="outside right upper", fontsize="small")
+  if title:
+    figure.suptitle(title)
   return figure
 
 
-def save_plots(workdir: str, panels=PANELS) -> str:
+def save_plots(workdir: str, panels=PANELS, title: str = "") -> str:
   """Writes ``workdir/curves.png`` from ``workdir/metrics.jsonl`` and returns its path."""
   path = os.path.join(workdir, "curves.png")
-  plot_curves(read_metrics(workdir), panels).savefig(path, dpi=100)
+  plot_curves(read_metrics(workdir), panels, title).savefig(path, dpi=100)
   return path
+
+
+def final_table(results: dict[str, dict]) -> list[str]:
+  """Lines of a table of each run's final metrics (one line per run, columns aligned).
+
+  Per-inner-step details (``*_step_<k>``, e.g. meta-learning's query loss after each step) stay
+  in ``metrics.jsonl``; the table keeps the summary columns.
+
+  Example:
+    >>> for line in final_table({"adam": {"params": 0, "step": 4, "test_loss": 2.4943}}):
+    ...   print(line)
+    run   step  test_loss
+    adam     4      2.494
+  """
+  columns = list(dict.fromkeys(k for m in results.values() for k in m
+                               if k != "params" and "_step_" not in k))
+  cell = lambda v: f"{v:.4g}" if isinstance(v, float) else ("-" if v is None else str(v))
+  rows = [["run", *columns]] + [[run, *(cell(m.get(k)) for k in columns)]
+                                for run, m in results.items()]
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                    enumerate(zip(row, widths))).rstrip() for row in rows]

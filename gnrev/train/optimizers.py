@@ -12,7 +12,15 @@ An :class:`Optimizer` entry of :data:`OPTIMIZERS` holds
   fixed variables for exact GN, a Fisher-vector product of the task's likelihood, a key and the
   Dense layers' per-example inputs and output gradients for FishLeg;
 * ``check``: ``(options, model, task, input_shape, batch_size) -> None``, run at start-up before
-  any run trains; it calls the wing's own validator (e.g. exact GN's rank bounds).
+  any run trains; it calls the wing's own validator (e.g. exact GN's rank bounds);
+* ``needs_model``: whether the step needs a supervised model and batch (the model, its apply
+  function, the batch or a Fisher product of the task's likelihood): such optimizers cannot be
+  the outer optimizer of meta-learning;
+* ``needs_autodiff``: whether the step differentiates forwards (``jax.jvp``: FishLeg's
+  Fisher-vector products, the min-norm GN's Jacobian products), which a RevMLP's memory-saving
+  custom VJPs do not support (``model.memory_mode`` must be ``"autodiff"``).
+
+A new optimizer is one self-contained entry of :data:`OPTIMIZERS`.
 """
 
 from __future__ import annotations
@@ -57,6 +65,9 @@ class Optimizer:
     extra_args: ``(model, task) -> ExtraArgs`` for ``tx.update``.
     check: start-up check of a run's options against the model, task and data sizes.
     excluded: factory arguments that are neither options nor supplied (kept at their default).
+    supplied_names: the factory arguments ``supplied`` fills in.
+    needs_model: the step needs a supervised model and batch (see the module docstring).
+    needs_autodiff: the step uses forward-mode autodiff (see the module docstring).
   """
   factory: Callable[..., optax.GradientTransformation]
   supplied: Callable[[nn.Module, Any], dict] = lambda model, task: {}
@@ -64,6 +75,8 @@ class Optimizer:
   check: Callable[..., None] = _no_check
   excluded: tuple[str, ...] = ()
   supplied_names: tuple[str, ...] = ()
+  needs_model: bool = False
+  needs_autodiff: bool = False
 
   @property
   def options(self) -> dict[str, Any]:
@@ -117,13 +130,6 @@ def _check_gauss_newton(options, model, task, input_shape, batch_size) -> None:
   _check_gn_loss(options, task)
 
 
-def _check_fishleg(options, model, task, input_shape, batch_size) -> None:
-  del options, task, input_shape, batch_size
-  if getattr(model, "memory_mode", "autodiff") != "autodiff":
-    raise ValueError("fishleg's Fisher-vector products use jax.jvp, which needs "
-                     "--config.model.memory_mode=autodiff.")
-
-
 def _fishleg_extra_args(model: nn.Module, task: Any) -> ExtraArgs:
   likelihood = task.likelihood
 
@@ -149,7 +155,7 @@ OPTIMIZERS: dict[str, Optimizer] = {
         gn.exact_gn, supplied=lambda model, task: {"model": model}, supplied_names=("model",),
         extra_args=lambda model, task: (
             lambda params, fixed, batch, rng: {"batch": batch, "fixed": fixed["fixed"]}),
-        check=_check_exact_gn),
+        check=_check_exact_gn, needs_model=True),
     "gauss_newton": Optimizer(
         # The model's non-trained variables travel as the step's `fixed` argument (never
         # closed over).
@@ -159,10 +165,10 @@ OPTIMIZERS: dict[str, Optimizer] = {
         supplied_names=("apply_fn",),
         extra_args=lambda model, task: (
             lambda params, fixed, batch, rng: {"batch": batch, "fixed": fixed}),
-        check=_check_gauss_newton),
+        check=_check_gauss_newton, needs_model=True, needs_autodiff=True),
     # aux_optimizer is a transform, which a config cannot hold: FishLeg's default (Adam) stays.
-    "fishleg": Optimizer(optim.fishleg, extra_args=_fishleg_extra_args, check=_check_fishleg,
-                         excluded=("aux_optimizer",)),
+    "fishleg": Optimizer(optim.fishleg, extra_args=_fishleg_extra_args,
+                         excluded=("aux_optimizer",), needs_model=True, needs_autodiff=True),
 }
 
 # Every optimizer's options besides ``name`` and ``learning_rate``, with their defaults: a view
@@ -217,20 +223,17 @@ def check_optimizer(opt_config: Any, model: nn.Module, task: Any, input_shape: t
   _transform(options, model, task)  # the factory validates its own arguments
 
 
-def build_optimizer(opt_config: Any, model: nn.Module, task: Any = None,
+def build_optimizer(opt_config: Any, model: nn.Module, task: Any,
                     reserved: tuple[str, ...] = ()) -> OptimizerSetup:
   """The optimizer named by ``opt_config.name`` (see :data:`OPTIMIZERS` and :data:`OPTIONS`).
 
   Args:
     opt_config: the run's config: ``name``, ``learning_rate`` and options.
     model: the flax model it trains.
-    task: the run's task (:mod:`gnrev.train.tasks`; default classification): its likelihood
-      gives FishLeg's Fisher-vector products.
+    task: the run's task (:mod:`gnrev.train.tasks`): its likelihood gives FishLeg's
+      Fisher-vector products.
     reserved: run fields owned by the task, ignored here.
   """
-  if task is None:
-    from gnrev.train import tasks  # pylint: disable=import-outside-toplevel
-    task = tasks.classification()
   options = optimizer_options(opt_config, reserved)
   entry = OPTIMIZERS[options["name"]]
   return OptimizerSetup(optax.with_extra_args_support(_transform(options, model, task)),

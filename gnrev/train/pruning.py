@@ -4,7 +4,8 @@ Two config sections make a pruning experiment a run of :func:`gnrev.train.train_
 
 * ``config.init_from`` (``workdir``, ``run``, optional ``step``; default the latest): the run
   starts from the parameters of that run's checkpoint (e.g. a dense model trained by the same
-  launcher) with a fresh optimizer state. It works without pruning too (continue training).
+  launcher) with a fresh optimizer state (:func:`gnrev.train.checkpoint.apply_init_from`). It
+  works without pruning too (continue training).
 * ``config.pruning`` (and per run ``config.optimizers.<run>.pruning``, whose fields override the
   shared ones): at the scheduled steps the trainer prunes the kernels of the Dense/Conv layers
   (:mod:`gnrev.prune`; biases never) to the scheduled sparsity with OBS compensation, keeps the
@@ -50,7 +51,6 @@ import collections
 import functools
 import hashlib
 import math
-import os
 import time
 from typing import Any, Callable
 
@@ -62,7 +62,6 @@ import numpy as np
 import optax
 
 from gnrev import curvature, optim, prune
-from gnrev.train import checkpoint
 
 METHODS = ("fishleg_surgeon", "diagonal_fisher", "magnitude", "exact_obs")
 SCHEDULES = ("one_shot", "cubic")
@@ -159,8 +158,6 @@ def _check_options(options: dict, run: str) -> None:
   if options["schedule"] == "one_shot" and options["num_steps"] != 1:
     raise ValueError(f"{where}.num_steps={options['num_steps']} needs schedule 'cubic' "
                      f"(a one-shot schedule prunes once).")
-  if options["schedule"] == "cubic" and options["num_steps"] > 1 and options["every"] == 0:
-    pass  # every = 0: all pruning steps at `start`, no fine-tuning between them (allowed)
   for name in ("damping", "aux_learning_rate"):
     value = options[name]
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -177,48 +174,16 @@ def _check_options(options: dict, run: str) -> None:
                      f"{options['precondition_aux']!r}.")
 
 
-def check_init_from(config: ml_collections.ConfigDict) -> str | None:
-  """The checkpoint directory of ``config.init_from`` (None without one), after checking it.
+def check_pruning(config: ml_collections.ConfigDict, model=None, example: Any = None,
+                  total_steps: int | None = None) -> None:
+  """Start-up check of every run's pruning section.
 
-  Raises:
-    ValueError: for a missing field or a workdir / run / step without a checkpoint.
-  """
-  source = config.get("init_from")
-  if not source or not source.get("workdir"):
-    if source and (source.get("run") or source.get("step") is not None):
-      raise ValueError("init_from needs a workdir (the launcher workdir of the trained run).")
-    return None
-  unknown = sorted(set(source) - {"workdir", "run", "step"})
-  if unknown:
-    raise ValueError(f"Unknown init_from field(s) {', '.join(unknown)}; allowed: workdir, run, "
-                     f"step.")
-  run = source.get("run")
-  if not run:
-    raise ValueError("init_from needs a run (the name of a run of that workdir, e.g. 'adam').")
-  directory = os.path.join(source.workdir, run, "checkpoints")
-  steps = checkpoint.checkpoint_steps(directory) if os.path.isdir(directory) else []
-  if not steps:
-    raise ValueError(f"init_from: no checkpoint of run {run!r} in workdir "
-                     f"{source.workdir!r} (looked in {directory!r}).")
-  step = source.get("step")
-  if step is not None and step not in steps:
-    raise ValueError(f"init_from.step={step}: no such checkpoint of run {run!r}; kept steps: "
-                     f"{', '.join(map(str, steps))}.")
-  return directory
-
-
-def check_pruning(config: ml_collections.ConfigDict, supervised: bool = True, model=None,
-                  example: Any = None, total_steps: int | None = None) -> None:
-  """Start-up check of ``config.init_from`` and every run's pruning section.
-
-  Called by :func:`gnrev.train.check_config` twice: on the config alone (names, ranges,
-  ``init_from``), then with the model, an example input and the run's number of training steps
-  (the schedule must fit in the run; exact OBS only for small models).
+  With the model, an example input and the run's number of training steps, also that the
+  schedule fits in the run and that exact OBS is asked only of small models.
 
   Raises:
     ValueError: naming the run, the field, the value and what is allowed.
   """
-  check_init_from(config)
   num_params = None
   if model is not None and prunes(config):
     shapes = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
@@ -227,9 +192,6 @@ def check_pruning(config: ml_collections.ConfigDict, supervised: bool = True, mo
     options = pruning_options(config, run)
     if options is None:
       continue
-    if not supervised:
-      raise ValueError(f"Run {run!r}: pruning needs a supervised task (classification, "
-                       f"reconstruction...), not {config.task.name!r}.")
     _check_options(options, run)
     stopping = config.get("early_stopping")
     if stopping and stopping.get("patience", 0):
@@ -247,36 +209,6 @@ def check_pruning(config: ml_collections.ConfigDict, supervised: bool = True, mo
       raise ValueError(f"Run {run!r}: pruning.method 'exact_obs' inverts a dense P x P Fisher; "
                        f"the model has P={num_params} > {EXACT_OBS_MAX_PARAMS} parameters. Use "
                        f"fishleg_surgeon or diagonal_fisher.")
-
-
-def init_params(config: ml_collections.ConfigDict, state, tx: optax.GradientTransformation):
-  """``state`` with the params of ``config.init_from``'s checkpoint and a fresh optimizer state.
-
-  Returns ``state`` unchanged without ``init_from``.
-
-  Raises:
-    ValueError: when the checkpoint's parameters do not have the model's structure or shapes.
-  """
-  directory = check_init_from(config)
-  if directory is None:
-    return state
-  loaded = checkpoint.load_params(directory, config.init_from.get("step"))
-  expected = jax.tree.map(lambda p: (tuple(p.shape), str(p.dtype)), state.params)
-  try:
-    got = jax.tree.map(lambda p: (tuple(np.shape(p)), str(np.asarray(p).dtype)), loaded)
-    same = jax.tree.structure(expected) == jax.tree.structure(got) and expected == got
-  except (TypeError, ValueError):
-    same = False
-  if not same:
-    raise ValueError(f"init_from: the parameters in {directory!r} do not fit this run's model "
-                     f"(structure, shapes or dtypes differ); the model config must be the one "
-                     f"that trained them.")
-  params = jax.tree.map(lambda new, old: jax.device_put(jnp.asarray(new, old.dtype),
-                                                        getattr(old, "sharding", None)),
-                        loaded, state.params)
-  opt_state = jax.tree.map(lambda new, old: jax.device_put(new, getattr(old, "sharding", None)),
-                           tx.init(params), state.opt_state)
-  return state.replace(params=params, opt_state=opt_state)
 
 
 def wrap_optimizer(options: dict | None, setup):

@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gnrev.train.configs import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -27,7 +29,7 @@ def make_mesh(num_devices: int = 0) -> Mesh:
   processes = jax.process_count()
   devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
   if num_devices < 0 or num_devices > len(devices) or num_devices % processes:
-    raise ValueError(
+    raise ConfigError(
         f"num_devices must be 0 (all) or a multiple of the number of processes ({processes}) "
         f"up to {len(devices)}; got {num_devices}.")
   per_process = (num_devices or len(devices)) // processes
@@ -57,7 +59,7 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 def check_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
   if batch_size % mesh.size:
-    raise ValueError(
+    raise ConfigError(
         f"{what}={batch_size} must be divisible by the number of devices ({mesh.size}) to "
         f"split the batch evenly; change it or set --config.num_devices.")
 

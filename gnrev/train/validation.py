@@ -29,14 +29,10 @@ import jax
 import numpy as np
 
 from gnrev import data, gn, optim
-from gnrev.gn.sweep import check_batch_fits
-from gnrev.train import pruning, tasks
+from gnrev.train import pruning
+from gnrev.train.configs import ConfigError
 from gnrev.train.models import MODELS, build_model
-from gnrev.train.optimizers import OPTIONS, optimizer_options
-
-
-class ConfigError(ValueError):
-  """A config, its data or its workdir cannot train; the message says what and what is allowed."""
+from gnrev.train.optimizers import OPTIMIZERS, OPTIONS, optimizer_options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +126,7 @@ TOP_RULES: dict[str, Rule] = {
     "num_epochs": _int(1),
     "eval_every": _int(0),           # 0: once per epoch
     "log_every": _int(1),
-    "checkpoint_every": _int(1),
+    "checkpoint_every": _int(0),     # 0: once per epoch
     "max_to_keep": _int(1, optional=True),   # None: keep every checkpoint
     "num_devices": _int(0),          # 0: all
 }
@@ -159,9 +155,6 @@ OPTION_RULES: dict[str, dict[str, Rule]] = {
                 "init_scale": POSITIVE, "probe": _choice(optim.PROBES), "precondition_aux": BOOL,
                 "q_family": _choice(optim.Q_FAMILIES)},
 }
-# Optimizers whose steps differentiate forwards (jax.jvp: FishLeg's Fisher-vector products, the
-# min-norm GN's Jacobian products), which the memory-saving custom VJPs of a RevMLP do not support.
-NEEDS_AUTODIFF = ("fishleg", "gauss_newton")
 
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 RESERVED_RUN_NAMES = ("config.json", "metrics.jsonl", "curves.png")
@@ -228,7 +221,7 @@ def _check_run(config, run: str, opt_config: Any, reserved: tuple[str, ...] = ()
   if name == "exact_gn":
     _check_exact_gn_options(config, field, options)
   model = config.get("model") or {}
-  if name in NEEDS_AUTODIFF and model.get("memory_mode", "autodiff") != "autodiff":
+  if OPTIMIZERS[name].needs_autodiff and model.get("memory_mode", "autodiff") != "autodiff":
     raise ConfigError(
         f"Run {run!r}: {name}'s steps use jax.jvp, which needs "
         f"--config.model.memory_mode=autodiff; got {model.get('memory_mode')!r}.")
@@ -267,42 +260,65 @@ def _check_dataset_options(name: str, options: dict) -> None:
         f"allowed: {', '.join(allowed) or 'none'}.")
 
 
-def check_config(config) -> None:
+def check_config(config, task) -> None:
   """Checks every field of ``config`` and of each run alone; raises the first :class:`ConfigError`.
+
+  ``task`` is the config's task (:func:`gnrev.train.tasks.build_task`); its ``sections`` are
+  the config sections it reads (supervised tasks: data, model and optimizers; meta-learning,
+  which samples its own batches of tasks and checks its own fields: optimizers).
 
   Example:
     >>> import ml_collections
-    >>> check_config(ml_collections.ConfigDict(
-    ...     {"seed": 0, "num_epochs": 1, "eval_every": 0, "log_every": 0}))
+    >>> from gnrev.train import supervised
+    >>> check_config(ml_collections.ConfigDict({"seed": 0, "num_epochs": 1, "eval_every": 0,
+    ...                                         "log_every": 0}), supervised.classification())
     Traceback (most recent call last):
     ...
-    gnrev.train.validation.ConfigError: config.log_every = 0 is not allowed; expected an int >= 1.
+    gnrev.train.configs.ConfigError: config.log_every = 0 is not allowed; expected an int >= 1.
   """
   for key, rule in TOP_RULES.items():
     _check_field(config, "", key, rule)
-  try:
-    task = tasks.build_task(config)
-  except ValueError as e:
-    raise ConfigError(f"config.task: {e}") from e
-  # A task without a dataset and a model of the launcher's (meta-learning samples its own task
-  # batches and checks its fields itself) has only runs here.
-  supervised = isinstance(task, tasks.SupervisedTask)
-  reserved = _reserved_fields(task)
-  for section in ("data", "model", "optimizers") if supervised else ("optimizers",):
+  reserved = reserved_fields(task)
+  for section in task.sections:
     if section not in config or not hasattr(config[section], "items"):
       raise ConfigError(f"config.{section} is missing or not a dict (see configs/default.py).")
   if not config.optimizers:
     raise ConfigError("config.optimizers is empty; give at least one run, e.g. "
                       "{'adam': {'name': 'adam', 'learning_rate': 1e-3}}.")
-  if supervised:
+  if "data" in task.sections:
     _check_data_and_model_fields(config)
   for run, opt_config in config.optimizers.items():
     _check_run(config, run, opt_config, reserved)
+  _check_early_stopping(config)
 
 
-def _reserved_fields(task) -> tuple[str, ...]:
+def reserved_fields(task) -> tuple[str, ...]:
   """Run fields owned by the task (meta-learning's ``inner``) or the trainer's pruning."""
-  return (*getattr(task, "run_fields", ()), *pruning.RUN_FIELDS)
+  return tuple(dict.fromkeys((*task.run_fields, *pruning.RUN_FIELDS)))
+
+
+EARLY_STOPPING_MODES = ("min", "max")
+
+
+def early_stopping(config) -> tuple[str, int, str] | None:
+  """``(metric, patience, mode)`` of ``config.early_stopping``, or None when it is off."""
+  stopping = config.get("early_stopping")
+  if not stopping or not stopping.get("patience", 0):
+    return None
+  return (stopping.get("metric", "val_loss"), int(stopping.patience), stopping.get("mode", "min"))
+
+
+def _check_early_stopping(config) -> None:
+  stopping = early_stopping(config)
+  if stopping is None:
+    return
+  metric, _, mode = stopping
+  if mode not in EARLY_STOPPING_MODES:
+    raise ConfigError(f"early_stopping.mode must be one of {', '.join(EARLY_STOPPING_MODES)}, "
+                      f"got {mode!r}.")
+  if not metric.startswith("val_"):
+    raise ConfigError(f"early_stopping.metric must be a validation metric (val_...), never a "
+                      f"test one; got {metric!r}.")
 
 
 def _check_data_and_model_fields(config) -> None:
@@ -324,14 +340,14 @@ def _check_data_and_model_fields(config) -> None:
     raise ConfigError(f"config.model ({config.model.name!r}): {e}") from e
 
 
-def check_data(config, train: data.Dataset, test: data.Dataset) -> None:
-  """Checks what needs the loaded splits; raises the first :class:`ConfigError`.
+def check_data(config, task, train: data.Dataset, test: data.Dataset):
+  """Checks what needs the loaded splits of supervised ``task``; raises the first
+  :class:`ConfigError`, else returns the config's model (built for the task's outputs).
 
   The splits (after ``train_subset``): non-empty, labels in ``[0, num_classes)``, finite inputs,
   the same example shape and classes; ``train_subset`` and ``batch_size`` at most the training
-  examples; the model initialises on the data's shapes; exact-GN runs with solver
-  ``"cholesky"`` fit the rank bounds of :func:`gnrev.gn.sweep.check_batch_fits` (for a linear
-  first block: batch <= d/2 + 1).
+  examples; the model initialises on the data's shapes. (Each run's optimizer is checked by
+  its registry entry: e.g. exact GN's rank bounds, :func:`gnrev.gn.sweep.check_batch_fits`.)
   """
   name = config.data.name
   try:
@@ -353,7 +369,7 @@ def check_data(config, train: data.Dataset, test: data.Dataset) -> None:
                  f"at most the {len(train.y)} training examples of {name!r}"
                  + (f" (data.train_subset = {subset})" if subset else ""))
   try:
-    model = build_model(config.model, train.num_classes)
+    model = build_model(config.model, task.num_outputs(train))
     # Concretely, on one example: graph models index their inputs on the host.
     model.apply(dict(train.variables or {}), train.x[:1], mutable=True,
                 rngs={"params": jax.random.key(0)})
@@ -361,17 +377,7 @@ def check_data(config, train: data.Dataset, test: data.Dataset) -> None:
     raise ConfigError(
         f"config.model ({config.model.name!r}) does not fit dataset {name!r} (examples of shape "
         f"{train.x.shape[1:]}, {train.num_classes} classes): {e}") from e
-  features = int(np.prod(train.x.shape[1:]))
-  reserved = _reserved_fields(tasks.build_task(config))
-  for run, opt_config in config.optimizers.items():
-    options = optimizer_options(opt_config, reserved)
-    if options["name"] == "exact_gn":
-      try:
-        check_batch_fits(model, batch_size, features, options["solver"])
-      except ValueError as e:
-        raise ConfigError(
-            f"Run {run!r} (config.optimizers.{run}.solver = {options['solver']!r}, "
-            f"config.data.batch_size = {batch_size}, {features} input features): {e}") from e
+  return model
 
 
 def _plain(value: Any) -> Any:
@@ -409,7 +415,12 @@ def check_resume(config, workdir: str) -> None:
   Compares ``workdir/config.json`` (if any) with ``config`` on :data:`RESUME_FIELDS` and on
   every option of each run present in both, before anything in the workdir is written; the
   message lists each differing field with both values. Nothing is checked for a new workdir.
+
+  Raises:
+    FileExistsError: if ``workdir`` is an existing file.
   """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise FileExistsError(f"workdir {workdir!r} exists and is a file; give a directory.")
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return

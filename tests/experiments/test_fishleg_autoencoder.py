@@ -17,7 +17,8 @@ def load_experiment():
 
 def test_smoke_run_writes_curves_summary_and_figure_for_each_run(tmp_path):
   experiment = load_experiment()
-  results = experiment.main(["--seeds=0", "--runs=fishleg+adam_1em3", "--smoke",
+  config = os.path.join(REPO, "configs", "fishleg_autoencoder.py")
+  results = experiment.main(["--seeds=0", "--runs=fishleg+adam_1em3", f"--config={config}:smoke",
                              f"--workdir={tmp_path}"])
   out = tmp_path / "out"
   assert (out / "fishleg_autoencoder.png").stat().st_size > 0

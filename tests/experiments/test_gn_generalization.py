@@ -59,13 +59,19 @@ def test_smoke_run_writes_figures_and_numbers_for_every_finding_it_ran(tmp_path)
   fullbatch = results["fullbatch"]
   gn_loss = fullbatch["curves"]["exact_gn"]["train_loss"]["mean"]
   assert gn_loss[-1] < gn_loss[0]
+  # The same finding named by its config (the runs resume: nothing trains again); without --out
+  # its results go under the workdir, per size.
+  again = experiment.main([f"--config={CONFIG}:fullbatch,smoke", "--workdir",
+                           str(tmp_path / "runs")])
+  assert set(again) == {"fullbatch"}
+  assert (tmp_path / "runs" / "results" / "smoke" / "gn_generalization_fullbatch.json").exists()
 
 
 @pytest.mark.parametrize("finding", ["fullbatch", "minibatch", "nobottleneck", "ablations"])
 @pytest.mark.parametrize("size", ["", ",smoke", ",paper_mnist5k", ",paper_mnist", ",paper_cifar"])
 def test_every_finding_and_size_gives_a_valid_launcher_config(finding, size):
   config = train.load_config(CONFIG, finding + size)
-  validation.check_config(config)   # the config alone: paper sizes need data files
+  validation.check_config(config, train.build_task(config))   # the config alone: paper sizes need data files
   assert config.finding == finding
   assert (config.model.expansion is None) == (finding == "nobottleneck")
   gn_runs = [c for c in config.optimizers.values() if c.name == "exact_gn"]
@@ -103,7 +109,7 @@ def test_lr_sweep_on_a_validation_split_chooses_by_the_validation_loss(tmp_path,
 
 def test_tuned_step_sizes_only_where_a_sweep_chose_them():
   config = train.load_config(CONFIG, "fullbatch,paper_mnist5k,tuned")
-  validation.check_config(config)
+  validation.check_config(config, train.build_task(config))
   paper = train.load_config(CONFIG, "fullbatch,paper_mnist5k")
   assert config.tuned and not paper.tuned
   assert [config.optimizers[r].learning_rate for r in ("exact_gn", "adam", "sgd")] == [2.0, 3e-4,

@@ -9,7 +9,7 @@ import pytest
 
 from gnrev import data, graphs, train
 from gnrev.data import graph_returns
-from gnrev.train import loop, sharding
+from gnrev.train import sharding, supervised
 
 OPTIONS = {"num_customers": 12, "num_variants": 6, "events_per_customer": 3.0}
 
@@ -43,7 +43,7 @@ def test_launcher_train_step_on_gnn_is_sgd_on_the_library_gnns_binary_cross_entr
   setup = train.OptimizerSetup(optax.with_extra_args_support(optax.sgd(0.5)),
                                lambda *args: {})
   state = train.TrainState.create(params, setup.tx.init(params), jax.random.key(1), 3)
-  step = train.make_train_step(model, setup)
+  step = train.make_train_step(model, setup, train.edge_classification())
   targets = data.one_hot(dataset.y, 2)
   new_state, metrics = step(state, dataset.variables, dataset.x, targets)
 
@@ -65,16 +65,18 @@ def test_launcher_replicates_the_graph_and_a_sharded_step_matches_the_single_dev
   dataset = data.load_dataset("graph_returns", "train", **OPTIONS)
   model = launcher_model("gnn", hidden_size=4, num_rounds=1, edge_hidden_sizes=[5])
   setup = train.build_optimizer(ml_collections.ConfigDict({"name": "adam",
-                                                           "learning_rate": 0.1}), model)
+                                                           "learning_rate": 0.1}), model,
+                                train.edge_classification())
   config = ml_collections.ConfigDict({"seed": 0})
   x, y = dataset.x[:8], data.one_hot(dataset.y[:8], 2)
   results = []
   for num_devices in (1, 2):
     mesh = train.make_mesh(num_devices)
-    state, fixed = loop._initial_state(config, model, setup, dataset, mesh)
+    state, fixed = supervised._initial_state(config, model, setup, dataset, mesh,
+                                             train.edge_classification())
     assert all(leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == num_devices
                for leaf in jax.tree.leaves(fixed[graphs.GRAPH]))
-    state, metrics = train.make_train_step(model, setup)(
+    state, metrics = train.make_train_step(model, setup, train.edge_classification())(
         state, fixed, *sharding.shard_batch(mesh, x, y))
     results.append((metrics["train_loss"], state.params))
   np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)

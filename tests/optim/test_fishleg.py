@@ -312,7 +312,7 @@ def test_bad_arguments_raise_clear_errors():
     optim.fishleg_diagonal(optax.adam(0.1).init({"x": jnp.zeros(2)}))
 
 
-# --- optax battery --------------------------------------------------------------------------
+# --- optax battery (the behaviours every transform shares: tests/test_optax_battery.py) -----
 
 def _hessian_extra_args(loss_fn, params, rng):
   return {"fvp_fn": curvature.hessian_vector_product(loss_fn, params), "rng": rng}
@@ -332,26 +332,11 @@ def test_battery_works_in_chain(probe):
   optax_battery.check_works_in_chain(tx, optax_battery.QUADRATIC, _hessian_extra_args)
 
 
-def test_battery_works_in_inject_hyperparams():
-  optax_battery.check_works_in_inject_hyperparams(
-      optim.fishleg, _SETTINGS, optax_battery.QUADRATIC, _hessian_extra_args)
-
-
-def test_battery_ignores_unknown_extra_args():
-  optax_battery.check_ignores_unknown_extra_args(
-      optim.fishleg(**_SETTINGS), optax_battery.QUADRATIC, _hessian_extra_args)
-
-
 @pytest.mark.parametrize("probe, name", [("gradient", "fvp_fn"), ("gaussian", "fvp_fn"),
                                          ("gaussian", "rng")])
 def test_battery_missing_required_kwarg_is_type_error(probe, name):
   optax_battery.check_missing_kwarg_raises(
       optim.fishleg(**_SETTINGS, probe=probe), optax_battery.QUADRATIC, _hessian_extra_args, name)
-
-
-def test_battery_no_recompilation_on_second_step():
-  optax_battery.check_no_recompilation(
-      optim.fishleg(**_SETTINGS), optax_battery.QUADRATIC, _hessian_extra_args)
 
 
 @pytest.mark.parametrize("problem, settings, num_steps", [

@@ -19,7 +19,6 @@ def load(path):
 def test_pruning_experiment_smoke_run_goes_through_the_trainer_and_reads_its_metrics(tmp_path):
   experiment = load(ROOT / "experiments" / "pruning.py")
   configs = load(ROOT / "configs" / "pruning.py")
-  assert configs.LAUNCHER
   experiment.run_model("mlp", [0], str(tmp_path), smoke=True)
   # Dense stage, then every variant from its checkpoint: launcher workdirs, one metrics.jsonl.
   assert (tmp_path / "mlp_s0" / "dense" / "adam" / "checkpoints").is_dir()

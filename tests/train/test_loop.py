@@ -30,7 +30,7 @@ def tiny_step(learning_rate):
   setup = train.OptimizerSetup(optax.sgd(learning_rate), lambda *args: {})
   state = train.TrainState.create(params, setup.tx.init(params), jax.random.key(2), 3)
   loss = lambda p: train.cross_entropy(model.apply({"params": p}, x), y)
-  return train.make_train_step(model, setup), state, x, y, loss
+  return train.make_train_step(model, setup, train.classification()), state, x, y, loss
 
 
 def test_loss_change_is_measured_on_the_same_batch_before_and_after_the_step():
@@ -118,8 +118,9 @@ def test_two_class_evaluation_reports_precision_recall_f1_of_class_1_from_hand_c
   test = data.Dataset(x, np.array([1, 1, 0, 0, 0], np.int32), 2)
   targets = np.eye(2, dtype=np.float32)[test.y]
   # Chunks of 4: the second is padded with 3 copies of event 4 (a false positive) and masked.
-  scores = train.evaluate(train.make_eval_step(model), params, {}, test, targets, 4,
-                          train.make_mesh(1))
+  task = train.classification()
+  scores = train.evaluate(train.make_eval_step(model, task), params, {}, test, targets, 4,
+                          train.make_mesh(1), task)
   assert scores["test_precision"] == pytest.approx(1 / 3)
   assert scores["test_recall"] == pytest.approx(1 / 2)
   assert scores["test_f1"] == pytest.approx(2 * 1 / (3 + 2))

@@ -28,9 +28,3 @@ def test_bad_model_name_fields_and_inputs_are_reported():
   with pytest.raises(ValueError, match="CNN needs inputs with spatial axes"):
     train.CNN(num_classes=3).init(jax.random.key(0), jnp.ones((2, 5)))
 
-
-def test_config_argument_is_parsed_with_the_defaults_types():
-  options = train.parse_arg("smoke,batch=32", smoke=False, batch=128)
-  assert options.smoke is True and options.batch == 32
-  with pytest.raises(ValueError, match="Unknown config argument 'smok'; allowed: batch, smoke"):
-    train.parse_arg("smok", smoke=False, batch=128)

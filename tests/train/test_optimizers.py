@@ -33,7 +33,7 @@ def test_registered_optimizers_take_a_step_with_their_extra_args():
   params = model.init(jax.random.key(0), x)["params"]
   for name in ("sgd", "adam"):
     setup = train.build_optimizer(ml_collections.ConfigDict({"name": name, "learning_rate": 0.1}),
-                                  model)
+                                  model, train.classification())
     grads = jax.tree.map(jnp.ones_like, params)
     extra = setup.extra_args(params, {}, (x, jnp.ones((2, 3))), jax.random.key(1))
     updates, _ = setup.tx.update(grads, setup.tx.init(params), params, **extra)
@@ -48,12 +48,12 @@ def test_every_registered_optimizer_declares_its_options_and_they_reach_the_tran
   grads = jax.tree.map(jnp.ones_like, params)
   # Adam's first step is -lr * g / (|g| + eps): eps = 1 halves it for unit gradients.
   config = ml_collections.ConfigDict({"name": "adam", "learning_rate": 0.1, "eps": 1.0})
-  setup = train.build_optimizer(config, model)
+  setup = train.build_optimizer(config, model, train.classification())
   updates, _ = setup.tx.update(grads, setup.tx.init(params), params)
   jax.tree.map(lambda u: np.testing.assert_allclose(u, -0.05, rtol=1e-5), updates)
   # SGD momentum 0.5: the second step of a constant gradient is 1.5 times the first.
   config = ml_collections.ConfigDict({"name": "sgd", "learning_rate": 0.1, "momentum": 0.5})
-  setup = train.build_optimizer(config, model)
+  setup = train.build_optimizer(config, model, train.classification())
   state = setup.tx.init(params)
   for expected in (-0.1, -0.15):
     updates, state = setup.tx.update(grads, state, params)
@@ -65,4 +65,5 @@ def test_every_registered_optimizer_declares_its_options_and_they_reach_the_tran
 
 def test_unknown_optimizer_lists_the_registered_ones():
   with pytest.raises(ValueError, match="Unknown optimizer 'lbfgs'; allowed: adam, .*sgd"):
-    train.build_optimizer(ml_collections.ConfigDict({"name": "lbfgs"}), train.MLP(num_classes=2))
+    train.build_optimizer(ml_collections.ConfigDict({"name": "lbfgs"}), train.MLP(num_classes=2),
+                          train.classification())

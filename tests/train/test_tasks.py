@@ -121,7 +121,8 @@ def test_optimizer_options_are_the_factorys_signature():
   grads = jax.tree.map(jnp.ones_like, params)
   for nesterov, expected in ((False, -0.1), (True, -0.1 * (1 + 0.5) / 1)):
     setup = train.build_optimizer(ml_collections.ConfigDict(
-        {"name": "sgd", "learning_rate": 0.1, "momentum": 0.5, "nesterov": nesterov}), model)
+        {"name": "sgd", "learning_rate": 0.1, "momentum": 0.5, "nesterov": nesterov}), model,
+        train.classification())
     updates, _ = setup.tx.update(grads, setup.tx.init(params), params)
     jax.tree.map(lambda u, e=expected: np.testing.assert_allclose(u, e, rtol=1e-6), updates)
 

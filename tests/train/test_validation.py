@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gnrev import data, train
-from gnrev.train import validation
+from gnrev.train import supervised, validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNS = {"exact_gn": {"name": "exact_gn", "learning_rate": 0.1, "solver": "svd"},
@@ -64,7 +64,7 @@ BAD_FIELDS = [
     ("num_epochs", True, "an int >= 1"),
     ("num_epochs", DELETE, "missing; expected an int >= 1"),
     ("log_every", 0, "an int >= 1"),
-    ("checkpoint_every", 0, "an int >= 1"),
+    ("checkpoint_every", -1, "an int >= 0"),
     ("eval_every", -1, "an int >= 0"),
     ("max_to_keep", 0, "an int >= 1 or None"),
     ("seed", -3, "an int >= 0"),
@@ -172,7 +172,7 @@ def test_empty_optimizers_and_a_missing_section_fail():
 
 def test_every_launcher_config_and_its_smoke_variant_pass():
   checked = []
-  for name in ("default.py", "cnn_mnist1d.py", "graph_returns_launcher.py"):
+  for name in ("default.py", "cnn_mnist1d.py", "graph_returns.py"):
     for arg in (None, "smoke"):
       config = train.load_config(os.path.join(REPO, "configs", name), arg)
       train.check_config(config)  # raises ConfigError on the first bad field
@@ -227,7 +227,7 @@ def test_bad_data_fails_before_training_naming_the_split_and_what_is_allowed(cas
   if field:
     set_field(config, *field)
   with pytest.raises(validation.ConfigError) as error:
-    validation.check_data(config, change(dataset()), dataset(seed=1))
+    validation.check_data(config, train.classification(), change(dataset()), dataset(seed=1))
   assert message in str(error.value), str(error.value)
 
 
@@ -237,13 +237,13 @@ def test_a_model_that_does_not_fit_the_data_fails_before_training():
   with pytest.raises(validation.ConfigError,
                      match=r"config.model \('revmlp'\) does not fit dataset 'digits' \(examples "
                            r"of shape \(8,\), 12 classes\)"):
-    validation.check_data(data_config(), twelve(0), twelve(1))
+    validation.check_data(data_config(), train.classification(), twelve(0), twelve(1))
 
 
 def test_train_and_test_shapes_must_match():
   with pytest.raises(validation.ConfigError, match=r"examples of shape \(8,\) and 3 classes, the "
                                                    r"test split \(6,\) and 3"):
-    validation.check_data(data_config(), dataset(), dataset(d=6))
+    validation.check_data(data_config(), train.classification(), dataset(), dataset(d=6))
 
 
 def test_exact_gn_cholesky_batch_above_the_linear_first_blocks_rank_bound_fails():
@@ -252,17 +252,17 @@ def test_exact_gn_cholesky_batch_above_the_linear_first_blocks_rank_bound_fails(
   config = data_config()
   config.optimizers = ml_collections.ConfigDict({"gn": {"name": "exact_gn", "learning_rate": 0.1,
                                                         "solver": "cholesky"}})
-  config.data.batch_size = 6
-  with pytest.raises(validation.ConfigError,
-                     match=r"Run 'gn' \(config.optimizers.gn.solver = 'cholesky', "
-                           r"config.data.batch_size = 6, 8 input features\): Batch size 6 is too "
-                           r"large .* rank <= min\(input half, expansion\) \+ 1 = 5"):
-    validation.check_data(config, dataset(), dataset())
+  config.data.batch_size = config.data.eval_batch_size = 6
+  task, mesh = train.classification(), train.make_mesh(1)
+  splits = supervised.Splits(dataset(), None, dataset())
+  with pytest.raises(ValueError, match=r"Run 'gn': Batch size 6 is too large .* rank <= "
+                                       r"min\(input half, expansion\) \+ 1 = 5"):
+    task.check(config, splits, mesh)
   config.data.batch_size = 5
-  validation.check_data(config, dataset(), dataset())
+  task.check(config, splits, mesh)
   config.model.linear_first_block = False
   config.data.batch_size = 16
-  validation.check_data(config, dataset(), dataset())  # ReLU blocks: expansion + 1 = 17
+  task.check(config, splits, mesh)  # ReLU blocks: expansion + 1 = 17
 
 
 def test_a_failing_check_trains_nothing_and_writes_nothing(tmp_path):
