@@ -225,8 +225,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   with _config_errors():  # everything that can fail, before the workdir is touched
     task = _build_task(config)
     mesh, data = _check(config, task)
+    validation.check_resume(config, workdir)
   os.makedirs(workdir, exist_ok=True)
-  # One launcher per workdir: process 0 holds its lock from the resume check to the end.
+  # One launcher per workdir: process 0 holds its lock from here to the end, and checks the
+  # resume again under it (a launcher that held it before may have written config.json since).
   primary = jax.process_index() == 0
   with workdir_lib.launcher_lock(workdir) if primary else contextlib.nullcontext():
     with _config_errors():
