@@ -30,6 +30,9 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax 3 from the sphinx-mathjax-offline wheel, copied into _static: no CDN, so the
+    # maths renders offline (.ci/check_rendered_math.py checks it in headless Chromium).
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
