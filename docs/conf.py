@@ -30,6 +30,9 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax 3 from the sphinx-mathjax-offline wheel, copied into _static: no CDN, so the
+    # maths renders offline (.ci/check_rendered_math.py checks it in headless Chromium).
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -52,3 +55,34 @@ html_static_path = ["_static"]
 html_title = f"gnrev {release}"
 html_theme_options = {"description": "Second-order and meta-learning research in JAX",
                       "github_button": False, "extra_nav_links": {"Repository": REPOSITORY}}
+
+
+def _registries_directive():
+  """``{gnrev-registries}``: train.OPTIONS and train.TASKS as tables, read at build time."""
+  from docutils import nodes   # noqa: PLC0415 (Sphinx's own dependencies)
+  from docutils.statemachine import StringList   # noqa: PLC0415
+  from sphinx.util.docutils import SphinxDirective   # noqa: PLC0415
+  from gnrev import train   # noqa: PLC0415 (after sys.path is set above)
+
+  class Registries(SphinxDirective):
+
+    def run(self):
+      lines = ["| optimizer | options (defaults) |", "|---|---|"]
+      for name, options in train.OPTIONS.items():
+        listed = ", ".join(f"`{k}={v!r}`" for k, v in options.items()) or "(none)"
+        lines.append(f"| `{name}` | `learning_rate`, {listed} |")
+      lines += ["", "| task | what it is |", "|---|---|"]
+      for name, task in train.TASKS.items():
+        summary = " ".join((task.__doc__ or "").strip().split("\n\n")[0].split())
+        summary = re.sub(r":\w+:(`[^`]+`)", r"\1", summary)   # rst roles as plain code
+        lines.append(f"| `{name}` | {summary.replace('|', '/')} |")
+      container = nodes.container()
+      self.state.nested_parse(StringList(lines, self.get_source_info()[0]), self.content_offset,
+                              container)
+      return container.children
+
+  return Registries
+
+
+def setup(app):
+  app.add_directive("gnrev-registries", _registries_directive())

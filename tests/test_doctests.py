@@ -40,7 +40,9 @@ _FENCE = re.compile(r"^\s*(```|:::).*$", re.MULTILINE)
 
 
 def _run(tests) -> tuple[int, str]:
-  runner = doctest.DocTestRunner(optionflags=FLAGS)
+  # verbose=False: doctest's default reads "-v" from sys.argv, so ``pytest -v`` would report
+  # every passing example as a failure.
+  runner = doctest.DocTestRunner(verbose=False, optionflags=FLAGS)
   report = []
   for test in tests:
     runner.run(test, out=report.append)

@@ -4,12 +4,15 @@ For ``f(params) = apply_fn(params, x)`` with outputs of shape ``(n, c)`` and ``J
 
 * :func:`output_jvp`: ``J v`` (a params-shaped tangent to an output-shaped array), one jvp;
 * :func:`output_vjp`: ``J^T u`` (an output-shaped cotangent to a params-shaped array), one vjp;
-* :func:`linearize_output`: both, with the forward pass done once (for iterative solvers);
+* :func:`linearize_output`: both, with the forward pass done once (for iterative solvers), from
+  reverse mode only, so it also serves models whose backward is a ``jax.custom_vjp``;
 * :func:`gram_vector_product`: ``J J^T u`` (the empirical NTK times ``u``), one vjp and one jvp;
 * :func:`dense_jacobian`: the materialised ``(n c) x p`` matrix, for tiny models and tests.
 
-``apply_fn(params, x)`` must be differentiable in forward and reverse mode (for a
-:class:`gnrev.nets.RevMLP` use ``memory_mode="autodiff"``).
+:func:`output_jvp`, :func:`gram_vector_product` and :func:`dense_jacobian` differentiate
+``apply_fn(params, x)`` in forward mode (for a :class:`gnrev.nets.RevMLP` use
+``memory_mode="autodiff"``); :func:`linearize_output` and :func:`output_vjp` need reverse mode only
+(any ``memory_mode``).
 """
 
 from __future__ import annotations
@@ -34,15 +37,21 @@ def output_vjp(apply_fn: ApplyFn, params: Any, x: jax.Array, cotangent: jax.Arra
 
 
 def linearize_output(apply_fn: ApplyFn, params: Any, x: jax.Array):
-  """Linearises ``params -> apply_fn(params, x)`` once.
+  """Linearises ``params -> apply_fn(params, x)`` once, in reverse mode.
+
+  ``vjp_fn`` is ``jax.vjp``'s pullback and ``jvp_fn`` its transpose (``J v = (J^T)^T v``), so only
+  reverse-mode differentiation is needed: a model whose backward is a ``jax.custom_vjp`` (a RevMLP
+  with ``memory_mode="invert"`` rebuilding block inputs by inversion) linearises as well as a
+  plain one, and keeps only what its own backward keeps.
 
   Returns:
     ``(outputs, jvp_fn, vjp_fn)`` with ``jvp_fn(v) = J v`` and ``vjp_fn(u) = J^T u``; both reuse
     the forward pass, so repeated products (conjugate gradients) cost no further forward passes.
   """
-  outputs, jvp_fn = jax.linearize(lambda p: apply_fn(p, x), params)
-  transpose = jax.linear_transpose(jvp_fn, params)
-  return outputs, jvp_fn, lambda cotangent: transpose(cotangent)[0]
+  outputs, pullback = jax.vjp(lambda p: apply_fn(p, x), params)
+  vjp_fn = lambda cotangent: pullback(cotangent)[0]
+  transpose = jax.linear_transpose(vjp_fn, outputs)
+  return outputs, lambda tangent: transpose(tangent)[0], vjp_fn
 
 
 def gram_vector_product(apply_fn: ApplyFn, params: Any, x: jax.Array,

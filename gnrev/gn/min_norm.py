@@ -26,8 +26,9 @@ def min_norm_gn_direction(apply_fn: Callable[[Any, jax.Array], jax.Array], param
   """Min-norm Gauss-Newton direction by conjugate gradients on ``J J^T`` (one vjp + one jvp each).
 
   Args:
-    apply_fn: ``apply_fn(params, x) -> logits (n, c)``, differentiable in forward and reverse
-      mode (a RevMLP needs ``memory_mode="autodiff"``).
+    apply_fn: ``apply_fn(params, x) -> logits (n, c)``, differentiable in reverse mode (the
+      products come from ``jax.vjp`` and its transpose, so a RevMLP in any ``memory_mode``,
+      ``"invert"``'s ``custom_vjp`` included, works).
     params: the trained parameters.
     x: inputs of the batch.
     y: integer labels ``(n,)`` or float targets ``(n, c)``.

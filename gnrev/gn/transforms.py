@@ -20,6 +20,7 @@ import optax
 from gnrev.curvature import EXACT_PRECISION, PrecisionLike, check_precision
 from gnrev.gn.min_norm import min_norm_gn_direction
 from gnrev.gn.sweep import exact_gn_direction
+from gnrev.nets import RevMLP
 
 
 class GNState(NamedTuple):
@@ -96,6 +97,13 @@ def scale_by_exact_gn(model, loss: str = "ce_identity",
   """
   check_precision(precision)
 
+  if not isinstance(model, RevMLP):
+    raise TypeError(
+        f"exact_gn needs a gnrev.nets.RevMLP (its sweep solves the coupling blocks one by one), "
+        f"got {type(model).__name__}. For any other model use gn.gauss_newton(learning_rate, "
+        "apply_fn=lambda params, x: model.apply({'params': params}, x)), the matrix-free "
+        "min-norm step.")
+
   def direction_fn(params, x, y, extra_args):
     fixed = extra_args.get("fixed")
     if fixed is None:
@@ -117,7 +125,8 @@ def exact_gn(learning_rate: optax.ScalarOrSchedule, model, loss: str = "ce_ident
   """Exact Gauss-Newton for a RevMLP: ``params <- params + learning_rate * D``.
 
   With ``inject_hyperparams`` name the model static (it is callable, so optax would take it for
-  a schedule): ``optax.inject_hyperparams(gn.exact_gn, static_args=("model",))(0.1, model=model)``.
+  a schedule and call it with the step count):
+  ``optax.inject_hyperparams(gn.exact_gn, static_args=("model",))(0.1, model=model)``.
 
   Example:
     >>> from gnrev import nets
@@ -174,7 +183,9 @@ def gauss_newton(learning_rate: optax.ScalarOrSchedule,
                  ) -> optax.GradientTransformationExtraArgs:
   """Min-norm (damped) Gauss-Newton for any model: ``params <- params + learning_rate * D``.
 
-  With ``inject_hyperparams`` pass ``static_args=("apply_fn",)``.
+  With ``inject_hyperparams`` pass ``static_args=("apply_fn",)``: optax takes every callable
+  argument for a schedule and calls it with the step count before this factory runs (a
+  ``TypeError`` from ``apply_fn`` about a missing argument means ``static_args`` was left out).
 
   Example:
     >>> apply_fn = lambda p, x: x @ p["w"]

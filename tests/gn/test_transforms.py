@@ -135,3 +135,25 @@ def test_gauss_newton_passes_fixed_variables_to_the_model_and_matches_the_direct
       loss="ce_identity", tol=1e-12)
   np.testing.assert_allclose(ravel_pytree(updates)[0], 0.5 * ravel_pytree(reference)[0],
                              rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.x64
+def test_gauss_newton_steps_an_invert_mode_revmlp_like_its_autodiff_twin():
+  model, variables, x, labels, _ = tiny_problem(seed=2)
+  assert model.memory_mode == "invert"
+  updates = {}
+  for mode in ("invert", "autodiff"):
+    clone = model.clone(memory_mode=mode)
+    apply_fn = lambda p, inputs, fixed, clone=clone: clone.apply({"params": p, "fixed": fixed},
+                                                                 inputs)
+    tx = gn.gauss_newton(1.0, apply_fn=apply_fn, loss="ce_identity", tol=1e-12)
+    params = variables["params"]
+    updates[mode], _ = jax.jit(tx.update)(_zeros_like(params), tx.init(params), params,
+                                          batch=(x, labels), fixed=variables["fixed"])
+  np.testing.assert_allclose(ravel_pytree(updates["invert"])[0],
+                             ravel_pytree(updates["autodiff"])[0], rtol=1e-9, atol=1e-12)
+
+
+def test_exact_gn_on_a_model_that_is_not_a_revmlp_names_the_requirement_and_the_alternative():
+  with pytest.raises(TypeError, match="needs a gnrev.nets.RevMLP.*got _TinyMLP.*gn.gauss_newton"):
+    gn.exact_gn(0.1, model=_TinyMLP())

@@ -45,3 +45,11 @@ def test_badge_install_and_size_cells(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_without_outputs(name):
   assert all(not c.get("outputs") for c in read(name).cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_cell_has_a_unique_id(name):
+  notebook = read(name)
+  ids = [cell.get("id") for cell in notebook.cells]
+  assert (notebook.nbformat, notebook.nbformat_minor) >= (4, 5), "cell ids need nbformat 4.5"
+  assert all(ids) and len(set(ids)) == len(ids), f"{name}: cells without or sharing an id"
