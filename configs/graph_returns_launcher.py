@@ -71,7 +71,8 @@ def get_config(arg=None):
   config.optimizers = ml_collections.ConfigDict({
       "adam": {"name": "adam", "learning_rate": 3e-3},
       "fishleg": {"name": "fishleg", "learning_rate": 0.1, "damping": 0.1,
-                  "aux_learning_rate": 1e-2, "update_aux_every": 10, "momentum": 0.9},
+                  "aux_learning_rate": 1e-2, "update_aux_every": 10, "momentum": 0.9,
+                  "init_scale": 1.0, "max_newton_steps": None},
   })
   if options.model == "edge_mlp":
     config.optimizers.gauss_newton = {"name": "gauss_newton", "learning_rate": 0.1,
