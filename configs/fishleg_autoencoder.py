@@ -9,9 +9,10 @@ products (= Fisher for the Bernoulli likelihood) on the training batch.
 
 Runs (``config.optimizers``):
 
-* ``fishleg``: ``optim.fishleg`` at its defaults (fitted Q scale, damping 0.1, plain Adam on
-  the factors at 1e-4, aux step every 10, momentum 0.9), learning rate 0.02 (its default),
-  weight decay 1e-5; no per-init tuning;
+* ``fishleg``: ``optim.fishleg`` at its defaults (the official algorithm: learning rate 5e-4
+  on a heavy-ball trace, ``Q_0 = I / damping``, damping 0.1, plain Adam on the factors at 1e-4,
+  aux step every 10, momentum 0.9; plus the trust ratio, ``max_newton_steps=10``); no per-init
+  tuning;
 * ``fishleg_official``: ``optim.fishleg_official`` (the official code's settings: lr 0.005 on
   an EMA momentum, ``Q_0 = I / damping``, damping 0.1);
 * ``adam_1em4`` ... ``adam_3em3``: Adam at 1e-4, 3e-4, 1e-3, 3e-3, default betas;
@@ -26,8 +27,9 @@ Run them (one seed, flax's default init) through the launcher:
 
 Config arguments: ``seed=N`` (init and batch order), ``init=pytorch`` (PyTorch's default
 ``nn.Linear`` init instead of flax's ``Dense`` default: the official run's),
-``runs=fishleg+adam_1em3`` (a subset, ``+``-separated), ``validation=0.2`` (that fraction of the training digits held out
-as a validation split, evaluated as ``val_loss``: for choosing settings without the test set),
+``runs=fishleg+adam_1em3`` (a subset, ``+``-separated), ``validation=0.2`` (that fraction of
+the training digits held out as a validation split, evaluated as ``val_loss``: for choosing
+settings without the test set),
 ``smoke`` (seconds: the 64-32-16 network on 128 digits). The comparison over both inits, with
 curves against steps and wall-clock, is ``experiments/fishleg_autoencoder.py``:
 

@@ -105,7 +105,8 @@ def summarise(curves: dict) -> dict:
                "best_test_nll": [float(np.nanmin(c["test_loss"])) for c in seeds]}
       entry = {f"{k}_{f}": float(fn(v)) for k, v in stats.items()
                for f, fn in (("mean", np.mean), ("std", np.std))}
-      entry.update({"seeds": len(seeds), "steps": min(c["last_step"] for c in seeds),
+      entry.update({"seeds": len(seeds),
+                    "steps": min(c.get("last_step", c["step"][-1]) for c in seeds),
                     "finished": all(c.get("finished", True) for c in seeds),
                     "finite": bool(np.all(np.isfinite(
                         stats["final_test_nll"]))),

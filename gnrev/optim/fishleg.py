@@ -26,11 +26,14 @@ guard, the *trust ratio*: ``Q = q_scale * Q(lam)`` with ``q_scale = min(1, trust
 recomputed at every aux step, where ``t`` (:func:`fishleg_fitted_scale`) is the multiple of
 ``Q(lam)`` that minimises the aux loss along the probe, i.e. ``1 / t`` is how many damped
 Newton steps along the gradient ``Q(lam)`` takes. The guard caps that at ``trust_ratio``, which
-:func:`fishleg` sets from ``max_newton_steps`` (default 1): the step along the gradient, with
-momentum's steady gain ``1 / (1 - momentum)``, is at most one damped Newton step
-(``trust_ratio = 1 * (1 - 0.9) / 5e-4 = 200`` at the defaults). It costs no Fisher product
-(the aux step's serves, by linearity) and leaves Q alone while Q is small enough for the
-Fisher along the gradient. It makes the warm start scale-aware,
+:func:`fishleg` sets from ``max_newton_steps`` (default 10): the step along the gradient, with
+momentum's steady gain ``1 / (1 - momentum)``, is at most 10 damped Newton steps
+(``trust_ratio = 10 * (1 - 0.9) / 5e-4 = 2000`` at the defaults), a quarter of heavy-ball
+momentum's stability bound ``2 (1 + momentum) / (1 - momentum) = 38`` along a direction. A
+tighter cap (1) stalled the MNIST autoencoder at a train NLL of ~180 on both inits (Q shrunk
+44x by step 500: every direction pays for the steepest one, experiments/README.md). It costs
+no Fisher product (the aux step's serves, by linearity) and leaves Q alone while Q is small
+enough for the Fisher along the gradient. It makes the warm start scale-aware,
 ``Q_0 = min(1 / damping, trust_ratio / (u^T F u + damping)) I`` on the first aux batch, and
 shrinks Q whenever the Fisher along the gradient outgrows it later: on flax's default Dense
 init of the paper's MNIST autoencoder (kernels sqrt(3) times larger than PyTorch's default)
@@ -266,9 +269,14 @@ def fishleg_fitted_scale(u: PyTree, v: PyTree, fvp_v: PyTree, damping) -> jax.Ar
   .. math:: t^\\star = \\frac{u^\\top v}{v^\\top F v + \\gamma\\, v^\\top v}.
 
   For ``Q = I`` and a unit ``u`` this is ``1 / (u^T F u + gamma)``: the step along ``u`` that
-  minimises the damped quadratic model of the loss (a Newton step restricted to ``u``).
+  minimises the damped quadratic model of the loss (a Newton step restricted to ``u``). Where
+  the damped curvature ``v^T F_gamma v`` is not positive (an indefinite ``fvp_fn``, e.g. a
+  Hessian product) no multiple minimises the loss and the result is ``+inf``. The trust ratio
+  built on it assumes a PSD curvature (Fisher or GGN products): with Hessian products on
+  Rosenbrock's function it diverged (``tests/optim``' battery runs it with the guard off).
   """
-  return _tree_vdot(u, v) / (_tree_vdot(v, fvp_v) + damping * _tree_vdot(v, v))
+  curvature = _tree_vdot(v, fvp_v) + damping * _tree_vdot(v, v)
+  return jnp.where(curvature > 0, _tree_vdot(u, v) / curvature, jnp.inf)
 
 
 def _aux_loss_and_gradient_cached(structure, lam, cache, q_scale, probe, fvp_fn, damping,
@@ -306,7 +314,7 @@ def scale_by_fishleg(
     q_family: str = "kronecker",
     aux_optimizer: optax.GradientTransformation | None = None,
     weight_decay: float = 0.0,
-    trust_ratio: float | None = 200.0,
+    trust_ratio: float | None = 2000.0,
 ) -> optax.GradientTransformationExtraArgs:
   """FishLeg direction ``m <- momentum * m + Q g`` with ``Q = q_scale * Q(lam)`` learned online.
 
@@ -343,8 +351,9 @@ def scale_by_fishleg(
       needs ``params``), inside the transform so that a skipped update is exactly zero.
     trust_ratio: the most damped Newton steps along the probe that ``Q`` may take
       (``q_scale = min(1, trust_ratio * t)`` above; the step along the gradient is then at most
-      ``learning_rate * trust_ratio / (1 - momentum)`` Newton steps); ``None``: ``q_scale = 1``
-      (the official algorithm). Until the first aux step ``q_scale = 1``.
+      ``learning_rate * trust_ratio / (1 - momentum)`` Newton steps: 10 at the default 2000,
+      learning rate 5e-4 and momentum 0.9); ``None``: ``q_scale = 1`` (the official
+      algorithm). Until the first aux step ``q_scale = 1``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update(grads, state, params=None, *,
@@ -483,7 +492,7 @@ def fishleg(
     precondition_aux: bool = True,
     q_family: str = "kronecker",
     aux_optimizer: optax.GradientTransformation | None = None,
-    max_newton_steps: float | None = 1.0,
+    max_newton_steps: float | None = 10.0,
 ) -> optax.GradientTransformationExtraArgs:
   """FishLeg optimizer: ``theta <- theta - learning_rate * (m + weight_decay * theta)``.
 
@@ -501,7 +510,7 @@ def fishleg(
     weight_decay: decoupled L2 coefficient added to the step.
     max_newton_steps: the most damped Newton steps along the gradient that one step's steady
       momentum may take: :func:`scale_by_fishleg`'s ``trust_ratio`` is
-      ``max_newton_steps * (1 - momentum) / learning_rate`` (200 at the defaults; a schedule's
+      ``max_newton_steps * (1 - momentum) / learning_rate`` (2000 at the defaults; a schedule's
       value at step 0). ``None`` (or a schedule starting at 0): no guard.
 
   Returns:
@@ -519,11 +528,13 @@ def fishleg(
     >>> [round(u, 4) for u in updates["w"].tolist()]
     [-0.008, -0.008, -0.008]
   """
-  initial_rate = learning_rate(0) if callable(learning_rate) else learning_rate
   trust_ratio = None
-  if max_newton_steps is not None and initial_rate > 0:
+  if max_newton_steps is not None:
     _check_positive("max_newton_steps", max_newton_steps)
-    trust_ratio = max_newton_steps * (1 - momentum) / initial_rate
+    initial_rate = learning_rate(0) if callable(learning_rate) else learning_rate
+    # An array division (inject_hyperparams passes arrays): a zero initial rate gives an
+    # infinite ratio, i.e. no guard.
+    trust_ratio = max_newton_steps * (1 - momentum) / jnp.asarray(initial_rate, jnp.float32)
   return optax.chain(
       scale_by_fishleg(damping, aux_learning_rate, update_aux_every, momentum, init_scale, probe,
                        precondition_aux, q_family, aux_optimizer, weight_decay=weight_decay,

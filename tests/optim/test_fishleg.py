@@ -113,23 +113,20 @@ def test_state_helpers_q_vector_and_diagonal_match_materialised_q(q_family):
 
 
 @pytest.mark.x64
-def test_first_update_equals_sgd_with_rate_learning_rate_times_init_scale():
+@pytest.mark.parametrize("make_tx, sgd_rate", [
+    # Q_0 = 0.2 I: SGD at 0.05 * 0.2.
+    (lambda: optim.fishleg(0.05, damping=0.1, init_scale=0.2), 0.05 * 0.2),
+    # The official preset: EMA momentum m = 0.9 m + 0.1 Q g with Q_0 = I / 0.1, so the first
+    # step is 0.005 * 0.1 * 10 g.
+    (lambda: optim.fishleg_official(0.005, damping=0.1, weight_decay=0.0), 0.005)],
+    ids=["init_scale", "official_preset"])
+def test_first_update_without_aux_step_is_sgd_with_rate_learning_rate_times_q0(make_tx,
+                                                                               sgd_rate):
   params = _conv_net_params()
   grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(3), p.shape), params)
-  tx = optim.fishleg(0.05, damping=0.1, init_scale=0.2)
+  tx = make_tx()
   updates, _ = tx.update(grads, tx.init(params), params, update_aux=False)
-  expected, _ = optax.sgd(0.05 * 0.2).update(grads, optax.sgd(0.01).init(params), params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14), updates, expected)
-
-
-@pytest.mark.x64
-def test_official_preset_is_fishleg_with_q0_one_over_damping_and_ema_learning_rate():
-  params = _conv_net_params()
-  grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(3), p.shape), params)
-  tx = optim.fishleg_official(0.005, damping=0.1, weight_decay=0.0)
-  updates, _ = tx.update(grads, tx.init(params), params, update_aux=False)
-  # EMA momentum m = 0.9 m + 0.1 Q g with Q_0 = I / 0.1: the first step is 0.005 * 0.1 * 10 g.
-  jax.tree.map(lambda u, g: np.testing.assert_allclose(u, -0.005 * g, rtol=1e-12), updates,
+  jax.tree.map(lambda u, g: np.testing.assert_allclose(u, -sgd_rate * g, rtol=1e-12), updates,
                grads)
 
 
@@ -142,7 +139,7 @@ def test_first_update_is_capped_at_trust_ratio_damped_newton_steps_dense_fisher(
   g = ravel_pytree(grads)[0]
   # Adam's step on lam at count 0 is left out (aux rate ~0) to compare Q_0 exactly.
   tx = optim.fishleg(learning_rate, damping=damping, momentum=0.5,
-                     max_newton_steps=trust_ratio * 0.5 / learning_rate, aux_learning_rate=1e-30)
+                     max_newton_steps=trust_ratio * learning_rate / 0.5, aux_learning_rate=1e-30)
   updates, state = tx.update(grads, tx.init(params), params, fvp_fn=fvp)
   # Q_0 = min(1 / gamma, trust_ratio / (u^T F u + gamma)) I with u = g / |g|: 1 / (u^T F_g u)
   # is the damped Newton step along g, from the dense Fisher.
@@ -370,9 +367,14 @@ def _hessian_extra_args(loss_fn, params, rng):
 _SETTINGS = dict(learning_rate=0.3, damping=1.0, aux_learning_rate=0.05, update_aux_every=2,
                  momentum=0.5)
 # Rosenbrock's Hessian (condition ~2500 at the minimum, indefinite away from it) needs the full
-# 2x2 Q and a small SGD warm start; the aux rate is a relative change of Q per step.
-_ROSENBROCK_SETTINGS = dict(learning_rate=0.1, damping=1.0, aux_learning_rate=0.2,
-                            update_aux_every=1, momentum=0.9, init_scale=1e-2, q_family="full")
+# 2x2 Q and a small SGD warm start; the aux rate is a relative change of Q per step. The trust
+# ratio assumes a PSD curvature and is off (with it at 10 Newton steps the run diverged).
+_ROSENBROCK_SETTINGS = dict(
+    learning_rate=0.1, damping=1.0, update_aux_every=1, momentum=0.9, init_scale=1e-2,
+    max_newton_steps=None,
+    q_family="full", aux_optimizer=optax.chain(optax.scale_by_adam(),
+                                               optim.scale_by_factor_geometry(),
+                                               optax.scale(-0.2)))
 
 
 @pytest.mark.parametrize("probe", optim.PROBES)
@@ -519,7 +521,8 @@ def test_cached_aux_gradient_equals_autodiff_through_the_factors(q_family, preco
   structure = optim.q_structure(params, q_family)
   lam = _random_lam(structure, jax.random.key(5))
   probe = jax.tree.map(lambda p: jax.random.normal(jax.random.key(6), p.shape), params)
-  fvp = lambda v: jax.tree.map(lambda x: 3.0 * x + jnp.sin(x), v)
+  # Linear, as a Fisher product is (the trust-ratio scale reuses F v for F (c v)).
+  fvp = lambda v: jax.tree.map(lambda x: 3.0 * x + 0.5 * jnp.flip(x), v)
   cache = structure.product_cache(lam)
   for trust_ratio in (None, 1e-3):
     cached = _aux_loss_and_gradient_cached(structure, lam, cache, jnp.float64(0.7), probe, fvp,
@@ -568,15 +571,16 @@ def _train(tx, x, params, loss_fn, fvp, num_steps, batch=32):
   return np.asarray(losses), state
 
 
-@pytest.mark.parametrize("param_init, loss_scale", [
-    ("flax", 1.0), ("pytorch", 1.0), ("flax", 1 / 784)],
+@pytest.mark.parametrize("param_init, loss_scale, max_ratio", [
+    ("flax", 1.0, 0.6), ("pytorch", 1.0, 0.6), ("flax", 1 / 784, 1.0)],
     ids=["flax-summed", "pytorch-summed", "flax-mean-over-pixels"])
 def test_defaults_train_a_summed_loss_autoencoder_on_both_inits_without_divergence(
-    param_init, loss_scale):
-  """Regression: with a fixed ``Q_0`` the official settings diverge on flax's init of the
-  paper's autoencoder; the defaults fit Q's scale to the Fisher at every aux step."""
+    param_init, loss_scale, max_ratio):
+  """Regression: the defaults (the official algorithm plus the trust ratio) stay finite and
+  learn on a summed-loss autoencoder from both inits. On the per-pixel mean loss the damping
+  (in the summed loss's units) dominates the Fisher: stable but slow (docs/optim.md)."""
   x, params, loss_fn, fvp = _autoencoder_problem(param_init, loss_scale)
   losses, state = _train(optim.fishleg(), x, params, loss_fn, fvp, num_steps=300)
   assert np.all(np.isfinite(losses)) and int(state[0].num_skipped) == 0
   first, last = losses[:8].mean(), losses[-8:].mean()
-  assert last < 0.6 * first, (first, last)
+  assert last < max_ratio * first, (first, last)
