@@ -36,6 +36,6 @@ def get_config(arg=None):
   runs["gauss_newton"] = {"name": "gauss_newton", "learning_rate": 0.1, "loss": "ce_identity",
                           "damping": 1e-3, "maxiter": 20}
   runs["fishleg"] = {"name": "fishleg", "learning_rate": 0.05, "damping": 0.5,
-                     "aux_learning_rate": 1e-4}
+                     "aux_learning_rate": 1e-4, "init_scale": 1.0, "max_newton_steps": None}
   config.optimizers = ml_collections.ConfigDict(runs)
   return shrink_for_smoke(config) if options.smoke else config

@@ -54,7 +54,8 @@ def get_config(arg=None):
     config.optimizers.gauss_newton = {"name": "gauss_newton", "learning_rate": 1.0,
                                       "loss": "ce_identity", "damping": 10.0}
     config.optimizers.fishleg = {"name": "fishleg", "learning_rate": 0.05, "damping": 0.5,
-                                 "aux_learning_rate": 1e-4, "update_aux_every": 2}
+                                 "aux_learning_rate": 1e-4, "update_aux_every": 2,
+                                 "init_scale": 1.0, "max_newton_steps": None}
   config.optimizers = ml_collections.ConfigDict(select_runs(config.optimizers.to_dict(),
                                                             options.runs))
   return shrink_for_smoke(config) if options.smoke else config

@@ -43,7 +43,8 @@ ADAM = {"name": "adam", "learning_rate": 3e-3}
 RUNS = {
     "gnn": {"adam": ADAM,
             "fishleg": {"name": "fishleg", "learning_rate": 0.1, "damping": 0.1,
-                        "aux_learning_rate": 1e-2, "update_aux_every": 10, "momentum": 0.9}},
+                        "aux_learning_rate": 1e-2, "update_aux_every": 10, "momentum": 0.9,
+                        "init_scale": 1.0, "max_newton_steps": None}},
     # Min-norm GN realises its output-space target on the batch; only heavy damping keeps it
     # from fitting each batch of 512 events at once (undamped steps diverge at lr 0.01).
     "edge_mlp": {"adam": ADAM,

@@ -47,7 +47,7 @@ def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 # Types of options whose default is None (a None field would not take a command-line value).
-_NONE_DEFAULT_TYPES = {("gauss_newton", "maxiter"): int}
+_NONE_DEFAULT_TYPES = {("gauss_newton", "maxiter"): int, ("fishleg", "init_scale"): float}
 
 
 def complete_optimizer_options(config: ml_collections.ConfigDict) -> dict[str, tuple[str, list]]:

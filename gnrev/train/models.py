@@ -75,6 +75,9 @@ class Autoencoder(nn.Module):
     num_outputs: output width (the flattened input size for reconstruction).
     encoder_widths: widths of the encoder's ReLU layers (the decoder's, reversed).
     code_size: width of the linear code.
+    param_init: ``"flax"`` (flax's ``Dense`` default: LeCun-normal kernels, zero biases) or
+      ``"pytorch"`` (PyTorch's ``nn.Linear`` default: kernel and bias entries
+      ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, kernels ``sqrt(3)`` times smaller in std).
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -86,16 +89,31 @@ class Autoencoder(nn.Module):
   num_outputs: int
   encoder_widths: Sequence[int] = (128, 64)
   code_size: int = 30
+  param_init: str = "flax"
+
+  def _dense(self, width: int, fan_in: int) -> nn.Dense:
+    if self.param_init == "flax":
+      return nn.Dense(width)
+    if self.param_init == "pytorch":
+      bound = 1.0 / fan_in**0.5
+      uniform = lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+          key, shape, dtype, -bound, bound)
+      return nn.Dense(width, kernel_init=uniform, bias_init=uniform)
+    raise ValueError(f"Autoencoder: unknown param_init {self.param_init!r}; allowed: "
+                     f"{', '.join(AUTOENCODER_INITS)}.")
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.reshape(x.shape[0], -1)
     for width in self.encoder_widths:
-      x = nn.relu(nn.Dense(width)(x))
-    x = nn.Dense(self.code_size)(x)
+      x = nn.relu(self._dense(width, x.shape[-1])(x))
+    x = self._dense(self.code_size, x.shape[-1])(x)
     for width in reversed(self.encoder_widths):
-      x = nn.relu(nn.Dense(width)(x))
-    return nn.Dense(self.num_outputs)(x)
+      x = nn.relu(self._dense(width, x.shape[-1])(x))
+    return self._dense(self.num_outputs, x.shape[-1])(x)
+
+
+AUTOENCODER_INITS = ("flax", "pytorch")
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {

@@ -37,6 +37,11 @@ import optax
 from gnrev import curvature, gn, optim
 from gnrev.gn import sweep as gn_sweep, targets as gn_targets
 
+try:  # the optional peers extra (pip install 'gnrev[peers]')
+  import psgdax
+except ImportError:
+  psgdax = None
+
 ExtraArgs = Callable[..., dict]
 
 
@@ -148,6 +153,13 @@ def _fishleg_extra_args(model: nn.Module, task: Any) -> ExtraArgs:
   return extra_args
 
 
+def _sophia_extra_args(model: nn.Module, task: Any) -> ExtraArgs:
+  # Sophia's default Hessian-diagonal estimator (Hutchinson's) needs the loss of the current
+  # batch as a function of the params only: optax's `obj_fn` extra argument.
+  return lambda params, fixed, batch, rng: {
+      "obj_fn": lambda p: task.loss(apply_fn_of(model, fixed)(p, batch[0]), batch[1])}
+
+
 OPTIMIZERS: dict[str, Optimizer] = {
     "sgd": Optimizer(optax.sgd),
     "adam": Optimizer(optax.adam),
@@ -169,7 +181,25 @@ OPTIMIZERS: dict[str, Optimizer] = {
     # aux_optimizer is a transform, which a config cannot hold: FishLeg's default (Adam) stays.
     "fishleg": Optimizer(optim.fishleg, extra_args=_fishleg_extra_args,
                          excluded=("aux_optimizer",), needs_model=True, needs_autodiff=True),
+    "fishleg_official": Optimizer(optim.fishleg_official, extra_args=_fishleg_extra_args,
+                                  needs_model=True, needs_autodiff=True),
+    # Peers of FishLeg (benchmarks): transforms a config cannot hold keep their defaults.
+    "sophia": Optimizer(optax.contrib.sophia, extra_args=_sophia_extra_args,
+                        excluded=("weight_decay_mask", "hessian_diagonal_fn", "mu_dtype"),
+                        needs_model=True),
+    "muon": Optimizer(optax.contrib.muon,
+                      excluded=("weight_decay_mask", "mu_dtype", "adam_learning_rate",
+                                "muon_weight_dimension_numbers", "consistent_rms")),
 }
+if psgdax is not None:
+  OPTIMIZERS["psgd_kron"] = Optimizer(
+      psgdax.kron, excluded=("weight_decay_mask", "preconditioner_update_probability",
+                             "scanned_layers", "key", "mu_dtype", "precond_dtype",
+                             "precond_update_precision", "precond_grads_precision",
+                             "memory_save_mode", "preconditioner_init_scale",
+                             "preconditioner_mode"))
+# Entries that need an optional package, and how to get it.
+OPTIONAL_OPTIMIZERS = {"psgd_kron": "psgdax (pip install 'gnrev[peers]')"}
 
 # Every optimizer's options besides ``name`` and ``learning_rate``, with their defaults: a view
 # of the factories' signatures. A config field not listed here is an error (a misspelt option
@@ -190,6 +220,8 @@ def optimizer_options(opt_config: Any, reserved: tuple[str, ...] = ()) -> dict[s
   """
   fields = {k: v for k, v in dict(opt_config).items() if k not in reserved}
   name = fields.pop("name", None)
+  if name in OPTIONAL_OPTIMIZERS and name not in OPTIMIZERS:
+    raise ValueError(f"Optimizer {name!r} needs {OPTIONAL_OPTIMIZERS[name]}.")
   if name not in OPTIMIZERS:
     raise ValueError(
         f"Unknown optimizer {name!r}; allowed: {', '.join(sorted(OPTIMIZERS))}.")

@@ -152,8 +152,10 @@ OPTION_RULES: dict[str, dict[str, Rule]] = {
                      "maxiter": _int(1, optional=True), "tol": POSITIVE},
     "fishleg": {"damping": NON_NEGATIVE, "aux_learning_rate": POSITIVE,
                 "update_aux_every": _int(1), "momentum": UNIT, "weight_decay": NON_NEGATIVE,
-                "init_scale": POSITIVE, "probe": _choice(optim.PROBES), "precondition_aux": BOOL,
-                "q_family": _choice(optim.Q_FAMILIES)},
+                "init_scale": dataclasses.replace(POSITIVE, optional=True),
+                "probe": _choice(optim.PROBES), "precondition_aux": BOOL,
+                "q_family": _choice(optim.Q_FAMILIES),
+                "max_newton_steps": dataclasses.replace(POSITIVE, optional=True)},
 }
 
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")

@@ -113,13 +113,61 @@ def test_state_helpers_q_vector_and_diagonal_match_materialised_q(q_family):
 
 
 @pytest.mark.x64
-def test_first_update_equals_sgd_with_rate_learning_rate_times_init_scale():
+@pytest.mark.parametrize("make_tx, sgd_rate", [
+    # Q_0 = 0.2 I: SGD at 0.05 * 0.2.
+    (lambda: optim.fishleg(0.05, damping=0.1, init_scale=0.2), 0.05 * 0.2),
+    # The official preset: EMA momentum m = 0.9 m + 0.1 Q g with Q_0 = I / 0.1, so the first
+    # step is 0.005 * 0.1 * 10 g.
+    (lambda: optim.fishleg_official(0.005, damping=0.1, weight_decay=0.0), 0.005)],
+    ids=["init_scale", "official_preset"])
+def test_first_update_without_aux_step_is_sgd_with_rate_learning_rate_times_q0(make_tx,
+                                                                               sgd_rate):
   params = _conv_net_params()
   grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(3), p.shape), params)
-  tx = optim.fishleg(0.05, damping=0.1, init_scale=0.2)
-  updates, _ = tx.update(grads, tx.init(params), params, fvp_fn=lambda v: v)
-  expected, _ = optax.sgd(0.05 * 0.2).update(grads, optax.sgd(0.01).init(params), params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14), updates, expected)
+  tx = make_tx()
+  updates, _ = tx.update(grads, tx.init(params), params, update_aux=False)
+  jax.tree.map(lambda u, g: np.testing.assert_allclose(u, -sgd_rate * g, rtol=1e-12), updates,
+               grads)
+
+
+@pytest.mark.x64
+@pytest.mark.parametrize("trust_ratio", [0.5, 1e3])
+def test_first_update_is_capped_at_trust_ratio_damped_newton_steps_dense_fisher(trust_ratio):
+  _, params, _, fvp, fisher, _ = _frozen_tiny_model()
+  damping, learning_rate = 0.1, 0.3
+  grads = jax.tree.map(lambda p: jnp.cos(3 * p) + 0.1, params)
+  g = ravel_pytree(grads)[0]
+  # Adam's step on lam at count 0 is left out (aux rate ~0) to compare Q_0 exactly.
+  tx = optim.fishleg(learning_rate, damping=damping, momentum=0.5,
+                     max_newton_steps=trust_ratio * learning_rate / 0.5, aux_learning_rate=1e-30)
+  updates, state = tx.update(grads, tx.init(params), params, fvp_fn=fvp)
+  # Q_0 = min(1 / gamma, trust_ratio / (u^T F u + gamma)) I with u = g / |g|: 1 / (u^T F_g u)
+  # is the damped Newton step along g, from the dense Fisher.
+  u = g / jnp.linalg.norm(g)
+  newton = 1.0 / (u @ fisher @ u + damping)
+  q0 = min(1 / damping, trust_ratio * newton)
+  assert (q0 < 1 / damping) == (trust_ratio == 0.5)  # the cap binds in one case only
+  np.testing.assert_allclose(state[0].q_scale * (1 / damping), q0, rtol=1e-12)
+  np.testing.assert_allclose(ravel_pytree(updates)[0], -learning_rate * q0 * g, rtol=1e-10)
+
+
+@pytest.mark.x64
+def test_fitted_scale_minimises_the_aux_loss_over_multiples_of_q_dense():
+  _, params, _, fvp, fisher, unravel = _frozen_tiny_model()
+  damping = 0.1
+  structure = optim.q_structure(params)
+  lam = _random_lam(structure, jax.random.key(9))
+  q = jax.vmap(lambda e: ravel_pytree(structure.q_vector(lam, unravel(e)))[0])(
+      jnp.eye(fisher.shape[0]))
+  u = jax.random.normal(jax.random.key(10), (fisher.shape[0],))
+  u /= jnp.linalg.norm(u)
+  v = q @ u
+  t = optim.fishleg_fitted_scale(unravel(u), unravel(v), unravel(fisher @ v), damping)
+  damped = fisher + damping * jnp.eye(fisher.shape[0])
+  aux = lambda s: 0.5 * (s * v) @ damped @ (s * v) - u @ (s * v)
+  np.testing.assert_allclose(t, (u @ v) / (v @ damped @ v), rtol=1e-12)
+  grid = t * jnp.linspace(0.5, 1.5, 101)
+  assert jnp.argmin(jax.vmap(aux)(grid)) == 50
 
 
 @pytest.mark.x64
@@ -227,9 +275,14 @@ def test_update_applies_q_of_the_current_lam_through_a_cache_kept_in_step_with_l
   for i in range(5):
     grads = jax.tree.map(lambda p, i=i: jnp.cos(p + i), params)
     direction, new_state = step(grads, state)
-    # The direction uses lam before this step's aux update; the cache follows lam after it.
+    # The direction uses Q after this step's aux update (lam and its fitted scale), and the
+    # cache follows lam.
+    expected = jax.tree.map(lambda x: new_state.q_scale * x,
+                            structure.q_vector(new_state.lam, grads))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12),
-                 direction, structure.q_vector(state.lam, grads))
+                 direction, expected)
+    if i % 2:
+      assert new_state.q_scale == state.q_scale
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14),
                  new_state.q_cache, structure.product_cache(new_state.lam))
     state = new_state
@@ -321,9 +374,14 @@ def _hessian_extra_args(loss_fn, params, rng):
 _SETTINGS = dict(learning_rate=0.3, damping=1.0, aux_learning_rate=0.05, update_aux_every=2,
                  momentum=0.5)
 # Rosenbrock's Hessian (condition ~2500 at the minimum, indefinite away from it) needs the full
-# 2x2 Q and a small SGD warm start; the aux rate is a relative change of Q per step.
-_ROSENBROCK_SETTINGS = dict(learning_rate=0.1, damping=1.0, aux_learning_rate=0.2,
-                            update_aux_every=1, momentum=0.9, init_scale=1e-2, q_family="full")
+# 2x2 Q and a small SGD warm start; the aux rate is a relative change of Q per step. The trust
+# ratio assumes a PSD curvature and is off (with it at 10 Newton steps the run diverged).
+_ROSENBROCK_SETTINGS = dict(
+    learning_rate=0.1, damping=1.0, update_aux_every=1, momentum=0.9, init_scale=1e-2,
+    max_newton_steps=None,
+    q_family="full", aux_optimizer=optax.chain(optax.scale_by_adam(),
+                                               optim.scale_by_factor_geometry(),
+                                               optax.scale(-0.2)))
 
 
 @pytest.mark.parametrize("probe", optim.PROBES)
@@ -379,8 +437,10 @@ def test_aux_steps_on_a_wide_layer_cannot_inflate_q_where_the_fisher_says_shrink
   output_grads = jax.random.normal(keys[1], (batch, n))
   # A gradient of a batch of 8 examples: rank 8, as a Dense layer's gradient is.
   grads = {"layer": {"w": inputs.T @ output_grads, "b": output_grads.sum(0)}}
-  tx = optim.scale_by_fishleg(damping=0.1, aux_learning_rate=1e-3, update_aux_every=1,
-                              momentum=0.0)
+  tx = optim.scale_by_fishleg(
+      damping=0.1, update_aux_every=1, momentum=0.0, init_scale=1.0,
+      aux_optimizer=optax.chain(optax.scale_by_adam(), optim.scale_by_factor_geometry(),
+                                optax.scale(-1e-3)))
   structure = optim.q_structure(grads)
   assert [type(b) for b in structure.blocks] == [KroneckerBlock]
   state = tx.init(grads)
@@ -453,10 +513,66 @@ def test_cached_aux_gradient_equals_autodiff_through_the_factors(q_family, preco
   structure = optim.q_structure(params, q_family)
   lam = _random_lam(structure, jax.random.key(5))
   probe = jax.tree.map(lambda p: jax.random.normal(jax.random.key(6), p.shape), params)
-  fvp = lambda v: jax.tree.map(lambda x: 3.0 * x + jnp.sin(x), v)
-  expected = optim.fishleg_aux_loss_and_gradient(structure.q_vector, lam, probe, fvp, 0.1,
-                                                 precondition_aux)
-  cached = _aux_loss_and_gradient_cached(structure, lam, structure.product_cache(lam), probe,
-                                         fvp, 0.1, precondition_aux)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12), cached,
-               expected)
+  # Linear, as a Fisher product is (the trust-ratio scale reuses F v for F (c v)).
+  fvp = lambda v: jax.tree.map(lambda x: 3.0 * x + 0.5 * jnp.flip(x), v)
+  cache = structure.product_cache(lam)
+  for trust_ratio in (None, 1e-3):
+    cached = _aux_loss_and_gradient_cached(structure, lam, cache, jnp.float64(0.7), probe, fvp,
+                                           0.1, precondition_aux, trust_ratio)
+    scale = cached[2]
+    assert (scale == 0.7) == (trust_ratio is None) and scale <= 1
+    scaled_q = lambda l, v: jax.tree.map(lambda x: scale * x, structure.q_vector(l, v))
+    expected = optim.fishleg_aux_loss_and_gradient(scaled_q, lam, probe, fvp, 0.1,
+                                                   precondition_aux)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12),
+                 cached[:2], expected)
+
+
+# --- stability of the defaults on a summed-loss autoencoder (regression) ---------------------
+
+def _autoencoder_problem(param_init, loss_scale, width=64):
+  """A small 784-64-32-8-... autoencoder on 256 real digits, Bernoulli NLL summed over pixels."""
+  from gnrev import data  # pylint: disable=import-outside-toplevel
+  from gnrev.train.models import Autoencoder  # pylint: disable=import-outside-toplevel
+  digits = data.load_dataset("mnist5k", "train", None, normalise="unit")
+  x = jnp.asarray(np.asarray(digits.x[:256], np.float32).reshape(256, -1))
+  model = Autoencoder(num_outputs=784, encoder_widths=(width, width // 2), code_size=8,
+                      param_init=param_init)
+  params = model.init(jax.random.key(0), x[:1])["params"]
+  likelihood = curvature.bernoulli()
+  apply_fn = lambda p, xb: model.apply({"params": p}, xb)
+  loss_fn = lambda p, xb: loss_scale * likelihood.nll(apply_fn(p, xb), xb)
+  fvp = lambda p, xb: lambda v: jax.tree.map(
+      lambda f: loss_scale * f, curvature.ggn_vector_product(apply_fn, p, xb, likelihood)(v))
+  return x, params, loss_fn, fvp
+
+
+def _train(tx, x, params, loss_fn, fvp, num_steps, batch=32):
+  @jax.jit
+  def steps(params, state, starts):
+    def one(carry, start):
+      params, state = carry
+      xb = jax.lax.dynamic_slice_in_dim(x, start, batch)
+      loss, grads = jax.value_and_grad(loss_fn)(params, xb)
+      updates, state = tx.update(grads, state, params, fvp_fn=fvp(params, xb))
+      return (optax.apply_updates(params, updates), state), loss
+    return jax.lax.scan(one, (params, state), starts)
+
+  starts = (jnp.arange(num_steps) * batch) % (x.shape[0] - batch + 1)
+  (params, state), losses = steps(params, tx.init(params), starts)
+  return np.asarray(losses), state
+
+
+@pytest.mark.parametrize("param_init, loss_scale, max_ratio", [
+    ("flax", 1.0, 0.6), ("pytorch", 1.0, 0.6), ("flax", 1 / 784, 1.0)],
+    ids=["flax-summed", "pytorch-summed", "flax-mean-over-pixels"])
+def test_defaults_train_a_summed_loss_autoencoder_on_both_inits_without_divergence(
+    param_init, loss_scale, max_ratio):
+  """Regression: the defaults (the official algorithm plus the trust ratio) stay finite and
+  learn on a summed-loss autoencoder from both inits. On the per-pixel mean loss the damping
+  (in the summed loss's units) dominates the Fisher: stable but slow (docs/optim.md)."""
+  x, params, loss_fn, fvp = _autoencoder_problem(param_init, loss_scale)
+  losses, state = _train(optim.fishleg(), x, params, loss_fn, fvp, num_steps=300)
+  assert np.all(np.isfinite(losses)) and int(state[0].num_skipped) == 0
+  first, last = losses[:8].mean(), losses[-8:].mean()
+  assert last < max_ratio * first, (first, last)

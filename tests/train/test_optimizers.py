@@ -60,7 +60,7 @@ def test_every_registered_optimizer_declares_its_options_and_they_reach_the_tran
     jax.tree.map(lambda u, e=expected: np.testing.assert_allclose(u, e, rtol=1e-6), updates)
   options = train.optimizer_options(ml_collections.ConfigDict(
       {"name": "fishleg", "learning_rate": 0.1, "q_family": "diagonal"}))
-  assert options["q_family"] == "diagonal" and options["damping"] == 0.5
+  assert options["q_family"] == "diagonal" and options["damping"] == 0.1
 
 
 def test_unknown_optimizer_lists_the_registered_ones():

@@ -26,8 +26,10 @@ def reconstruction_config(likelihood="bernoulli", **runs):
                                             "code_size": 3})
   config.optimizers = ml_collections.ConfigDict(runs or {
       "adam": {"name": "adam", "learning_rate": 1e-2},
+      # The earlier SGD warm start (Q_0 = I, no trust ratio): FishLeg's defaults take
+      # learning rate 5e-4 with Q_0 = I / damping.
       "fishleg": {"name": "fishleg", "learning_rate": 0.05, "damping": 0.1,
-                  "aux_learning_rate": 1e-3}})
+                  "aux_learning_rate": 1e-3, "init_scale": 1.0, "max_newton_steps": None}})
   return config
 
 
