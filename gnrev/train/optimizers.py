@@ -26,6 +26,8 @@ A new optimizer is one self-contained entry of :data:`OPTIMIZERS`.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 import inspect
 import math
 from typing import Any, Callable, NamedTuple
@@ -36,11 +38,6 @@ import optax
 
 from gnrev import curvature, gn, optim
 from gnrev.gn import sweep as gn_sweep, targets as gn_targets
-
-try:  # the optional peers extra (pip install 'gnrev[peers]')
-  import psgdax
-except ImportError:
-  psgdax = None
 
 ExtraArgs = Callable[..., dict]
 
@@ -67,7 +64,8 @@ class Optimizer:
   Attributes:
     factory: the optax factory; its first argument is ``learning_rate``.
     supplied: ``(model, task) -> {argument: value}`` for factory arguments a config cannot hold.
-    extra_args: ``(model, task) -> ExtraArgs`` for ``tx.update``.
+    extra_args: ``(model, task, **options) -> ExtraArgs`` for ``tx.update``, given the run's
+      options named in ``extra_args_options``.
     check: start-up check of a run's options against the model, task and data sizes.
     excluded: factory arguments that are neither options nor supplied (kept at their default).
     supplied_names: the factory arguments ``supplied`` fills in.
@@ -76,7 +74,8 @@ class Optimizer:
   """
   factory: Callable[..., optax.GradientTransformation]
   supplied: Callable[[nn.Module, Any], dict] = lambda model, task: {}
-  extra_args: Callable[[nn.Module, Any], ExtraArgs] = lambda model, task: no_extra_args
+  extra_args: Callable[..., ExtraArgs] = lambda model, task: no_extra_args
+  extra_args_options: tuple[str, ...] = ()
   check: Callable[..., None] = _no_check
   excluded: tuple[str, ...] = ()
   supplied_names: tuple[str, ...] = ()
@@ -135,16 +134,17 @@ def _check_gauss_newton(options, model, task, input_shape, batch_size) -> None:
   _check_gn_loss(options, task)
 
 
-def _fishleg_extra_args(model: nn.Module, task: Any) -> ExtraArgs:
+def _fishleg_extra_args(model: nn.Module, task: Any, q_family: str) -> ExtraArgs:
   likelihood = task.likelihood
 
   def extra_args(params, fixed, batch, rng):
     x, targets = batch
     # The Dense layers' per-example inputs and output gradients of the training loss on this
-    # batch, for q_family="kronecker_per_example"; the other families ignore them, and XLA
-    # removes their computation as dead code.
-    _, _, per_example = optim.value_grad_and_per_example(
-        model, params, x, lambda outputs: task.loss(outputs, targets), fixed=fixed)
+    # batch, for q_family="kronecker_per_example" (the other families take none).
+    per_example = None
+    if q_family == "kronecker_per_example":
+      _, _, per_example = optim.value_grad_and_per_example(
+          model, params, x, lambda outputs: task.loss(outputs, targets), fixed=fixed)
     # fvp_fn linearises when called, i.e. inside FishLeg's aux-step branch: its forward pass
     # then runs on aux steps only (benchmarks/fishleg_step.py measures the difference).
     return {"fvp_fn": lambda v: fisher_vector_product(model, params, fixed, x, likelihood)(v),
@@ -180,9 +180,11 @@ OPTIMIZERS: dict[str, Optimizer] = {
         check=_check_gauss_newton, needs_model=True, needs_autodiff=True),
     # aux_optimizer is a transform, which a config cannot hold: FishLeg's default (Adam) stays.
     "fishleg": Optimizer(optim.fishleg, extra_args=_fishleg_extra_args,
-                         excluded=("aux_optimizer",), needs_model=True, needs_autodiff=True),
-    "fishleg_official": Optimizer(optim.fishleg_official, extra_args=_fishleg_extra_args,
-                                  needs_model=True, needs_autodiff=True),
+                         extra_args_options=("q_family",), excluded=("aux_optimizer",),
+                         needs_model=True, needs_autodiff=True),
+    "fishleg_official": Optimizer(
+        optim.fishleg_official, extra_args=lambda model, task: _fishleg_extra_args(
+            model, task, q_family="kronecker"), needs_model=True, needs_autodiff=True),
     # Peers of FishLeg (benchmarks): transforms a config cannot hold keep their defaults.
     "sophia": Optimizer(optax.contrib.sophia, extra_args=_sophia_extra_args,
                         excluded=("weight_decay_mask", "hessian_diagonal_fn", "mu_dtype"),
@@ -191,13 +193,27 @@ OPTIMIZERS: dict[str, Optimizer] = {
                       excluded=("weight_decay_mask", "mu_dtype", "adam_learning_rate",
                                 "muon_weight_dimension_numbers", "consistent_rms")),
 }
-if psgdax is not None:
-  OPTIMIZERS["psgd_kron"] = Optimizer(
-      psgdax.kron, excluded=("weight_decay_mask", "preconditioner_update_probability",
-                             "scanned_layers", "key", "mu_dtype", "precond_dtype",
-                             "precond_update_precision", "precond_grads_precision",
-                             "memory_save_mode", "preconditioner_init_scale",
-                             "preconditioner_mode"))
+
+
+def psgd_kron(learning_rate: float = 1e-3, b1: float = 0.9, weight_decay: float = 0.0,
+              max_size_triangular: int = 8192, max_skew_triangular: float = 1.0,
+              min_ndim_triangular: int = 2, whiten_grad: bool = True,
+              preconditioner_lr: float = 0.1, lax_map_scanned_layers: bool = False,
+              lax_map_batch_size: int = 8, beta_lipschitz: float = 0.9,
+              track_lipschitz: bool = True, damping: float = 1e-9,
+              grad_clip_max_amp: float = 1.0) -> optax.GradientTransformationExtraArgs:
+  """PSGD-Kron from the optional ``psgdax`` (``pip install 'gnrev[peers]'``), imported here.
+
+  Its options that a config can hold are restated (tests/train check them against
+  ``psgdax.kron``'s signature) because importing ``psgdax`` at gnrev's import would create a JAX
+  array, i.e. start JAX's backends, before a multi-process launch may call
+  ``jax.distributed.initialize``.
+  """
+  return importlib.import_module("psgdax").kron(**locals())
+
+
+if importlib.util.find_spec("psgdax") is not None:
+  OPTIMIZERS["psgd_kron"] = Optimizer(psgd_kron)
 # Entries that need an optional package, and how to get it.
 OPTIONAL_OPTIMIZERS = {"psgd_kron": "psgdax (pip install 'gnrev[peers]')"}
 
@@ -269,4 +285,5 @@ def build_optimizer(opt_config: Any, model: nn.Module, task: Any,
   options = optimizer_options(opt_config, reserved)
   entry = OPTIMIZERS[options["name"]]
   return OptimizerSetup(optax.with_extra_args_support(_transform(options, model, task)),
-                        entry.extra_args(model, task))
+                        entry.extra_args(model, task, **{
+                            name: options[name] for name in entry.extra_args_options}))

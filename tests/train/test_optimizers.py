@@ -1,5 +1,10 @@
 """Optimizer registry and the Fisher-vector product handed to FishLeg."""
 
+import inspect
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -8,6 +13,9 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from gnrev import train
+from gnrev.train import optimizers
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.x64
@@ -67,3 +75,15 @@ def test_unknown_optimizer_lists_the_registered_ones():
   with pytest.raises(ValueError, match="Unknown optimizer 'lbfgs'; allowed: adam, .*sgd"):
     train.build_optimizer(ml_collections.ConfigDict({"name": "lbfgs"}), train.MLP(num_classes=2),
                           train.classification())
+
+
+def test_psgd_kron_entry_restates_psgdax_defaults_and_importing_gnrev_starts_no_backend():
+  psgdax = pytest.importorskip("psgdax", reason="the optional peers extra is not installed")
+  ours = inspect.signature(optimizers.psgd_kron).parameters
+  theirs = inspect.signature(psgdax.kron).parameters
+  for name, parameter in ours.items():
+    assert theirs[name].default == parameter.default, name
+  # psgdax's import creates a JAX array; gnrev's must not (jax.distributed.initialize after it).
+  probe = ("import gnrev.main\nfrom jax._src import xla_bridge\n"
+           "assert not xla_bridge.backends_are_initialized()\n")
+  subprocess.run([sys.executable, "-c", probe], check=True, env={**os.environ, "PYTHONPATH": REPO})

@@ -74,7 +74,7 @@ def test_a_workdir_that_is_a_file_is_one_line_naming_it(tmp_path):
        f"--config={os.path.join(REPO, 'configs', 'default.py')}:smoke", f"--workdir={path}"],
       cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
   assert launched.returncode == 1, launched.stderr[-3000:]
-  assert f"gnrev.main: error: File exists: '{path}'" in launched.stderr
+  assert f"gnrev.main: error: workdir '{path}' exists and is a file" in launched.stderr
   assert "Traceback" not in launched.stderr
   assert path.read_text() == "not a directory"
 
