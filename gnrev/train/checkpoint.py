@@ -74,7 +74,7 @@ def _write_checksums_of_pending_steps(directory: str) -> None:
   before the rename that commits the step; saves are serialised, so the one temporary step
   directory left (interrupted ones are removed when the manager opens) is this save's.
   """
-  suffix = ocp.path.atomicity_types.TMP_DIR_SUFFIX
+  suffix = ocp.path.atomicity.TMP_DIR_SUFFIX
   for name in os.listdir(directory):
     if name.endswith(suffix):
       step_dir = os.path.join(directory, name)

@@ -42,7 +42,8 @@ def test_linear_cka_holds_its_reference_tolerance_unless_products_are_lowered(de
     with reduced_precision_products(bits):
       assert error() < REFERENCE_TOLERANCE   # measured 5e-9 (3e-8 debiased)
   with reduced_precision_products(TF32_BITS):
-    assert error(precision="default") > 3 * REFERENCE_TOLERANCE   # measured 8.5e-6 (6.3e-6)
+    # measured 8.5e-6 (6.3e-6 debiased) on jax 0.10, 2.0e-6 debiased on jax 0.8
+    assert error(precision="default") > REFERENCE_TOLERANCE
 
 
 @pytest.mark.x64
