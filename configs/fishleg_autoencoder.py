@@ -13,6 +13,9 @@ Runs (``config.optimizers``):
   on a heavy-ball trace, ``Q_0 = I / damping``, damping 0.1, plain Adam on the factors at 1e-4,
   aux step every 10, momentum 0.9; plus the trust ratio, ``max_newton_steps=10``); no per-init
   tuning;
+* ``fishleg_per_example``: the same defaults with the cheaper Kronecker family
+  ``q_family="kronecker_per_example"`` (no elementwise factor; its products use the batch's
+  per-example layer inputs and output gradients);
 * ``fishleg_official``: ``optim.fishleg_official`` (the official code's settings: lr 0.005 on
   an EMA momentum, ``Q_0 = I / damping``, damping 0.1);
 * ``adam_1em4`` ... ``adam_3em3``: Adam at 1e-4, 3e-4, 1e-3, 3e-3, default betas;
@@ -49,6 +52,8 @@ INITS = ("flax", "pytorch")
 
 def all_runs() -> dict:
   runs = {"fishleg": {"name": "fishleg", "learning_rate": 5e-4},
+          "fishleg_per_example": {"name": "fishleg", "learning_rate": 5e-4,
+                                  "q_family": "kronecker_per_example"},
           "fishleg_official": {"name": "fishleg_official", "learning_rate": 0.005}}
   for rate in ADAM_RATES:
     # Config keys cannot hold dots or dashes: 3e-4 -> "adam_3em4".

@@ -234,8 +234,10 @@ def main(argv=None) -> dict:
       previous = json.load(f)
     if all(previous.get(k) == results[k] for k in ("layout", "smoke", "num_epochs")):
       results = previous
+  # A run stopped before its last step (added with --unfinished) is trained again, and its
+  # finished curve then replaces the partial one.
   done = {(init, run, c["seed"]) for init, r in results["curves"].items()
-          for run, seeds in r.items() for c in seeds}
+          for run, seeds in r.items() for c in seeds if c.get("finished", True)}
   for seed in (int(s) for s in args.seeds.split(",") if s):
     for run in runs:
       for init in inits:
@@ -248,8 +250,9 @@ def main(argv=None) -> dict:
           curve = read_unfinished(workdir, run)
         else:
           curve = train_one(args.config, seed, run, init, workdir, args.num_epochs)
-        runs_of_init = results["curves"].setdefault(init, {})
-        runs_of_init.setdefault(run, []).append({"seed": seed, **curve})
+        seeds_of_run = results["curves"].setdefault(init, {}).setdefault(run, [])
+        seeds_of_run[:] = [c for c in seeds_of_run if c["seed"] != seed]
+        seeds_of_run.append({"seed": seed, **curve})
         _write(results, out)
   print(json.dumps({"runs": results.get("runs", {}), "verdict": results.get("verdict", {})},
                    indent=1))

@@ -54,12 +54,30 @@ def test_config_lists_the_comparison_and_sets_the_init():
   config = train.load_config(CONFIG, "init=pytorch,validation=0.2")
   assert config.model.param_init == "pytorch" and config.data.validation_fraction == 0.2
   names = {run: opts.name for run, opts in config.optimizers.items()}
-  assert names == {"fishleg": "fishleg", "fishleg_official": "fishleg_official",
+  assert config.optimizers.fishleg_per_example.q_family == "kronecker_per_example"
+  assert names == {"fishleg": "fishleg", "fishleg_per_example": "fishleg",
+                   "fishleg_official": "fishleg_official",
                    "adam_1em4": "adam", "adam_3em4": "adam", "adam_1em3": "adam",
                    "adam_3em3": "adam", "sgd_momentum": "sgd", "sophia": "sophia",
                    "muon": "muon", "psgd_kron": "psgd_kron"}
   with pytest.raises(ValueError, match="init 'torch'.*flax, pytorch"):
     train.load_config(CONFIG, "init=torch")
+
+
+def test_a_stopped_run_is_trained_again_and_its_partial_curve_replaced(tmp_path):
+  experiment = load_experiment()
+  out = tmp_path / "out"
+  out.mkdir()
+  partial = {"seed": 0, "step": [0], "test_loss": [500.0], "time": [0.0], "train_step": [1],
+             "train_loss": [600.0], "skipped": 0, "last_step": 1, "seconds": 1.0,
+             "process_seconds": 1.0, "finished": False}
+  (out / "fishleg_autoencoder.json").write_text(json.dumps(
+      {"layout": experiment.LAYOUT, "smoke": True, "num_epochs": 50,
+       "curves": {"flax": {"adam_1em3": [partial]}}}))
+  results = experiment.main(["--seeds=0", "--runs=adam_1em3", "--inits=flax",
+                             f"--config={CONFIG}:smoke", f"--workdir={tmp_path}"])
+  (curve,) = results["curves"]["flax"]["adam_1em3"]
+  assert curve.get("finished", True) and curve["last_step"] == 4 and curve["step"][-1] == 4
 
 
 @pytest.mark.parametrize("run", ["fishleg_official", "sophia", "muon", "psgd_kron"])
