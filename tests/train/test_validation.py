@@ -209,6 +209,9 @@ BAD_DATA = [
      "labels must be integers"),
     ("NaN input", lambda d: with_(d, x=np.where(np.arange(16)[:, None] == 4, np.nan, d.x)), None,
      "input 4 holds non-finite values"),
+    ("NaN graph feature", lambda d: with_(d, variables={"graph": {"customer_features": np.array(
+        [[1.0], [np.nan]], np.float32)}}), None,
+     "dataset 'digits' (train split): variables.graph.customer_features row 1 holds non-finite"),
     ("empty split", lambda d: with_(d, x=d.x[:0], y=d.y[:0]), None, "holds no examples"),
     ("inputs and labels differ", lambda d: with_(d, y=d.y[:10]), None,
      "16 inputs but 10 labels"),
