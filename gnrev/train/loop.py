@@ -52,6 +52,8 @@ def _config_errors():
 def _build_task(config: ml_collections.ConfigDict) -> tasks.Task:
   try:
     return tasks.build_task(config)
+  except ConfigError:
+    raise
   except ValueError as e:
     raise ConfigError(f"config.task: {e}") from e
 

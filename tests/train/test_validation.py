@@ -1,6 +1,7 @@
 """Start-up validation: every family of bad input fails before anything trains, naming the field,
 the value and what is allowed (gnrev/train/validation.py, gnrev/data/checks.py)."""
 
+import glob
 import json
 import math
 import os
@@ -130,14 +131,16 @@ BAD_STRUCTURE = [
     ("optimizers.gn_damped", {"name": "exact_gn", "learning_rate": 0.1, "solver": "damped"},
      "config.optimizers.gn_damped.damping = 0.0 is not allowed; expected a number > 0 with "
      "solver 'damped'"),
-    ("data.options", {"sed": 1}, "config.data.options has unknown option(s) sed for dataset "
-                                 "'digits'; allowed: seed, scale."),
+    ("data.options", {"sed": 1}, "config.data.options.sed is not a field of dataset 'digits'. "
+                                 "Did you mean config.data.options.seed? Allowed: seed, scale."),
     ("data.name", "imagenet", "Unknown dataset 'imagenet' (config.data.name); allowed: cifar10"),
     ("model.name", "resnet", "Unknown model 'resnet' (config.model.name); allowed: autoencoder, cnn"),
-    ("model.expansion", -3, "config.model ('revmlp'): expansion must be a positive int or None"),
-    ("model.num_blocks", 0, "num_blocks must be a positive int"),
+    ("model.expansion", -3, "config.model.expansion = -3 is not allowed; expected an int >= 1 or "
+                            "None (model 'revmlp')"),
+    ("model.num_blocks", 0, "config.model.num_blocks = 0 is not allowed; expected an int >= 1"),
     ("model.memory_mode", "bogus", "config.model ('revmlp'): "),
-    ("model.width", 3, "config.model ('revmlp'): Bad fields"),
+    ("model.width", 3, "config.model.width is not a field of model 'revmlp'. Allowed: "
+                       "num_blocks, expansion"),
     ("model.memory_mode", "invert", "Run 'fishleg': fishleg's steps use jax.jvp, which needs "
                                     "--config.model.memory_mode=autodiff; got 'invert'"),
     ("optimizers.fishleg", DELETE, "Run 'gauss_newton': gauss_newton's steps use jax.jvp"),
@@ -178,6 +181,77 @@ def test_every_launcher_config_and_its_smoke_variant_pass():
       train.check_config(config)  # raises ConfigError on the first bad field
       checked.append((name, arg, sorted(config.optimizers)))
   assert len(checked) == 6 and all(runs for _, _, runs in checked), checked
+
+
+def every_config_and_variant():
+  for path in sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))):
+    if os.path.basename(path) != "common.py":
+      for arg in (None, "smoke"):
+        yield path, arg
+
+
+def test_every_config_file_and_its_smoke_variant_pass_the_field_checks():
+  checked = 0
+  for path, arg in every_config_and_variant():
+    config = train.load_config(path, arg)
+    validation.check_config(config, train.build_task(config))  # raises on the first bad field
+    checked += 1
+  assert checked >= 18, checked
+
+
+TREEMAML = os.path.join(REPO, "configs", "treemaml_linear.py")
+CNN = os.path.join(REPO, "configs", "cnn_mnist1d.py")
+# A config file's typos and bad values, refused as the command line's are: (config file, where
+# the bad value goes, the value, the message).
+CONFIG_FILE_FAULTS = [
+    (None, "num_epoch", 3, "config.num_epoch is not a field of the config. Did you mean "
+                           "config.num_epochs? Allowed: seed, num_epochs"),
+    (None, "data.batchsize", 3, "config.data.batchsize is not a field of config.data. Did you "
+                                "mean config.data.batch_size? Allowed: name, data_dir, batch_size"),
+    (None, "early_stoping", {"patience": 3}, "config.early_stoping is not a field of the config. "
+                                             "Did you mean config.early_stopping?"),
+    (None, "early_stopping", {"patience": 2, "metrc": "val_loss"},
+     "config.early_stopping.metrc is not a field of config.early_stopping. Did you mean "
+     "config.early_stopping.metric? Allowed: metric, patience, mode."),
+    (None, "early_stopping", {"patience": -1},
+     "config.early_stopping.patience = -1 is not allowed; expected an int >= 0."),
+    (None, "early_stopping", {"patience": 2, "mode": "lowest"},
+     "config.early_stopping.mode = 'lowest' is not allowed; expected one of 'max', 'min'."),
+    (None, "data.batch_size", "32", "config.data.batch_size = '32' is not allowed; expected an "
+                                    "int >= 1."),
+    (None, "model.init_std", math.inf, "config.model.init_std = inf is not allowed; expected a "
+                                       "finite number"),
+    (None, "model.expansio", 8, "config.model.expansio is not a field of model 'revmlp'. Did you "
+                                "mean config.model.expansion?"),
+    (None, "data.options", {"seed": math.nan}, "config.data.options.seed = nan is not allowed"),
+    (CNN, "model.features", (0,), "config.model.features = (0,) is not allowed; expected a list "
+                                  "or tuple, each an int >= 1 (model 'cnn')."),
+    (CNN, "model.features", (16, "32"), "config.model.features = (16, '32') is not allowed"),
+    (TREEMAML, "task.first_order", "no", "config.task.first_order = 'no' is not allowed; "
+                                         "expected True or False (task 'meta_learning')."),
+    (TREEMAML, "task.inner_lrs", (), "config.task.inner_lrs = () is not allowed; expected a "
+                                     "non-empty list or tuple, each a finite number >= 0"),
+    (TREEMAML, "task.inner_lrs", (0.1, math.nan), "config.task.inner_lrs = (0.1, nan) is not "
+                                                  "allowed"),
+    (TREEMAML, "task.inner_lr", (0.1,), "config.task.inner_lr is not a field of task "
+                                        "'meta_learning'. Did you mean config.task.inner_lrs?"),
+    (TREEMAML, "task.hidden", (40, 0), "config.task.hidden = (40, 0) is not allowed"),
+    (TREEMAML, "task.family.noise_std", math.inf, "config.task.family.noise_std = inf is not "
+                                                  "allowed; expected a finite number"),
+    (TREEMAML, "meta", {"inner_lrs": (0.1,)}, "config.meta is not a field of the config."),
+]
+
+
+@pytest.mark.parametrize("path,field,value,message", CONFIG_FILE_FAULTS,
+                         ids=[f"{f}={v!r}" for _, f, v, _ in CONFIG_FILE_FAULTS])
+def test_config_file_typos_types_ranges_and_non_finite_values_fail_naming_the_field(
+    path, field, value, message):
+  config = train.load_config(path or os.path.join(REPO, "configs", "default.py"), "smoke")
+  config = ml_collections.ConfigDict(config.to_dict(), type_safe=False)  # as a file may hold it
+  set_field(config, field, value)
+  with pytest.raises(validation.ConfigError) as error:
+    validation.check_config(config, train.build_task(config))
+  assert message in str(error.value), str(error.value)
 
 
 def dataset(n=16, d=8, num_classes=3, seed=0):
