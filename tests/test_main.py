@@ -14,7 +14,7 @@ import pytest
 from absl import flags
 
 from gnrev import train
-from gnrev.train import configs
+from gnrev.train import configs, validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER_CONFIGS = sorted(path for path in glob.glob(os.path.join(REPO, "configs", "*.py"))
@@ -80,6 +80,25 @@ def test_every_optimizer_option_is_settable_although_the_config_file_omits_it():
   config = parse_config_flags(renamed + ["--config.optimizers.adam.b1=0.5"])
   with pytest.raises(ValueError, match=r"Run 'adam': Unknown field\(s\) b1 for optimizer 'sgd'"):
     train.check_config(config)
+
+
+def test_options_the_file_leaves_at_none_and_per_block_allocations_are_settable():
+  path = os.path.join(REPO, "configs", "default.py")  # no momentum; allocation "full"
+  config = parse_config_flags(["main", f"--config={path}:smoke,all",
+                               "--config.optimizers.sgd.momentum=0.9",
+                               "--config.optimizers.exact_gn.allocation=(0.7,0.3)",
+                               "--config.optimizers.fishleg.init_scale=0.5"])
+  assert config.optimizers.sgd.momentum == 0.9 and config.optimizers.fishleg.init_scale == 0.5
+  assert config.optimizers.exact_gn.allocation == (0.7, 0.3)
+  validation.check_config(config, train.build_task(config))
+  config = parse_config_flags(["main", f"--config={path}:smoke",
+                               "--config.optimizers.exact_gn.allocation=split"])
+  assert config.optimizers.exact_gn.allocation == "split" and config.optimizers.sgd.momentum is None
+  config = parse_config_flags(["main", f"--config={path}:smoke",
+                               "--config.optimizers.exact_gn.allocation=(0.7,0.2,0.1)"])
+  with pytest.raises(train.ConfigError, match=r"allocation = \(0.7, 0.2, 0.1\) is not allowed; "
+                                              r"expected one of 'full', 'split' or 2 finite"):
+    validation.check_config(config, train.build_task(config))
 
 
 def test_trainer_optional_fields_and_run_subsets_are_settable_from_the_command_line():

@@ -58,6 +58,20 @@ def _build_task(config: ml_collections.ConfigDict) -> tasks.Task:
     raise ConfigError(f"config.task: {e}") from e
 
 
+def check_fields(config: ml_collections.ConfigDict) -> tasks.Task:
+  """Checks every field of ``config`` alone (no data loaded); returns its task.
+
+  What the launcher runs before anything reads the config (e.g. the batch size it logs).
+
+  Raises:
+    ConfigError: for every rejected value.
+  """
+  with _config_errors():
+    task = _build_task(config)
+    validation.check_config(config, task)
+    return task
+
+
 def _check(config: ml_collections.ConfigDict, task: tasks.Task, data: Any = None):
   """``(mesh, data)`` after every check of :func:`check_config`."""
   validation.check_config(config, task)
