@@ -500,6 +500,12 @@ def check_data(config, task, train: data.Dataset, test: data.Dataset):
                  + (f" (data.train_subset = {subset})" if subset else ""))
   try:
     model = build_model(config.model, task.num_outputs(train))
+  except Exception as e:  # pylint: disable=broad-except  (any failure to build is the config's)
+    raise ConfigError(
+        f"config.model ({config.model.name!r}) does not fit dataset {name!r} (examples of shape "
+        f"{train.x.shape[1:]}, {train.num_classes} classes): {e}") from e
+  check_memory(config, model, train)
+  try:
     # Concretely, on one example: graph models index their inputs on the host.
     model.apply(dict(train.variables or {}), train.x[:1], mutable=True,
                 rngs={"params": jax.random.key(0)})
@@ -508,6 +514,65 @@ def check_data(config, task, train: data.Dataset, test: data.Dataset):
         f"config.model ({config.model.name!r}) does not fit dataset {name!r} (examples of shape "
         f"{train.x.shape[1:]}, {train.num_classes} classes): {e}") from e
   return model
+
+
+# Rough bytes per parameter while training (the parameters, their gradient and two optimizer
+# moments, float32) and per activation value of a training example (its value and its gradient).
+BYTES_PER_PARAMETER, BYTES_PER_ACTIVATION = 16, 8
+
+
+def available_memory() -> tuple[int, str | None]:
+  """``(bytes, device kind)``: the memory of one local accelerator, or the host's RAM (that CPU
+  devices share) and None."""
+  device = jax.local_devices()[0]
+  stats = (device.memory_stats() if device.platform != "cpu" else None) or {}
+  if stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]), device.device_kind
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), None
+
+
+def _size(tree) -> int:
+  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+
+def check_memory(config, model, train: data.Dataset) -> None:
+  """Refuses a model or batch size whose rough memory need exceeds :func:`available_memory`,
+  before anything is allocated, naming the field and the estimate.
+
+  The model's parameters and per-example activations (the outputs of its submodules and its
+  input) are counted on shapes only (``jax.eval_shape``); the need is
+  ``BYTES_PER_PARAMETER`` per parameter plus, for the larger of a training batch (per device)
+  and an evaluation chunk, ``BYTES_PER_ACTIVATION`` per activation of each example. A model
+  that cannot be traced on shapes alone (graph models index on the host) is not estimated.
+  """
+  example = jax.ShapeDtypeStruct((1, *train.x.shape[1:]), train.x.dtype)
+  try:
+    _, variables = jax.eval_shape(
+        lambda v, x: model.apply(v, x, mutable=True, capture_intermediates=True,
+                                 rngs={"params": jax.random.key(0)}),
+        dict(train.variables or {}), example)
+  except Exception:  # pylint: disable=broad-except  (no estimate; the concrete check follows)
+    return
+  parameters = _size({k: v for k, v in variables.items() if k != "intermediates"})
+  activations = _size(variables.get("intermediates", {})) + math.prod(train.x.shape[1:])
+  available, kind = available_memory()
+  devices = (config.get("num_devices") or jax.device_count()) if kind else 1  # rows per memory
+  batches = {"data.batch_size": -(-config.data.batch_size // devices),
+             "data.eval_batch_size": -(-config.data.eval_batch_size // devices)}
+  field, rows = max(batches.items(), key=lambda item: item[1])
+  need = BYTES_PER_PARAMETER * parameters + BYTES_PER_ACTIVATION * activations * rows
+  if need <= available:
+    return
+  if BYTES_PER_PARAMETER * parameters > BYTES_PER_ACTIVATION * activations * rows:
+    sizes = {k: v for k, v in config.model.items() if isinstance(v, int) and
+             not isinstance(v, bool)}
+    field = f"model.{max(sizes, key=sizes.get)}" if sizes else "model"
+  value = _lookup(config.to_dict() if hasattr(config, "to_dict") else config, field)
+  raise ConfigError(
+      f"config.{field} = {value!r} needs about {need / 2**30:.3g} GiB of memory "
+      f"({parameters:.3g} parameters, {activations:.3g} activations per example, batches of "
+      f"{rows} rows{' per device' if kind else ''}), more than the {available / 2**30:.3g} GiB "
+      f"of {f'one {kind} device' if kind else 'this host'}; lower it.")
 
 
 def _plain(value: Any) -> Any:

@@ -317,6 +317,20 @@ def test_a_model_that_does_not_fit_the_data_fails_before_training():
     validation.check_data(data_config(), train.classification(), twelve(0), twelve(1))
 
 
+@pytest.mark.parametrize("field,value,message", [
+    ("model.expansion", 10**9, "config.model.expansion = 1000000000 needs about "),
+    ("data.eval_batch_size", 10**11, "config.data.eval_batch_size = 100000000000 needs about "),
+])
+def test_a_size_beyond_memory_fails_naming_the_field_and_the_estimate_before_allocating(
+    field, value, message):
+  config = data_config()
+  set_field(config, field, value)
+  with pytest.raises(validation.ConfigError) as error:
+    validation.check_data(config, train.classification(), dataset(), dataset(seed=1))
+  assert message in str(error.value) and "GiB of memory" in str(error.value), str(error.value)
+  assert "lower it" in str(error.value), str(error.value)
+
+
 def test_train_and_test_shapes_must_match():
   with pytest.raises(validation.ConfigError, match=r"examples of shape \(8,\) and 3 classes, the "
                                                    r"test split \(6,\) and 3"):
