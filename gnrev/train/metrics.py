@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from gnrev.train.configs import ConfigError
+
 if TYPE_CHECKING:  # matplotlib loads in plot_curves only: importing gnrev.train stays fast
   from matplotlib.figure import Figure
 
@@ -57,6 +59,9 @@ def read_metrics(path: str) -> list[dict]:
 
   A last line without its newline is a record whose write was interrupted by a kill; it is
   dropped with a warning (a resumed run writes it again).
+
+  Raises:
+    ConfigError: naming the file and the line, for any other line that is not a JSON record.
   """
   if os.path.isdir(path):
     path = os.path.join(path, "metrics.jsonl")
@@ -67,7 +72,18 @@ def read_metrics(path: str) -> list[dict]:
   if lines[-1].strip():
     logging.warning("%s: dropping an incomplete last record (its write was interrupted): %r",
                     path, lines[-1][:80])
-  return [json.loads(line) for line in lines[:-1] if line.strip()]
+  records = []
+  for number, line in enumerate(lines[:-1], start=1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except ValueError as e:
+      raise ConfigError(
+          f"{path} line {number} is not a JSON record ({e}): the workdir's metrics are corrupt. "
+          f"Delete or repair that line (checkpoints are kept apart), or use a new --workdir."
+      ) from None
+  return records
 
 
 def quiet_library_logs() -> None:

@@ -4,6 +4,9 @@ import io
 import json
 import sys
 
+import pytest
+
+from gnrev import train
 from gnrev.train import metrics
 
 
@@ -47,3 +50,11 @@ def test_a_torn_last_record_is_dropped_and_rewrites_are_atomic(tmp_path):
   metrics.JsonlWriter(str(path)).truncate_after("a", 1)
   assert metrics.read_metrics(str(path)) == records[:2]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+def test_a_corrupt_middle_record_fails_naming_the_file_and_line(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"run": "a", "step": 1}\n{"run": "a", "st\x00\n{"run": "a", "step": 3}\n')
+  with pytest.raises(train.ConfigError, match=rf"{path} line 2 is not a JSON record .*"
+                                              r"Delete or repair that line"):
+    metrics.read_metrics(str(path))
