@@ -248,7 +248,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   primary = jax.process_index() == 0
   with workdir_lib.launcher_lock(workdir) if primary else contextlib.nullcontext():
     with _config_errors():
-      validation.check_resume(config, workdir)
+      changes = validation.check_resume(config, workdir)
+    if changes:  # config.json records the new values once the first state is built
+      logging.info("Resuming %s with changed fields that leave the trained state alone: %s",
+                   workdir, "; ".join(changes))
     return _train_runs(config, workdir, task, data, mesh)
 
 

@@ -10,8 +10,8 @@ is allowed. Three entry points, called by :func:`gnrev.train.train_and_evaluate`
   mean"), each field has its type and range, and no number anywhere is NaN or infinite;
 * :func:`check_data`: what needs the loaded splits (sizes, labels, finiteness, the model on the
   data's shapes, the exact-GN rank bounds);
-* :func:`check_resume`: a workdir trained before holds the same experiment (see
-  :data:`RESUME_FIELDS`), so that its checkpoints and metrics stay consistent.
+* :func:`check_resume`: a workdir trained before holds the same experiment (every field but
+  those of :data:`RESUMABLE_CHANGES`), so that its checkpoints and metrics stay consistent.
 
 The trainer's own fields have tables (:data:`TOP_RULES`, :data:`DATA_RULES`,
 :data:`EARLY_STOPPING_RULES`); the fields of a model, a task or a dataset's options are the
@@ -205,12 +205,15 @@ MODEL_ARGUMENTS = ("num_classes", "num_outputs", "parent", "name")
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 RESERVED_RUN_NAMES = ("config.json", "metrics.jsonl", "curves.png")
 
-# The fields a resumed workdir must share with the new config: what its checkpoints and metrics
-# were computed from. Others (num_epochs, log_every, eval_every, checkpoint_every, max_to_keep,
-# num_devices, data.data_dir, data.eval_batch_size, analysis fields) may change. Runs are
-# compared one by one (every option), and only runs present in both.
-RESUME_FIELDS = ("seed", "task", "model", "data.name", "data.options", "data.batch_size",
-                 "data.train_subset", "data.seed")
+# The fields that cannot change a run's trained state: how long it trains, how often it logs,
+# evaluates and saves, where the data files lie, how evaluation is chunked, the experiment
+# scripts' fields. A resumed workdir may get new values of these (the launch records them in
+# config.json); every other field (and every option of each run present in both) must match.
+RESUMABLE_CHANGES = ("num_epochs", "eval_every", "log_every", "checkpoint_every", "max_to_keep",
+                     "num_devices", "data.data_dir", "data.eval_batch_size", *EXPERIMENT_FIELDS)
+# The trainer's optional fields, at the defaults it reads when a config omits them (a config
+# that spells one out at its default resumes a workdir whose config.json lacks it).
+OPTIONAL_DEFAULTS = {"data": {"validation_fraction": 0.0, "validation_seed": 0, "options": {}}}
 
 
 def optimizer_defaults(name: str) -> dict[str, Any]:
@@ -567,7 +570,8 @@ def check_memory(config, model, train: data.Dataset) -> None:
     sizes = {k: v for k, v in config.model.items() if isinstance(v, int) and
              not isinstance(v, bool)}
     field = f"model.{max(sizes, key=sizes.get)}" if sizes else "model"
-  value = _lookup(config.to_dict() if hasattr(config, "to_dict") else config, field)
+  section, _, key = field.partition(".")
+  value = config[section][key] if key else config[section]
   raise ConfigError(
       f"config.{field} = {value!r} needs about {need / 2**30:.3g} GiB of memory "
       f"({parameters:.3g} parameters, {activations:.3g} activations per example, batches of "
@@ -581,14 +585,6 @@ def _plain(value: Any) -> Any:
                                else list(v) if isinstance(v, tuple) else repr(v)))
 
 
-def _lookup(tree: Mapping, dotted: str) -> Any:
-  for key in dotted.split("."):
-    if not isinstance(tree, Mapping) or key not in tree:
-      return "<absent>"
-    tree = tree[key]
-  return tree
-
-
 def _run_options(run_config: Any) -> Any:
   """A run's options with the optimizer's defaults filled in (unknown names compare raw)."""
   if isinstance(run_config, Mapping) and run_config.get("name") in OPTIONS:
@@ -596,20 +592,40 @@ def _run_options(run_config: Any) -> Any:
   return run_config
 
 
-def _differences(field: str, before: Any, now: Any) -> list[str]:
-  """``"field (before in the workdir, now now)"`` for each leaf that differs."""
+def _differences(field: str, before: Any, now: Any) -> list[tuple[str, Any, Any]]:
+  """``(field, value in the workdir, value now)`` of each leaf that differs."""
   if isinstance(before, Mapping) and isinstance(now, Mapping):
     return [d for key in sorted(set(before) | set(now)) for d in _differences(
-        f"{field}.{key}", before.get(key, "<absent>"), now.get(key, "<absent>"))]
-  return [] if before == now else [f"{field} ({before!r} in the workdir, {now!r} now)"]
+        f"{field}.{key}" if field else key, before.get(key, "<absent>"),
+        now.get(key, "<absent>"))]
+  return [] if before == now else [(field, before, now)]
 
 
-def check_resume(config, workdir: str) -> None:
+def _with_optional_defaults(config: dict) -> dict:
+  """``config`` (config.json's form) with :data:`OPTIONAL_DEFAULTS` where it omits them, and each
+  run with its optimizer's defaults; runs are compared only where present in both."""
+  config = dict(config)
+  for section, defaults in OPTIONAL_DEFAULTS.items():
+    if isinstance(config.get(section), Mapping):
+      config[section] = {**defaults, **config[section]}
+  return config
+
+
+def _changeable(field: str) -> bool:
+  return any(field == f or field.startswith(f + ".") for f in RESUMABLE_CHANGES)
+
+
+def check_resume(config, workdir: str) -> list[str]:
   """Raises :class:`ConfigError` if ``workdir`` was trained with an incompatible config.
 
-  Compares ``workdir/config.json`` (if any) with ``config`` on :data:`RESUME_FIELDS` and on
-  every option of each run present in both, before anything in the workdir is written; the
-  message lists each differing field with both values. Nothing is checked for a new workdir.
+  Compares ``workdir/config.json`` (if any) with ``config`` field by field, before anything in
+  the workdir is written: a field of :data:`RESUMABLE_CHANGES` may differ, any other must not
+  (every option of each run present in both, the optimizer's defaults filled in; runs may be
+  added or left out); the message lists each differing field with both values. Nothing is
+  checked for a new workdir.
+
+  Returns:
+    ``"field (before -> now)"`` for each allowed change, for the launch to record.
 
   Raises:
     FileExistsError: if ``workdir`` is an existing file.
@@ -618,7 +634,7 @@ def check_resume(config, workdir: str) -> None:
     raise FileExistsError(f"workdir {workdir!r} exists and is a file; give a directory.")
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    return
+    return []
   try:
     with open(path) as f:
       saved = json.load(f)
@@ -626,15 +642,16 @@ def check_resume(config, workdir: str) -> None:
     raise ConfigError(f"{path} is unreadable ({e}); the workdir's runs cannot be checked for "
                       f"compatibility. Use a new --workdir.") from e
   new = _plain(config.to_dict() if hasattr(config, "to_dict") else dict(config))
-  differences = []
-  for field in RESUME_FIELDS:
-    differences += _differences(field, _lookup(saved, field), _lookup(new, field))
-  saved_runs, new_runs = saved.get("optimizers", {}), new.get("optimizers", {})
+  saved_runs, new_runs = saved.pop("optimizers", {}), new.pop("optimizers", {})
+  differences = _differences("", _with_optional_defaults(saved), _with_optional_defaults(new))
   for run in sorted(set(saved_runs) & set(new_runs)):
     differences += _differences(f"optimizers.{run}", _run_options(saved_runs[run]),
                                 _run_options(new_runs[run]))
-  if differences:
+  refused = [f"{field} ({before!r} in the workdir, {now!r} now)"
+             for field, before, now in differences if not _changeable(field)]
+  if refused:
     raise ConfigError(
         f"Workdir {workdir!r} holds runs trained with another config; its checkpoints do not fit "
-        f"this one. Differing: {'; '.join(differences)}. Use a new --workdir, or the workdir's "
+        f"this one. Differing: {'; '.join(refused)}. Use a new --workdir, or the workdir's "
         f"values (see {path}).")
+  return [f"{field} ({before!r} -> {now!r})" for field, before, now in differences]

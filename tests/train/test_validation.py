@@ -380,6 +380,10 @@ def write_workdir(tmp_path, config):
                                            "0.5 now)"),
     ("optimizers.adam.b1", 0.5, "optimizers.adam.b1 (0.9 in the workdir, 0.5 now)"),
     ("optimizers.sgd.name", "adam", "optimizers.sgd.name ('sgd' in the workdir, 'adam' now)"),
+    ("early_stopping", {"patience": 3}, "early_stopping ('<absent>' in the workdir, "),
+    ("data.validation_fraction", 0.25, "data.validation_fraction (0.0 in the workdir, 0.25 now)"),
+    ("model.init_std", 0.5, "model.init_std (0.001 in the workdir, 0.5 now)"),
+    ("init_from", {"workdir": "elsewhere", "run": "adam"}, "init_from ('<absent>' in the workdir"),
 ])
 def test_resume_with_an_incompatible_config_names_the_fields_and_leaves_the_workdir(
     tmp_path, field, value, named):
@@ -403,7 +407,10 @@ def test_resume_allows_schedule_changes_added_runs_and_spelled_out_defaults(tmp_
   config.data.eval_batch_size, config.num_devices = 32, 1
   config.optimizers.adam.b1 = 0.9                       # the default, now spelled out
   config.optimizers.extra = {"name": "sgd", "learning_rate": 0.2}
-  validation.check_resume(config, workdir)
+  config.data.validation_fraction = 0.0                 # a trainer default, now spelled out
+  changes = validation.check_resume(config, workdir)
+  assert "num_epochs (1 -> 9)" in changes and "data.eval_batch_size (64 -> 32)" in changes
+  assert len(changes) == 6, changes  # recorded: every changed field, nothing else
   (tmp_path / "w" / "config.json").write_text("{not json")
   with pytest.raises(validation.ConfigError, match="config.json is unreadable"):
     validation.check_resume(config, workdir)
