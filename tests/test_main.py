@@ -127,6 +127,33 @@ def test_bad_input_is_one_line_on_stderr_and_exit_1_traceback_on_request(tmp_pat
   assert loud.returncode == 1 and "Traceback" in loud.stderr and "ConfigError" in loud.stderr
 
 
+CONFIG_FILE = """import ml_collections
+from configs import default
+
+
+def get_config():
+  config = default.get_config("smoke").to_dict()
+  {change}
+  return ml_collections.ConfigDict(config)
+"""
+
+
+@pytest.mark.parametrize("change,message", [
+    ('config["data"]["batch_size"] = "32"',
+     "config.data.batch_size = '32' is not allowed; expected an int >= 1."),
+    ('config["num_epoch"] = 3',
+     "config.num_epoch is not a field of the config. Did you mean config.num_epochs?"),
+], ids=["string_batch_size", "misspelt_field"])
+def test_a_config_file_gets_the_command_lines_checks_on_one_line(tmp_path, change, message):
+  path = tmp_path / "config.py"
+  path.write_text(CONFIG_FILE.replace("{change}", change))
+  result = subprocess.run(MAIN + [f"--config={path}", f"--workdir={tmp_path / 'w'}"], cwd=REPO,
+                          env=ENV, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1, result.stderr
+  assert result.stderr.splitlines()[-1].startswith(f"gnrev.main: error: {message}"), result.stderr
+  assert "Traceback" not in result.stderr and not (tmp_path / "w").exists()
+
+
 def test_help_lists_the_config_flag_and_exits_0():
   result = subprocess.run(MAIN + ["--help"], cwd=REPO, env=ENV, capture_output=True, text=True,
                           timeout=300)
