@@ -89,10 +89,20 @@ def read_metrics(path: str) -> list[dict]:
 def quiet_library_logs() -> None:
   """Keeps the console to gnrev's own progress: orbax's log lines (one per checkpoint step, at
   INFO) and JAX's INFO notes on accelerator plugins it did not find (e.g. the TPU's on a CPU or
-  GPU machine) are dropped; warnings and errors still show."""
+  GPU machine) are dropped; warnings and errors still show, but for :func:`orbax_os_error`."""
   logging.get_absl_handler().addFilter(
-      lambda record: "orbax" not in record.pathname or record.levelno >= std_logging.WARNING)
+      lambda record: "orbax" not in record.pathname or (
+          record.levelno >= std_logging.WARNING and not orbax_os_error(record)))
   std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+
+
+def orbax_os_error(record: std_logging.LogRecord) -> bool:
+  """Whether ``record`` is orbax's background save thread logging an ``OSError`` (a full disk, a
+  read-only workdir) with its traceback. orbax keeps the error and raises it again in the main
+  thread at the next save or wait, where the launcher reports it as one line: the thread's own
+  traceback would only precede that line."""
+  return "orbax" in record.pathname and bool(record.exc_info) and isinstance(
+      record.exc_info[1], OSError)
 
 
 # Non-interactive runs (logs, batch jobs, CI) get a progress line this often.

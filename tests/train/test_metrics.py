@@ -1,7 +1,9 @@
 """Run artefacts: progress in terminals, notebooks and logs; torn metrics records."""
 
+import errno
 import io
 import json
+import logging
 import sys
 
 import pytest
@@ -58,3 +60,17 @@ def test_a_corrupt_middle_record_fails_naming_the_file_and_line(tmp_path):
   with pytest.raises(train.ConfigError, match=rf"{path} line 2 is not a JSON record .*"
                                               r"Delete or repair that line"):
     metrics.read_metrics(str(path))
+
+
+def test_orbax_background_os_errors_are_left_to_the_main_threads_one_line():
+  def record(pathname, error):
+    try:
+      raise error
+    except Exception:  # pylint: disable=broad-except
+      return logging.LogRecord("absl", logging.ERROR, pathname, 1, "Failed to run", (),
+                               sys.exc_info())
+  full = OSError(errno.ENOSPC, "No space left on device")
+  assert metrics.orbax_os_error(record("/x/orbax/checkpoint/async_checkpointer.py", full))
+  assert not metrics.orbax_os_error(record("/x/orbax/checkpoint/async_checkpointer.py",
+                                           ValueError("a bug")))
+  assert not metrics.orbax_os_error(record("/x/gnrev/train/loop.py", full))
