@@ -14,7 +14,7 @@ import pytest
 from absl import flags
 
 from gnrev import train
-from gnrev.train import configs
+from gnrev.train import configs, validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER_CONFIGS = sorted(path for path in glob.glob(os.path.join(REPO, "configs", "*.py"))
@@ -82,6 +82,25 @@ def test_every_optimizer_option_is_settable_although_the_config_file_omits_it():
     train.check_config(config)
 
 
+def test_options_the_file_leaves_at_none_and_per_block_allocations_are_settable():
+  path = os.path.join(REPO, "configs", "default.py")  # no momentum; allocation "full"
+  config = parse_config_flags(["main", f"--config={path}:smoke,all",
+                               "--config.optimizers.sgd.momentum=0.9",
+                               "--config.optimizers.exact_gn.allocation=(0.7,0.3)",
+                               "--config.optimizers.fishleg.init_scale=0.5"])
+  assert config.optimizers.sgd.momentum == 0.9 and config.optimizers.fishleg.init_scale == 0.5
+  assert config.optimizers.exact_gn.allocation == (0.7, 0.3)
+  validation.check_config(config, train.build_task(config))
+  config = parse_config_flags(["main", f"--config={path}:smoke",
+                               "--config.optimizers.exact_gn.allocation=split"])
+  assert config.optimizers.exact_gn.allocation == "split" and config.optimizers.sgd.momentum is None
+  config = parse_config_flags(["main", f"--config={path}:smoke",
+                               "--config.optimizers.exact_gn.allocation=(0.7,0.2,0.1)"])
+  with pytest.raises(train.ConfigError, match=r"allocation = \(0.7, 0.2, 0.1\) is not allowed; "
+                                              r"expected one of 'full', 'split' or 2 finite"):
+    validation.check_config(config, train.build_task(config))
+
+
 def test_trainer_optional_fields_and_run_subsets_are_settable_from_the_command_line():
   path = os.path.join(REPO, "configs", "default.py")  # spells out no validation split
   config = parse_config_flags(["main", f"--config={path}:smoke,all,runs=sgd+fishleg",
@@ -106,6 +125,33 @@ def test_bad_input_is_one_line_on_stderr_and_exit_1_traceback_on_request(tmp_pat
   loud = subprocess.run(args, cwd=REPO, env={**ENV, "GNREV_TRACEBACK": "1"}, capture_output=True,
                         text=True, timeout=300)
   assert loud.returncode == 1 and "Traceback" in loud.stderr and "ConfigError" in loud.stderr
+
+
+CONFIG_FILE = """import ml_collections
+from configs import default
+
+
+def get_config():
+  config = default.get_config("smoke").to_dict()
+  {change}
+  return ml_collections.ConfigDict(config)
+"""
+
+
+@pytest.mark.parametrize("change,message", [
+    ('config["data"]["batch_size"] = "32"',
+     "config.data.batch_size = '32' is not allowed; expected an int >= 1."),
+    ('config["num_epoch"] = 3',
+     "config.num_epoch is not a field of the config. Did you mean config.num_epochs?"),
+], ids=["string_batch_size", "misspelt_field"])
+def test_a_config_file_gets_the_command_lines_checks_on_one_line(tmp_path, change, message):
+  path = tmp_path / "config.py"
+  path.write_text(CONFIG_FILE.replace("{change}", change))
+  result = subprocess.run(MAIN + [f"--config={path}", f"--workdir={tmp_path / 'w'}"], cwd=REPO,
+                          env=ENV, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1, result.stderr
+  assert result.stderr.splitlines()[-1].startswith(f"gnrev.main: error: {message}"), result.stderr
+  assert "Traceback" not in result.stderr and not (tmp_path / "w").exists()
 
 
 def test_help_lists_the_config_flag_and_exits_0():

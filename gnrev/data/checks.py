@@ -1,4 +1,5 @@
-"""Checks of loaded data: labels inside ``[0, num_classes)``, finite inputs, matching sizes.
+"""Checks of loaded data: labels inside ``[0, num_classes)``, finite inputs and graph features,
+matching sizes.
 
 A bad label or a NaN pixel would otherwise surface as a bare ``IndexError`` in the one-hot
 encoding, or as a NaN loss, minutes into a run. The launcher calls :func:`check_dataset` on both
@@ -35,7 +36,8 @@ def check_labels(labels: np.ndarray, num_classes: int, source: str) -> None:
 
 
 def check_dataset(dataset: Any, source: str) -> None:
-  """Raises ``ValueError`` naming ``source`` on an empty split, bad labels or non-finite inputs.
+  """Raises ``ValueError`` naming ``source`` on an empty split, bad labels or non-finite inputs
+  (``x`` and every float array of ``variables``, e.g. a graph's node features).
 
   Args:
     dataset: a :class:`gnrev.data.Dataset` (``x``, ``y``, ``num_classes``).
@@ -64,3 +66,18 @@ def check_dataset(dataset: Any, source: str) -> None:
       raise ValueError(
           f"{source}: input {int(np.flatnonzero(bad)[0])} holds non-finite values (NaN or inf; "
           f"{int(bad.sum())} of {len(x)} inputs do); inputs must be finite.")
+  _check_finite_variables(dataset.variables or {}, source, "variables")
+
+
+def _check_finite_variables(tree: Any, source: str, path: str) -> None:
+  """Raises ``ValueError`` naming the array's path (e.g. a graph's node features) at the first
+  non-finite float of the dataset's non-trained ``variables``."""
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      _check_finite_variables(value, source, f"{path}.{key}")
+    return
+  array = np.asarray(tree)
+  if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+    row = int(np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))[0])
+    raise ValueError(f"{source}: {path} row {row} holds non-finite values (NaN or inf); "
+                     f"every feature must be finite.")

@@ -91,19 +91,22 @@ def _numeric_columns(path: str, header: list[str], rows: list[list[str]],
     try:
       out[:, j] = column.astype(np.float32)
     except ValueError:
-      bad = next(i for i, value in enumerate(column) if not _is_number(value))
-      raise ValueError(f"{path!r} line {bad + 2} column {name!r}: {column[bad]!r} is not a "
-                       f"number; feature columns must be numeric (pick them with the "
-                       f"*_features arguments).") from None
+      out[:, j] = [_number_or_nan(value) for value in column]
+    bad = np.flatnonzero(~np.isfinite(out[:, j]))
+    if bad.size:
+      cell = str(column[bad[0]])
+      raise ValueError(f"{path!r} line {bad[0] + 2} column {name!r}: {cell!r} is not a finite "
+                       f"number ({bad.size} of {len(rows)} cells are not); feature "
+                       f"columns must be numeric and finite (pick them with the *_features "
+                       f"arguments).")
   return out
 
 
-def _is_number(text: str) -> bool:
+def _number_or_nan(text: str) -> float:
   try:
-    float(text)
+    return float(text)
   except ValueError:
-    return False
-  return True
+    return float("nan")
 
 
 def _node_table(path: str, id_column: str, features: Optional[Sequence[str]]):

@@ -13,16 +13,19 @@ holds for the trainer's optional fields (:data:`TRAINER_DEFAULTS`, e.g.
 
 from __future__ import annotations
 
+import ast
+import collections.abc
 import importlib.util
 import os
 import sys
+import typing
 from typing import Any
 
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from gnrev.train.optimizers import OPTIONS
+from gnrev.train.optimizers import OPTIMIZERS, OPTIONS
 
 
 class ConfigError(ValueError):
@@ -46,8 +49,27 @@ def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg is not None else module.get_config()
 
 
-# Types of options whose default is None (a None field would not take a command-line value).
-_NONE_DEFAULT_TYPES = {("gauss_newton", "maxiter"): int, ("fishleg", "init_scale"): float}
+def _annotation(name: str, option: str) -> Any:
+  """The type annotation of option ``option`` of optimizer ``name`` (None if it has none)."""
+  try:
+    return typing.get_type_hints(OPTIMIZERS[name].factory).get(option)
+  except Exception:  # pylint: disable=broad-except  (an annotation that does not resolve)
+    return None
+
+
+def _none_default_type(name: str, option: str) -> type | None:
+  """The type a command-line value of an option whose default is None takes: the first of
+  float, int, str and bool that its annotation admits (``Optional[float]``; optax's numeric
+  unions), else None."""
+  kinds = typing.get_args(_annotation(name, option))
+  return next((kind for kind in (float, int, str, bool) if kind in kinds), None)
+
+
+def _takes_a_sequence(name: str, option: str) -> bool:
+  """Whether an option is annotated with a sequence among other kinds (exact GN's
+  ``allocation``: a name or per-block weights)."""
+  return any(typing.get_origin(a) in (collections.abc.Sequence, list, tuple)
+             for a in typing.get_args(_annotation(name, option)))
 
 
 def complete_optimizer_options(config: ml_collections.ConfigDict) -> dict[str, tuple[str, list]]:
@@ -75,9 +97,8 @@ def complete_optimizer_options(config: ml_collections.ConfigDict) -> dict[str, t
     with run_config.unlocked():
       for option in added[run][1]:
         default = OPTIONS[name][option]
-        kind = _NONE_DEFAULT_TYPES.get((name, option))
-        run_config[option] = (ml_collections.config_dict.placeholder(kind)
-                              if default is None and kind else default)
+        kind = _none_default_type(name, option) if default is None else None
+        run_config[option] = ml_collections.config_dict.placeholder(kind) if kind else default
   return added
 
 
@@ -123,6 +144,30 @@ def drop_options_of_replaced_optimizers(config: ml_collections.ConfigDict,
           del run_config[option]
 
 
+def parse_sequence_overrides(config: ml_collections.ConfigDict, overridden: Any) -> None:
+  """Reads a command-line value of an option that takes a name or a sequence as a sequence.
+
+  The file's default is a name (a string field), so ml_collections keeps
+  ``--config.optimizers.gn.allocation=0.7,0.3`` as the string ``"0.7,0.3"``; it becomes the
+  tuple ``(0.7, 0.3)``. A value that is not a Python sequence literal stays a name.
+  """
+  for path in overridden:
+    section, run, option = (path.split(".") + ["", ""])[:3]
+    run_config = config.get("optimizers", {}).get(run) if section == "optimizers" else None
+    if run_config is None or not isinstance(run_config.get(option), str):
+      continue
+    if run_config.get("name") not in OPTIMIZERS or not _takes_a_sequence(run_config.name, option):
+      continue
+    try:
+      value = ast.literal_eval(run_config[option])
+    except (ValueError, SyntaxError):
+      continue
+    if isinstance(value, (list, tuple)):
+      with run_config.unlocked():
+        del run_config[option]  # a string field takes no tuple
+        run_config[option] = tuple(value)
+
+
 class _CompletingParser(flags.ArgumentParser):
   """Wraps ml_collections' config-file parser: the loaded config gets every optimizer option."""
 
@@ -161,9 +206,11 @@ def define_config_flag(name: str = "config", flag_values: flags.FlagValues = fla
 
 def finish_config_flag(name: str = "config",
                        flag_values: flags.FlagValues = flags.FLAGS) -> ml_collections.ConfigDict:
-  """The parsed config of :func:`define_config_flag`, without options of replaced optimizers."""
+  """The parsed config of :func:`define_config_flag`, without options of replaced optimizers and
+  with sequence values of name-or-sequence options read (:func:`parse_sequence_overrides`)."""
   config = flag_values[name].value
   parser = flag_values[name].parser
-  drop_options_of_replaced_optimizers(config, getattr(parser, "added", {}),
-                                      config_flags.get_override_values(flag_values[name]))
+  overridden = config_flags.get_override_values(flag_values[name])
+  drop_options_of_replaced_optimizers(config, getattr(parser, "added", {}), overridden)
+  parse_sequence_overrides(config, overridden)
   return config

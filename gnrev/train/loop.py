@@ -52,8 +52,24 @@ def _config_errors():
 def _build_task(config: ml_collections.ConfigDict) -> tasks.Task:
   try:
     return tasks.build_task(config)
+  except ConfigError:
+    raise
   except ValueError as e:
     raise ConfigError(f"config.task: {e}") from e
+
+
+def check_fields(config: ml_collections.ConfigDict) -> tasks.Task:
+  """Checks every field of ``config`` alone (no data loaded); returns its task.
+
+  What the launcher runs before anything reads the config (e.g. the batch size it logs).
+
+  Raises:
+    ConfigError: for every rejected value.
+  """
+  with _config_errors():
+    task = _build_task(config)
+    validation.check_config(config, task)
+    return task
 
 
 def _check(config: ml_collections.ConfigDict, task: tasks.Task, data: Any = None):
@@ -232,7 +248,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   primary = jax.process_index() == 0
   with workdir_lib.launcher_lock(workdir) if primary else contextlib.nullcontext():
     with _config_errors():
-      validation.check_resume(config, workdir)
+      changes = validation.check_resume(config, workdir)
+    if changes:  # config.json records the new values once the first state is built
+      logging.info("Resuming %s with changed fields that leave the trained state alone: %s",
+                   workdir, "; ".join(changes))
     return _train_runs(config, workdir, task, data, mesh)
 
 

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from gnrev.train.configs import ConfigError
+
 if TYPE_CHECKING:  # matplotlib loads in plot_curves only: importing gnrev.train stays fast
   from matplotlib.figure import Figure
 
@@ -57,6 +59,9 @@ def read_metrics(path: str) -> list[dict]:
 
   A last line without its newline is a record whose write was interrupted by a kill; it is
   dropped with a warning (a resumed run writes it again).
+
+  Raises:
+    ConfigError: naming the file and the line, for any other line that is not a JSON record.
   """
   if os.path.isdir(path):
     path = os.path.join(path, "metrics.jsonl")
@@ -67,16 +72,37 @@ def read_metrics(path: str) -> list[dict]:
   if lines[-1].strip():
     logging.warning("%s: dropping an incomplete last record (its write was interrupted): %r",
                     path, lines[-1][:80])
-  return [json.loads(line) for line in lines[:-1] if line.strip()]
+  records = []
+  for number, line in enumerate(lines[:-1], start=1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except ValueError as e:
+      raise ConfigError(
+          f"{path} line {number} is not a JSON record ({e}): the workdir's metrics are corrupt. "
+          f"Delete or repair that line (checkpoints are kept apart), or use a new --workdir."
+      ) from None
+  return records
 
 
 def quiet_library_logs() -> None:
   """Keeps the console to gnrev's own progress: orbax's log lines (one per checkpoint step, at
   INFO) and JAX's INFO notes on accelerator plugins it did not find (e.g. the TPU's on a CPU or
-  GPU machine) are dropped; warnings and errors still show."""
+  GPU machine) are dropped; warnings and errors still show, but for :func:`orbax_os_error`."""
   logging.get_absl_handler().addFilter(
-      lambda record: "orbax" not in record.pathname or record.levelno >= std_logging.WARNING)
+      lambda record: "orbax" not in record.pathname or (
+          record.levelno >= std_logging.WARNING and not orbax_os_error(record)))
   std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+
+
+def orbax_os_error(record: std_logging.LogRecord) -> bool:
+  """Whether ``record`` is orbax's background save thread logging an ``OSError`` (a full disk, a
+  read-only workdir) with its traceback. orbax keeps the error and raises it again in the main
+  thread at the next save or wait, where the launcher reports it as one line: the thread's own
+  traceback would only precede that line."""
+  return "orbax" in record.pathname and bool(record.exc_info) and isinstance(
+      record.exc_info[1], OSError)
 
 
 # Non-interactive runs (logs, batch jobs, CI) get a progress line this often.

@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol
 
 import ml_collections
 
-from gnrev.train import meta_task, supervised
+from gnrev.train import meta_task, supervised, validation
 from gnrev.train.state import Program
 
 
@@ -68,15 +68,13 @@ def build_task(config: Any) -> Task:
   """The task of ``config.task`` (``name`` and options), or classification without one.
 
   Raises:
-    ValueError: for an unknown task or an option the task does not have (naming the allowed).
+    ValueError: for an unknown task; :class:`gnrev.train.ConfigError` for an option the task
+      does not have ("Did you mean", and the allowed ones) or of the wrong type or range
+      (:func:`gnrev.train.validation.check_fields`).
   """
   fields = dict(config.get("task") or {}) if hasattr(config, "get") else {}
   name = fields.pop("name", "classification")
   if name not in TASKS:
     raise ValueError(f"Unknown task {name!r}; allowed: {', '.join(sorted(TASKS))}.")
-  allowed = task_options(name)
-  unknown = sorted(set(fields) - set(allowed))
-  if unknown:
-    raise ValueError(f"Unknown field(s) {', '.join(unknown)} for task {name!r}; allowed: "
-                     f"{', '.join(['name', *allowed])}.")
+  validation.check_fields("task", fields, TASKS[name], f"task {name!r}")
   return TASKS[name](**fields)

@@ -5,24 +5,34 @@ batch the exact GN step cannot solve, a label outside ``[0, num_classes)``) stop
 before the first run starts, with a :class:`ConfigError` that names the field, its value and what
 is allowed. Three entry points, called by :func:`gnrev.train.train_and_evaluate` in this order:
 
-* :func:`check_config` (via :func:`gnrev.train.check_config`): every field of every run, alone;
+* :func:`check_config` (via :func:`gnrev.train.check_config`): every field of the config and of
+  every run, alone: an unknown field anywhere is refused with the closest allowed name ("Did you
+  mean"), each field has its type and range, and no number anywhere is NaN or infinite;
 * :func:`check_data`: what needs the loaded splits (sizes, labels, finiteness, the model on the
   data's shapes, the exact-GN rank bounds);
-* :func:`check_resume`: a workdir trained before holds the same experiment (see
-  :data:`RESUME_FIELDS`), so that its checkpoints and metrics stay consistent.
+* :func:`check_resume`: a workdir trained before holds the same experiment (every field but
+  those of :data:`RESUMABLE_CHANGES`), so that its checkpoints and metrics stay consistent.
 
+The trainer's own fields have tables (:data:`TOP_RULES`, :data:`DATA_RULES`,
+:data:`EARLY_STOPPING_RULES`); the fields of a model, a task or a dataset's options are the
+keyword arguments of its factory, checked against the factory's signature and type annotations
+(:func:`check_fields`; :data:`FIELD_RULES` where an annotation cannot say the range).
 Optimizer options are checked by :data:`OPTION_RULES`, keyed by optimizer and option name; an
 option without a rule must at least have the type of its default (:func:`optimizer_defaults`).
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import difflib
 import inspect
 import json
 import math
 import os
 import re
+import types
+import typing
 from typing import Any, Callable, Mapping, Sequence, Union
 
 import jax
@@ -40,12 +50,15 @@ class Rule:
   """What one config field may hold.
 
   Attributes:
-    kind: ``"int"``, ``"number"`` (finite int or float), ``"bool"``, ``"str"``, ``"choice"`` or
+    kind: ``"int"``, ``"number"`` (finite int or float), ``"bool"``, ``"str"``, ``"choice"``,
+      ``"sequence"`` (a list or tuple of ``element`` values, not empty with ``non_empty``) or
       ``"custom"`` (checked by its own code below, e.g. exact GN's ``allocation``).
     low, high: inclusive bounds of numbers (exclusive with ``low_open`` / ``high_open``).
     choices: the allowed values of a ``"choice"`` (or a function returning them, read late so
       that registries filled after import count).
     optional: ``None`` is allowed too.
+    element: the rule of each value of a ``"sequence"``.
+    non_empty: a ``"sequence"`` must hold at least one value.
   """
   kind: str
   low: float | None = None
@@ -54,6 +67,8 @@ class Rule:
   high_open: bool = False
   choices: Union[Sequence[Any], Callable[[], Sequence[Any]]] = ()
   optional: bool = False
+  element: "Rule | None" = None
+  non_empty: bool = False
 
   def allowed_choices(self) -> list:
     choices = self.choices() if callable(self.choices) else self.choices
@@ -70,6 +85,9 @@ class Rule:
       return isinstance(value, str)
     if self.kind == "choice":
       return isinstance(value, str) and value in self.allowed_choices()
+    if self.kind == "sequence":
+      return (isinstance(value, (list, tuple)) and (len(value) or not self.non_empty) and
+              all(self.element.allows(v) for v in value))
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
       return False
     if self.kind == "int" and not isinstance(value, (int, np.integer)):
@@ -90,6 +108,9 @@ class Rule:
       text = "a string"
     elif self.kind == "choice":
       text = "one of " + ", ".join(repr(c) for c in self.allowed_choices())
+    elif self.kind == "sequence":
+      text = (f"a {'non-empty ' if self.non_empty else ''}list or tuple, each "
+              f"{self.element.describe()}")
     else:
       text = "an int" if self.kind == "int" else "a finite number"
       if self.low is not None and self.high is not None:
@@ -139,6 +160,26 @@ DATA_RULES: dict[str, Rule] = {
     "seed": _int(0),
 }
 
+# The trainer's optional fields of config.data (configs.TRAINER_DEFAULTS; ranges: the task's).
+DATA_OPTIONAL_RULES: dict[str, Rule] = {"options": Rule("custom"),
+                                        "validation_fraction": _number(),
+                                        "validation_seed": _int(0)}
+EARLY_STOPPING_MODES = ("min", "max")
+EARLY_STOPPING_RULES: dict[str, Rule] = {"metric": Rule("str"), "patience": _int(0),
+                                         "mode": _choice(EARLY_STOPPING_MODES)}
+# The sections of a config besides TOP_RULES' fields (each checked by its reader).
+SECTIONS = ("task", "data", "model", "optimizers", "early_stopping", "init_from", "pruning")
+# Fields that experiment scripts read from the configs they drive (experiments/
+# gn_generalization.py: seeds, step-size grids, analysis options); the trainer ignores them, and
+# they may change on resume.
+EXPERIMENT_FIELDS = ("analysis", "finding", "lr_grid", "seeds", "size", "tuned")
+# Rules that a field's type annotation cannot say, keyed by "<section>.<field>"; the other fields
+# of models, tasks and dataset options are checked against their factory's annotations
+# (:func:`check_fields`).
+FIELD_RULES: dict[str, Rule] = {
+    "task.inner_lrs": Rule("sequence", element=NON_NEGATIVE, non_empty=True),
+}
+
 # Ranges of optimizer options, keyed by optimizer name ("*": every optimizer) and option name.
 OPTION_RULES: dict[str, dict[str, Rule]] = {
     "*": {"learning_rate": POSITIVE},
@@ -158,15 +199,21 @@ OPTION_RULES: dict[str, dict[str, Rule]] = {
                 "max_newton_steps": dataclasses.replace(POSITIVE, optional=True)},
 }
 
+# What the trainer passes to a model besides its config fields (ints of models are sizes: >= 1).
+MODEL_ARGUMENTS = ("num_classes", "num_outputs", "parent", "name")
+
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 RESERVED_RUN_NAMES = ("config.json", "metrics.jsonl", "curves.png")
 
-# The fields a resumed workdir must share with the new config: what its checkpoints and metrics
-# were computed from. Others (num_epochs, log_every, eval_every, checkpoint_every, max_to_keep,
-# num_devices, data.data_dir, data.eval_batch_size, analysis fields) may change. Runs are
-# compared one by one (every option), and only runs present in both.
-RESUME_FIELDS = ("seed", "task", "model", "data.name", "data.options", "data.batch_size",
-                 "data.train_subset", "data.seed")
+# The fields that cannot change a run's trained state: how long it trains, how often it logs,
+# evaluates and saves, where the data files lie, how evaluation is chunked, the experiment
+# scripts' fields. A resumed workdir may get new values of these (the launch records them in
+# config.json); every other field (and every option of each run present in both) must match.
+RESUMABLE_CHANGES = ("num_epochs", "eval_every", "log_every", "checkpoint_every", "max_to_keep",
+                     "num_devices", "data.data_dir", "data.eval_batch_size", *EXPERIMENT_FIELDS)
+# The trainer's optional fields, at the defaults it reads when a config omits them (a config
+# that spells one out at its default resumes a workdir whose config.json lacks it).
+OPTIONAL_DEFAULTS = {"data": {"validation_fraction": 0.0, "validation_seed": 0, "options": {}}}
 
 
 def optimizer_defaults(name: str) -> dict[str, Any]:
@@ -183,6 +230,88 @@ def _check_field(section: Mapping, prefix: str, key: str, rule: Rule) -> None:
     raise ConfigError(f"config.{prefix}{key} is missing; expected {rule.describe()}.")
   if not rule.allows(section[key]):
     raise _error(prefix + key, section[key], rule.describe())
+
+
+def refuse_unknown(section: str, fields: Mapping, allowed: Sequence[str], owner: str) -> None:
+  """Raises :class:`ConfigError` on the first field of ``fields`` not in ``allowed``, with the
+  closest allowed name ("Did you mean") and every allowed one.
+
+  ``section``: the fields' place in the config (``"data"``; ``""`` for the top level);
+  ``owner``: what defines them, in words (``"config.data"``, ``"model 'cnn'"``).
+  """
+  unknown = [key for key in fields if key not in allowed]
+  if not unknown:
+    return
+  prefix = f"config.{section}." if section else "config."
+  close = difflib.get_close_matches(str(unknown[0]), list(allowed), n=1)
+  hint = f" Did you mean {prefix}{close[0]}?" if close else ""
+  raise ConfigError(f"{prefix}{unknown[0]} is not a field of {owner}.{hint} Allowed: "
+                    f"{', '.join(allowed) or 'none'}.")
+
+
+def annotation_rule(hint: Any, low: int = 0) -> Rule | None:
+  """The :class:`Rule` of a field annotated ``hint`` (``int``, ``float``, ``bool``, ``str``,
+  ``Sequence[...]``, ``Optional[...]`` of those), or None for any other annotation.
+
+  Ints are at least ``low``; ints inside a sequence (widths, sizes) at least 1.
+  """
+  args = typing.get_args(hint)
+  if typing.get_origin(hint) in (Union, types.UnionType):
+    kinds = [a for a in args if a is not type(None)]
+    rule = annotation_rule(kinds[0], low) if len(kinds) == 1 else None
+    return dataclasses.replace(rule, optional=True) if rule is not None else None
+  if hint is bool:
+    return BOOL
+  if hint is int:
+    return _int(low)
+  if hint is float:
+    return _number()
+  if hint is str:
+    return Rule("str")
+  if typing.get_origin(hint) in (collections.abc.Sequence, list, tuple) and args:
+    element = annotation_rule(args[0], 1)
+    return Rule("sequence", element=element) if element is not None else None
+  return None
+
+
+def _type_hints(factory: Callable) -> dict[str, Any]:
+  """The annotations of ``factory``'s keyword arguments (a class: of its constructor)."""
+  target = (factory.__init__ if inspect.isclass(factory) and not dataclasses.is_dataclass(factory)
+            else factory)
+  try:
+    return typing.get_type_hints(target)
+  except Exception:  # pylint: disable=broad-except  (an annotation that does not resolve)
+    return {}
+
+
+def check_fields(section: str, fields: Mapping, factory: Callable, owner: str, *,
+                 exclude: Sequence[str] = (), low: int = 0) -> None:
+  """Checks ``fields``, the keyword arguments that ``config.<section>`` passes to ``factory``.
+
+  Each must be a parameter of ``factory`` (besides ``exclude``: those the trainer passes), and
+  have the type of its annotation (:func:`annotation_rule`; ints at least ``low``), or obey its
+  entry of :data:`FIELD_RULES`. Raises :class:`ConfigError` naming the field.
+  """
+  parameters = inspect.signature(factory).parameters
+  if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+    refuse_unknown(section, fields, [p for p in parameters if p not in exclude], owner)
+  hints = _type_hints(factory)
+  for key, value in fields.items():
+    rule = FIELD_RULES.get(f"{section}.{key}") or annotation_rule(hints.get(key), low)
+    if rule is not None and not rule.allows(value):
+      raise _error(f"{section}.{key}", value, f"{rule.describe()} ({owner})")
+
+
+def _check_finite(tree: Any, field: str) -> None:
+  """Raises :class:`ConfigError` naming the first NaN or infinite number anywhere in ``tree``."""
+  if isinstance(tree, Mapping) or hasattr(tree, "items"):
+    for key, value in tree.items():
+      _check_finite(value, f"{field}.{key}" if field else str(key))
+  elif isinstance(tree, (list, tuple)):
+    for i, value in enumerate(tree):
+      _check_finite(value, f"{field}[{i}]")
+  elif isinstance(tree, (float, np.floating)) and not math.isfinite(tree):
+    raise _error(field, tree, "a finite number (every number of a config must be finite)")
 
 
 def _rule_for(name: str, option: str, default: Any) -> Rule | None:
@@ -251,15 +380,8 @@ def _check_exact_gn_options(config, field: str, options: dict) -> None:
 
 
 def _check_dataset_options(name: str, options: dict) -> None:
-  parameters = inspect.signature(data.DATASETS[name]).parameters
-  if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
-    return
-  allowed = [p for p in parameters if p not in ("split", "data_dir")]
-  unknown = sorted(set(options) - set(allowed))
-  if unknown:
-    raise ConfigError(
-        f"config.data.options has unknown option(s) {', '.join(unknown)} for dataset {name!r}; "
-        f"allowed: {', '.join(allowed) or 'none'}.")
+  check_fields("data.options", options, data.DATASETS[name], f"dataset {name!r}",
+               exclude=("split", "data_dir"))
 
 
 def check_config(config, task) -> None:
@@ -278,6 +400,7 @@ def check_config(config, task) -> None:
     ...
     gnrev.train.configs.ConfigError: config.log_every = 0 is not allowed; expected an int >= 1.
   """
+  refuse_unknown("", config, [*TOP_RULES, *SECTIONS, *EXPERIMENT_FIELDS], "the config")
   for key, rule in TOP_RULES.items():
     _check_field(config, "", key, rule)
   reserved = reserved_fields(task)
@@ -292,14 +415,12 @@ def check_config(config, task) -> None:
   for run, opt_config in config.optimizers.items():
     _check_run(config, run, opt_config, reserved)
   _check_early_stopping(config)
+  _check_finite(config, "")  # whatever no rule above covers (data options, task families...)
 
 
 def reserved_fields(task) -> tuple[str, ...]:
   """Run fields owned by the task (meta-learning's ``inner``) or the trainer's pruning."""
   return tuple(dict.fromkeys((*task.run_fields, *pruning.RUN_FIELDS)))
-
-
-EARLY_STOPPING_MODES = ("min", "max")
 
 
 def early_stopping(config) -> tuple[str, int, str] | None:
@@ -311,24 +432,31 @@ def early_stopping(config) -> tuple[str, int, str] | None:
 
 
 def _check_early_stopping(config) -> None:
-  stopping = early_stopping(config)
-  if stopping is None:
+  section = config.get("early_stopping")
+  if section is None:
     return
-  metric, _, mode = stopping
-  if mode not in EARLY_STOPPING_MODES:
-    raise ConfigError(f"early_stopping.mode must be one of {', '.join(EARLY_STOPPING_MODES)}, "
-                      f"got {mode!r}.")
-  if not metric.startswith("val_"):
+  if not hasattr(section, "items"):
+    raise _error("early_stopping", section, "a dict of metric, patience and mode")
+  refuse_unknown("early_stopping", section, list(EARLY_STOPPING_RULES), "config.early_stopping")
+  for key, rule in EARLY_STOPPING_RULES.items():
+    if key in section and not rule.allows(section[key]):
+      raise _error(f"early_stopping.{key}", section[key], rule.describe())
+  stopping = early_stopping(config)
+  if stopping is not None and not stopping[0].startswith("val_"):
     raise ConfigError(f"early_stopping.metric must be a validation metric (val_...), never a "
-                      f"test one; got {metric!r}.")
+                      f"test one; got {stopping[0]!r}.")
 
 
 def _check_data_and_model_fields(config) -> None:
   if config.data.get("name") not in data.DATASETS:
     raise ConfigError(f"Unknown dataset {config.data.get('name')!r} (config.data.name); "
                       f"allowed: {', '.join(sorted(data.DATASETS))}.")
+  refuse_unknown("data", config.data, [*DATA_RULES, *DATA_OPTIONAL_RULES], "config.data")
   for key, rule in DATA_RULES.items():
     _check_field(config.data, "data.", key, rule)
+  for key, rule in DATA_OPTIONAL_RULES.items():
+    if key in config.data and not rule.allows(config.data[key]):
+      raise _error(f"data.{key}", config.data[key], rule.describe())
   options = config.data.get("options", None)
   if options is not None and not hasattr(options, "items"):
     raise _error("data.options", options, "a dict of the dataset's own options")
@@ -336,7 +464,10 @@ def _check_data_and_model_fields(config) -> None:
   if config.model.get("name") not in MODELS:
     raise ConfigError(f"Unknown model {config.model.get('name')!r} (config.model.name); "
                       f"allowed: {', '.join(sorted(MODELS))}.")
-  try:  # the module's own checks of its attributes (RevMLP: num_blocks, expansion, ...)
+  name = config.model.name
+  check_fields("model", {k: v for k, v in config.model.items() if k != "name"}, MODELS[name],
+               f"model {name!r}", exclude=MODEL_ARGUMENTS, low=1)
+  try:  # the module's own checks of its attributes (RevMLP: memory_mode, ...)
     build_model(config.model, 2)
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config.model ({config.model.name!r}): {e}") from e
@@ -372,6 +503,12 @@ def check_data(config, task, train: data.Dataset, test: data.Dataset):
                  + (f" (data.train_subset = {subset})" if subset else ""))
   try:
     model = build_model(config.model, task.num_outputs(train))
+  except Exception as e:  # pylint: disable=broad-except  (any failure to build is the config's)
+    raise ConfigError(
+        f"config.model ({config.model.name!r}) does not fit dataset {name!r} (examples of shape "
+        f"{train.x.shape[1:]}, {train.num_classes} classes): {e}") from e
+  check_memory(config, model, train)
+  try:
     # Concretely, on one example: graph models index their inputs on the host.
     model.apply(dict(train.variables or {}), train.x[:1], mutable=True,
                 rngs={"params": jax.random.key(0)})
@@ -382,18 +519,70 @@ def check_data(config, task, train: data.Dataset, test: data.Dataset):
   return model
 
 
+# Rough bytes per parameter while training (the parameters, their gradient and two optimizer
+# moments, float32) and per activation value of a training example (its value and its gradient).
+BYTES_PER_PARAMETER, BYTES_PER_ACTIVATION = 16, 8
+
+
+def available_memory() -> tuple[int, str | None]:
+  """``(bytes, device kind)``: the memory of one local accelerator, or the host's RAM (that CPU
+  devices share) and None."""
+  device = jax.local_devices()[0]
+  stats = (device.memory_stats() if device.platform != "cpu" else None) or {}
+  if stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]), device.device_kind
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), None
+
+
+def _size(tree) -> int:
+  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+
+def check_memory(config, model, train: data.Dataset) -> None:
+  """Refuses a model or batch size whose rough memory need exceeds :func:`available_memory`,
+  before anything is allocated, naming the field and the estimate.
+
+  The model's parameters and per-example activations (the outputs of its submodules and its
+  input) are counted on shapes only (``jax.eval_shape``); the need is
+  ``BYTES_PER_PARAMETER`` per parameter plus, for the larger of a training batch (per device)
+  and an evaluation chunk, ``BYTES_PER_ACTIVATION`` per activation of each example. A model
+  that cannot be traced on shapes alone (graph models index on the host) is not estimated.
+  """
+  example = jax.ShapeDtypeStruct((1, *train.x.shape[1:]), train.x.dtype)
+  try:
+    _, variables = jax.eval_shape(
+        lambda v, x: model.apply(v, x, mutable=True, capture_intermediates=True,
+                                 rngs={"params": jax.random.key(0)}),
+        dict(train.variables or {}), example)
+  except Exception:  # pylint: disable=broad-except  (no estimate; the concrete check follows)
+    return
+  parameters = _size({k: v for k, v in variables.items() if k != "intermediates"})
+  activations = _size(variables.get("intermediates", {})) + math.prod(train.x.shape[1:])
+  available, kind = available_memory()
+  devices = (config.get("num_devices") or jax.device_count()) if kind else 1  # rows per memory
+  batches = {"data.batch_size": -(-config.data.batch_size // devices),
+             "data.eval_batch_size": -(-config.data.eval_batch_size // devices)}
+  field, rows = max(batches.items(), key=lambda item: item[1])
+  need = BYTES_PER_PARAMETER * parameters + BYTES_PER_ACTIVATION * activations * rows
+  if need <= available:
+    return
+  if BYTES_PER_PARAMETER * parameters > BYTES_PER_ACTIVATION * activations * rows:
+    sizes = {k: v for k, v in config.model.items() if isinstance(v, int) and
+             not isinstance(v, bool)}
+    field = f"model.{max(sizes, key=sizes.get)}" if sizes else "model"
+  section, _, key = field.partition(".")
+  value = config[section][key] if key else config[section]
+  raise ConfigError(
+      f"config.{field} = {value!r} needs about {need / 2**30:.3g} GiB of memory "
+      f"({parameters:.3g} parameters, {activations:.3g} activations per example, batches of "
+      f"{rows} rows{' per device' if kind else ''}), more than the {available / 2**30:.3g} GiB "
+      f"of {f'one {kind} device' if kind else 'this host'}; lower it.")
+
+
 def _plain(value: Any) -> Any:
   """``value`` as config.json stores it (tuples become lists, ConfigDicts dicts)."""
   return json.loads(json.dumps(value, default=lambda v: v.to_dict() if hasattr(v, "to_dict")
                                else list(v) if isinstance(v, tuple) else repr(v)))
-
-
-def _lookup(tree: Mapping, dotted: str) -> Any:
-  for key in dotted.split("."):
-    if not isinstance(tree, Mapping) or key not in tree:
-      return "<absent>"
-    tree = tree[key]
-  return tree
 
 
 def _run_options(run_config: Any) -> Any:
@@ -403,20 +592,40 @@ def _run_options(run_config: Any) -> Any:
   return run_config
 
 
-def _differences(field: str, before: Any, now: Any) -> list[str]:
-  """``"field (before in the workdir, now now)"`` for each leaf that differs."""
+def _differences(field: str, before: Any, now: Any) -> list[tuple[str, Any, Any]]:
+  """``(field, value in the workdir, value now)`` of each leaf that differs."""
   if isinstance(before, Mapping) and isinstance(now, Mapping):
     return [d for key in sorted(set(before) | set(now)) for d in _differences(
-        f"{field}.{key}", before.get(key, "<absent>"), now.get(key, "<absent>"))]
-  return [] if before == now else [f"{field} ({before!r} in the workdir, {now!r} now)"]
+        f"{field}.{key}" if field else key, before.get(key, "<absent>"),
+        now.get(key, "<absent>"))]
+  return [] if before == now else [(field, before, now)]
 
 
-def check_resume(config, workdir: str) -> None:
+def _with_optional_defaults(config: dict) -> dict:
+  """``config`` (config.json's form) with :data:`OPTIONAL_DEFAULTS` where it omits them, and each
+  run with its optimizer's defaults; runs are compared only where present in both."""
+  config = dict(config)
+  for section, defaults in OPTIONAL_DEFAULTS.items():
+    if isinstance(config.get(section), Mapping):
+      config[section] = {**defaults, **config[section]}
+  return config
+
+
+def _changeable(field: str) -> bool:
+  return any(field == f or field.startswith(f + ".") for f in RESUMABLE_CHANGES)
+
+
+def check_resume(config, workdir: str) -> list[str]:
   """Raises :class:`ConfigError` if ``workdir`` was trained with an incompatible config.
 
-  Compares ``workdir/config.json`` (if any) with ``config`` on :data:`RESUME_FIELDS` and on
-  every option of each run present in both, before anything in the workdir is written; the
-  message lists each differing field with both values. Nothing is checked for a new workdir.
+  Compares ``workdir/config.json`` (if any) with ``config`` field by field, before anything in
+  the workdir is written: a field of :data:`RESUMABLE_CHANGES` may differ, any other must not
+  (every option of each run present in both, the optimizer's defaults filled in; runs may be
+  added or left out); the message lists each differing field with both values. Nothing is
+  checked for a new workdir.
+
+  Returns:
+    ``"field (before -> now)"`` for each allowed change, for the launch to record.
 
   Raises:
     FileExistsError: if ``workdir`` is an existing file.
@@ -425,7 +634,7 @@ def check_resume(config, workdir: str) -> None:
     raise FileExistsError(f"workdir {workdir!r} exists and is a file; give a directory.")
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    return
+    return []
   try:
     with open(path) as f:
       saved = json.load(f)
@@ -433,15 +642,16 @@ def check_resume(config, workdir: str) -> None:
     raise ConfigError(f"{path} is unreadable ({e}); the workdir's runs cannot be checked for "
                       f"compatibility. Use a new --workdir.") from e
   new = _plain(config.to_dict() if hasattr(config, "to_dict") else dict(config))
-  differences = []
-  for field in RESUME_FIELDS:
-    differences += _differences(field, _lookup(saved, field), _lookup(new, field))
-  saved_runs, new_runs = saved.get("optimizers", {}), new.get("optimizers", {})
+  saved_runs, new_runs = saved.pop("optimizers", {}), new.pop("optimizers", {})
+  differences = _differences("", _with_optional_defaults(saved), _with_optional_defaults(new))
   for run in sorted(set(saved_runs) & set(new_runs)):
     differences += _differences(f"optimizers.{run}", _run_options(saved_runs[run]),
                                 _run_options(new_runs[run]))
-  if differences:
+  refused = [f"{field} ({before!r} in the workdir, {now!r} now)"
+             for field, before, now in differences if not _changeable(field)]
+  if refused:
     raise ConfigError(
         f"Workdir {workdir!r} holds runs trained with another config; its checkpoints do not fit "
-        f"this one. Differing: {'; '.join(differences)}. Use a new --workdir, or the workdir's "
+        f"this one. Differing: {'; '.join(refused)}. Use a new --workdir, or the workdir's "
         f"values (see {path}).")
+  return [f"{field} ({before!r} -> {now!r})" for field, before, now in differences]

@@ -52,12 +52,16 @@ def test_loader_honours_overridden_file_and_column_names(tmp_path):
     ({"events": EVENTS.replace("bob,v9,true", "bob,v9,maybe")}, ValueError,
      r"line 4 column 'returned': 'maybe'.*allowed: 0, 1"),
     ({"customers": CUSTOMERS.replace("45", "forty-five")}, ValueError,
-     r"customers\.csv.*line 3 column 'age'.*not a number"),
+     r"customers\.csv.*line 3 column 'age'.*not a finite number"),
+    ({"customers": CUSTOMERS.replace("45", "nan")}, ValueError,
+     r"customers\.csv.*line 3 column 'age': 'nan' is not a finite number"),
+    ({"variants": VARIANTS.replace("5.0,0", "inf,0")}, ValueError,
+     r"variants\.csv.*line 3 column 'price': 'inf' is not a finite number"),
     ({"events": EVENTS.replace("alice,v9", "dave,v9")}, ValueError,
      r"customer_id 'dave' is not in the node file"),
     ({"variants": VARIANTS + "v9,1.0,1\n"}, ValueError, r"repeats 'variant_id'.*v9"),
 ], ids=["missing_file", "missing_column", "non_numeric_label", "non_numeric_feature",
-        "event_of_unknown_node", "repeated_node_ids"])
+        "nan_feature", "infinite_feature", "event_of_unknown_node", "repeated_node_ids"])
 def test_loader_rejects_bad_files_naming_the_file_line_and_column(tmp_path, files, error,
                                                                    message):
   with pytest.raises(error, match=message):

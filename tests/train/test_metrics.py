@@ -1,9 +1,14 @@
 """Run artefacts: progress in terminals, notebooks and logs; torn metrics records."""
 
+import errno
 import io
 import json
+import logging
 import sys
 
+import pytest
+
+from gnrev import train
 from gnrev.train import metrics
 
 
@@ -47,3 +52,25 @@ def test_a_torn_last_record_is_dropped_and_rewrites_are_atomic(tmp_path):
   metrics.JsonlWriter(str(path)).truncate_after("a", 1)
   assert metrics.read_metrics(str(path)) == records[:2]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+def test_a_corrupt_middle_record_fails_naming_the_file_and_line(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"run": "a", "step": 1}\n{"run": "a", "st\x00\n{"run": "a", "step": 3}\n')
+  with pytest.raises(train.ConfigError, match=rf"{path} line 2 is not a JSON record .*"
+                                              r"Delete or repair that line"):
+    metrics.read_metrics(str(path))
+
+
+def test_orbax_background_os_errors_are_left_to_the_main_threads_one_line():
+  def record(pathname, error):
+    try:
+      raise error
+    except Exception:  # pylint: disable=broad-except
+      return logging.LogRecord("absl", logging.ERROR, pathname, 1, "Failed to run", (),
+                               sys.exc_info())
+  full = OSError(errno.ENOSPC, "No space left on device")
+  assert metrics.orbax_os_error(record("/x/orbax/checkpoint/async_checkpointer.py", full))
+  assert not metrics.orbax_os_error(record("/x/orbax/checkpoint/async_checkpointer.py",
+                                           ValueError("a bug")))
+  assert not metrics.orbax_os_error(record("/x/gnrev/train/loop.py", full))

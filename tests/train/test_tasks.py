@@ -98,8 +98,8 @@ def test_reconstruction_rejects_data_and_optimizers_that_do_not_fit_at_start_up(
   with pytest.raises(ValueError, match="unknown likelihood 'poisson'; allowed: bernoulli"):
     train.check_config(config)
   config.task = {"name": "reconstruction", "sigm": 1.0}
-  with pytest.raises(ValueError, match=r"Unknown field\(s\) sigm for task 'reconstruction'; "
-                                       "allowed: name, likelihood, sigma"):
+  with pytest.raises(ValueError, match=r"config.task.sigm is not a field of task 'reconstruction'. "
+                                       r"Did you mean config.task.sigma\? Allowed: likelihood"):
     train.check_config(config)
 
 

@@ -1,6 +1,7 @@
 """Start-up validation: every family of bad input fails before anything trains, naming the field,
 the value and what is allowed (gnrev/train/validation.py, gnrev/data/checks.py)."""
 
+import glob
 import json
 import math
 import os
@@ -130,14 +131,16 @@ BAD_STRUCTURE = [
     ("optimizers.gn_damped", {"name": "exact_gn", "learning_rate": 0.1, "solver": "damped"},
      "config.optimizers.gn_damped.damping = 0.0 is not allowed; expected a number > 0 with "
      "solver 'damped'"),
-    ("data.options", {"sed": 1}, "config.data.options has unknown option(s) sed for dataset "
-                                 "'digits'; allowed: seed, scale."),
+    ("data.options", {"sed": 1}, "config.data.options.sed is not a field of dataset 'digits'. "
+                                 "Did you mean config.data.options.seed? Allowed: seed, scale."),
     ("data.name", "imagenet", "Unknown dataset 'imagenet' (config.data.name); allowed: cifar10"),
     ("model.name", "resnet", "Unknown model 'resnet' (config.model.name); allowed: autoencoder, cnn"),
-    ("model.expansion", -3, "config.model ('revmlp'): expansion must be a positive int or None"),
-    ("model.num_blocks", 0, "num_blocks must be a positive int"),
+    ("model.expansion", -3, "config.model.expansion = -3 is not allowed; expected an int >= 1 or "
+                            "None (model 'revmlp')"),
+    ("model.num_blocks", 0, "config.model.num_blocks = 0 is not allowed; expected an int >= 1"),
     ("model.memory_mode", "bogus", "config.model ('revmlp'): "),
-    ("model.width", 3, "config.model ('revmlp'): Bad fields"),
+    ("model.width", 3, "config.model.width is not a field of model 'revmlp'. Allowed: "
+                       "num_blocks, expansion"),
     ("model.memory_mode", "invert", "Run 'fishleg': fishleg's steps use jax.jvp, which needs "
                                     "--config.model.memory_mode=autodiff; got 'invert'"),
     ("optimizers.fishleg", DELETE, "Run 'gauss_newton': gauss_newton's steps use jax.jvp"),
@@ -180,6 +183,77 @@ def test_every_launcher_config_and_its_smoke_variant_pass():
   assert len(checked) == 6 and all(runs for _, _, runs in checked), checked
 
 
+def every_config_and_variant():
+  for path in sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))):
+    if os.path.basename(path) != "common.py":
+      for arg in (None, "smoke"):
+        yield path, arg
+
+
+def test_every_config_file_and_its_smoke_variant_pass_the_field_checks():
+  checked = 0
+  for path, arg in every_config_and_variant():
+    config = train.load_config(path, arg)
+    validation.check_config(config, train.build_task(config))  # raises on the first bad field
+    checked += 1
+  assert checked >= 18, checked
+
+
+TREEMAML = os.path.join(REPO, "configs", "treemaml_linear.py")
+CNN = os.path.join(REPO, "configs", "cnn_mnist1d.py")
+# A config file's typos and bad values, refused as the command line's are: (config file, where
+# the bad value goes, the value, the message).
+CONFIG_FILE_FAULTS = [
+    (None, "num_epoch", 3, "config.num_epoch is not a field of the config. Did you mean "
+                           "config.num_epochs? Allowed: seed, num_epochs"),
+    (None, "data.batchsize", 3, "config.data.batchsize is not a field of config.data. Did you "
+                                "mean config.data.batch_size? Allowed: name, data_dir, batch_size"),
+    (None, "early_stoping", {"patience": 3}, "config.early_stoping is not a field of the config. "
+                                             "Did you mean config.early_stopping?"),
+    (None, "early_stopping", {"patience": 2, "metrc": "val_loss"},
+     "config.early_stopping.metrc is not a field of config.early_stopping. Did you mean "
+     "config.early_stopping.metric? Allowed: metric, patience, mode."),
+    (None, "early_stopping", {"patience": -1},
+     "config.early_stopping.patience = -1 is not allowed; expected an int >= 0."),
+    (None, "early_stopping", {"patience": 2, "mode": "lowest"},
+     "config.early_stopping.mode = 'lowest' is not allowed; expected one of 'max', 'min'."),
+    (None, "data.batch_size", "32", "config.data.batch_size = '32' is not allowed; expected an "
+                                    "int >= 1."),
+    (None, "model.init_std", math.inf, "config.model.init_std = inf is not allowed; expected a "
+                                       "finite number"),
+    (None, "model.expansio", 8, "config.model.expansio is not a field of model 'revmlp'. Did you "
+                                "mean config.model.expansion?"),
+    (None, "data.options", {"seed": math.nan}, "config.data.options.seed = nan is not allowed"),
+    (CNN, "model.features", (0,), "config.model.features = (0,) is not allowed; expected a list "
+                                  "or tuple, each an int >= 1 (model 'cnn')."),
+    (CNN, "model.features", (16, "32"), "config.model.features = (16, '32') is not allowed"),
+    (TREEMAML, "task.first_order", "no", "config.task.first_order = 'no' is not allowed; "
+                                         "expected True or False (task 'meta_learning')."),
+    (TREEMAML, "task.inner_lrs", (), "config.task.inner_lrs = () is not allowed; expected a "
+                                     "non-empty list or tuple, each a finite number >= 0"),
+    (TREEMAML, "task.inner_lrs", (0.1, math.nan), "config.task.inner_lrs = (0.1, nan) is not "
+                                                  "allowed"),
+    (TREEMAML, "task.inner_lr", (0.1,), "config.task.inner_lr is not a field of task "
+                                        "'meta_learning'. Did you mean config.task.inner_lrs?"),
+    (TREEMAML, "task.hidden", (40, 0), "config.task.hidden = (40, 0) is not allowed"),
+    (TREEMAML, "task.family.noise_std", math.inf, "config.task.family.noise_std = inf is not "
+                                                  "allowed; expected a finite number"),
+    (TREEMAML, "meta", {"inner_lrs": (0.1,)}, "config.meta is not a field of the config."),
+]
+
+
+@pytest.mark.parametrize("path,field,value,message", CONFIG_FILE_FAULTS,
+                         ids=[f"{f}={v!r}" for _, f, v, _ in CONFIG_FILE_FAULTS])
+def test_config_file_typos_types_ranges_and_non_finite_values_fail_naming_the_field(
+    path, field, value, message):
+  config = train.load_config(path or os.path.join(REPO, "configs", "default.py"), "smoke")
+  config = ml_collections.ConfigDict(config.to_dict(), type_safe=False)  # as a file may hold it
+  set_field(config, field, value)
+  with pytest.raises(validation.ConfigError) as error:
+    validation.check_config(config, train.build_task(config))
+  assert message in str(error.value), str(error.value)
+
+
 def dataset(n=16, d=8, num_classes=3, seed=0):
   rng = np.random.default_rng(seed)
   return data.Dataset(rng.standard_normal((n, d)).astype(np.float32),
@@ -209,6 +283,9 @@ BAD_DATA = [
      "labels must be integers"),
     ("NaN input", lambda d: with_(d, x=np.where(np.arange(16)[:, None] == 4, np.nan, d.x)), None,
      "input 4 holds non-finite values"),
+    ("NaN graph feature", lambda d: with_(d, variables={"graph": {"customer_features": np.array(
+        [[1.0], [np.nan]], np.float32)}}), None,
+     "dataset 'digits' (train split): variables.graph.customer_features row 1 holds non-finite"),
     ("empty split", lambda d: with_(d, x=d.x[:0], y=d.y[:0]), None, "holds no examples"),
     ("inputs and labels differ", lambda d: with_(d, y=d.y[:10]), None,
      "16 inputs but 10 labels"),
@@ -238,6 +315,20 @@ def test_a_model_that_does_not_fit_the_data_fails_before_training():
                      match=r"config.model \('revmlp'\) does not fit dataset 'digits' \(examples "
                            r"of shape \(8,\), 12 classes\)"):
     validation.check_data(data_config(), train.classification(), twelve(0), twelve(1))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("model.expansion", 10**9, "config.model.expansion = 1000000000 needs about "),
+    ("data.eval_batch_size", 10**11, "config.data.eval_batch_size = 100000000000 needs about "),
+])
+def test_a_size_beyond_memory_fails_naming_the_field_and_the_estimate_before_allocating(
+    field, value, message):
+  config = data_config()
+  set_field(config, field, value)
+  with pytest.raises(validation.ConfigError) as error:
+    validation.check_data(config, train.classification(), dataset(), dataset(seed=1))
+  assert message in str(error.value) and "GiB of memory" in str(error.value), str(error.value)
+  assert "lower it" in str(error.value), str(error.value)
 
 
 def test_train_and_test_shapes_must_match():
@@ -289,6 +380,10 @@ def write_workdir(tmp_path, config):
                                            "0.5 now)"),
     ("optimizers.adam.b1", 0.5, "optimizers.adam.b1 (0.9 in the workdir, 0.5 now)"),
     ("optimizers.sgd.name", "adam", "optimizers.sgd.name ('sgd' in the workdir, 'adam' now)"),
+    ("early_stopping", {"patience": 3}, "early_stopping ('<absent>' in the workdir, "),
+    ("data.validation_fraction", 0.25, "data.validation_fraction (0.0 in the workdir, 0.25 now)"),
+    ("model.init_std", 0.5, "model.init_std (0.001 in the workdir, 0.5 now)"),
+    ("init_from", {"workdir": "elsewhere", "run": "adam"}, "init_from ('<absent>' in the workdir"),
 ])
 def test_resume_with_an_incompatible_config_names_the_fields_and_leaves_the_workdir(
     tmp_path, field, value, named):
@@ -312,7 +407,10 @@ def test_resume_allows_schedule_changes_added_runs_and_spelled_out_defaults(tmp_
   config.data.eval_batch_size, config.num_devices = 32, 1
   config.optimizers.adam.b1 = 0.9                       # the default, now spelled out
   config.optimizers.extra = {"name": "sgd", "learning_rate": 0.2}
-  validation.check_resume(config, workdir)
+  config.data.validation_fraction = 0.0                 # a trainer default, now spelled out
+  changes = validation.check_resume(config, workdir)
+  assert "num_epochs (1 -> 9)" in changes and "data.eval_batch_size (64 -> 32)" in changes
+  assert len(changes) == 6, changes  # recorded: every changed field, nothing else
   (tmp_path / "w" / "config.json").write_text("{not json")
   with pytest.raises(validation.ConfigError, match="config.json is unreadable"):
     validation.check_resume(config, workdir)
