@@ -579,3 +579,19 @@ def test_defaults_train_a_summed_loss_autoencoder_on_both_inits_without_divergen
   assert np.all(np.isfinite(losses)) and int(state[0].num_skipped) == 0
   first, last = losses[:8].mean(), losses[-8:].mean()
   assert last < max_ratio * first, (first, last)
+
+
+@pytest.mark.parametrize("param_init, loss_scale", [("flax", 10.0), ("pytorch", 30.0)])
+def test_defaults_at_another_loss_scale_need_the_damping_in_the_losss_units(
+    param_init, loss_scale):
+  """Regression: the trust ratio alone does not make FishLeg scale-free. With the loss
+  multiplied by ``k`` and the default damping the run diverges (measured: from ``k = 3`` on
+  flax's init, ``k = 30`` on PyTorch's); with ``damping = 0.1 k`` it learns as at ``k = 1``."""
+  x, params, loss_fn, fvp = _autoencoder_problem(param_init, loss_scale)
+  losses, state = _train(optim.fishleg(damping=0.1 * loss_scale), x, params, loss_fn, fvp,
+                         num_steps=300)
+  assert np.all(np.isfinite(losses)) and int(state[0].num_skipped) == 0
+  first, last = losses[:8].mean(), losses[-8:].mean()
+  assert last < 0.6 * first, (first, last)
+  unscaled, _ = _train(optim.fishleg(), x, params, loss_fn, fvp, num_steps=300)
+  assert int(np.sum(~np.isfinite(unscaled))) > 0, "the default damping at this scale diverged"
