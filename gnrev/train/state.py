@@ -85,7 +85,7 @@ class Program(NamedTuple):
   * ``postfix``: step metrics shown next to the progress bar;
   * ``after_step``: ``(state, step, record) -> (state, record)`` run after step ``step``'s
     evaluation (and after the initial one, step 0), before its record is written and its
-    checkpoint saved; e.g. pruning (:func:`gnrev.train.pruning.make_hook`). None: nothing.
+    checkpoint saved; e.g. pruning (:meth:`gnrev.train.pruning.PruningHook.after_step`). None: nothing.
   """
   state: TrainState
   fixed: Any

@@ -316,16 +316,14 @@ def evaluate(eval_step, params, fixed, test: data.Dataset, targets: np.ndarray,
   return {f"{prefix}_{k}": float(v) for k, v in task.scores(sums, test).items()}
 
 
-def _initial_state(config, model, setup, train: data.Dataset, mesh, task: SupervisedTask):
+def _variables(config, model, train: data.Dataset, mesh):
+  """``(params, fixed)`` of ``model``, replicated over the mesh."""
   # Initialised as model.init would, but with the dataset's collections (e.g. the message
   # graph) in place; they then travel in `fixed`, replicated, as an argument of every step.
   _, variables = model.apply(dict(train.variables or {}), train.x[:1],
                              rngs={"params": jax.random.key(config.seed)}, mutable=True)
-  params = variables["params"]
   fixed = {k: v for k, v in variables.items() if k != "params"}
-  state = TrainState.create(params, setup.tx.init(params), jax.random.key(config.seed + 1),
-                            len(epoch_sum_names(task)))
-  return sharding.replicate(mesh, state), sharding.replicate(mesh, fixed)
+  return variables["params"], sharding.replicate(mesh, fixed)
 
 
 def supervised_program(config: ml_collections.ConfigDict, run: str, task: SupervisedTask,
@@ -333,14 +331,10 @@ def supervised_program(config: ml_collections.ConfigDict, run: str, task: Superv
                        val: data.Dataset | None = None) -> Program:
   """The :class:`Program` of run ``run`` of a supervised task (see :mod:`gnrev.train.state`)."""
   model = build_model(config.model, task.num_outputs(train))
-  setup = build_optimizer(config.optimizers[run], model, task, task.run_fields)
-  prune_options = pruning.pruning_options(config, run)  # None: the run does not prune
-  setup = pruning.wrap_optimizer(prune_options, setup)
-  state, fixed = _initial_state(config, model, setup, train, mesh, task)
-  state = pruning.init_state(prune_options, checkpoint.apply_init_from(config, state, setup.tx))
+  params, fixed = _variables(config, model, train, mesh)
   train_targets, test_targets = task.targets(train), task.targets(test)
-  outputs = jax.eval_shape(lambda p, f, x: model.apply({"params": p, **f}, x), state.params,
-                           fixed, train.x[:1])
+  outputs = jax.eval_shape(lambda p, f, x: model.apply({"params": p, **f}, x), params, fixed,
+                           train.x[:1])
   task.check_outputs(outputs.shape, train_targets.shape)
   batch_size, eval_batch_size = config.data.batch_size, config.data.eval_batch_size
   eval_step = make_eval_step(model, task)
@@ -357,13 +351,19 @@ def supervised_program(config: ml_collections.ConfigDict, run: str, task: Superv
     rows = data.batch_indices(len(train_targets), batch_size, config.data.seed, step - 1)
     return sharding.shard_rows(mesh, rows, train.x, train_targets)
 
+  setup = build_optimizer(config.optimizers[run], model, task, task.run_fields)
+  hook = pruning.build_hook(config, run, model, fixed, task, train, evaluate_all)
+  if hook is not None:  # None: the run does not prune
+    setup = hook.wrap_optimizer(setup)
+  state = sharding.replicate(mesh, TrainState.create(
+      params, setup.tx.init(params), jax.random.key(config.seed + 1), len(epoch_sum_names(task))))
+  state = checkpoint.apply_init_from(config, state, setup.tx)
   postfix = ("train_loss", *(f"train_{k}" for k in task.step_metric_names[:1]))
-  return Program(state=state, fixed=fixed, step=make_train_step(model, setup, task),
-                 batch=batch, evaluate=evaluate_all,
+  return Program(state=state if hook is None else hook.init_state(state), fixed=fixed,
+                 step=make_train_step(model, setup, task), batch=batch, evaluate=evaluate_all,
                  steps_per_epoch=data.steps_per_epoch(len(train_targets), batch_size),
                  epoch_sum_names=epoch_sum_names(task), postfix=postfix,
-                 after_step=pruning.make_hook(prune_options, model, fixed, task, train,
-                                              evaluate_all))
+                 after_step=None if hook is None else hook.after_step)
 
 
 def split_validation(train: data.Dataset, fraction: float,
