@@ -57,12 +57,10 @@ def _build_task(config: ml_collections.ConfigDict) -> tasks.Task:
 
 
 def _check(config: ml_collections.ConfigDict, task: tasks.Task, data: Any = None):
-  """``(mesh, data)`` after every check of :func:`check_config`."""
+  """``(mesh, checked)`` after every check of :func:`check_config`."""
   validation.check_config(config, task)
   mesh = sharding.make_mesh(config.num_devices)
-  data = task.load(config) if data is None else data
-  task.check(config, data, mesh)
-  return mesh, data
+  return mesh, task.check(config, task.load(config) if data is None else data, mesh)
 
 
 def check_config(config: ml_collections.ConfigDict, data: Any = None) -> Any:
@@ -74,7 +72,8 @@ def check_config(config: ml_collections.ConfigDict, data: Any = None) -> Any:
   trained or written when it raises.
 
   Returns:
-    The loaded data (what :func:`load_splits` returns), for the trainer to reuse.
+    The task's :class:`gnrev.train.state.Checked`: the loaded data (what :func:`load_splits`
+    returns) and what the checks built from it (the model, each run's optimizer), for reuse.
 
   Raises:
     ConfigError: for every rejected value (a check's ``ValueError`` becomes one).
@@ -224,7 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   with _config_errors():  # everything that can fail, before the workdir is touched
     task = _build_task(config)
-    mesh, data = _check(config, task)
+    mesh, checked = _check(config, task)
     validation.check_resume(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   # One launcher per workdir: process 0 holds its lock from here to the end, and checks the
@@ -233,15 +232,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   with workdir_lib.launcher_lock(workdir) if primary else contextlib.nullcontext():
     with _config_errors():
       validation.check_resume(config, workdir)
-    return _train_runs(config, workdir, task, data, mesh)
+    return _train_runs(config, workdir, task, checked, mesh)
 
 
-def _train_runs(config: ml_collections.ConfigDict, workdir: str, task: Any, data: Any,
+def _train_runs(config: ml_collections.ConfigDict, workdir: str, task: Any, checked: Any,
                 mesh) -> dict[str, dict]:
   """The body of :func:`train_and_evaluate` once every start-up check has passed."""
   results = {}
   for run in config.optimizers:
-    program = task.program(config, run, data, mesh)
+    program = task.program(config, run, checked, mesh)
     # Written once the first run's initial state exists (a launch that fails to build it leaves
     # no config.json to block the corrected command) and before anything of it is saved.
     if not results and jax.process_index() == 0:

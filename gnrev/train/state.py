@@ -69,6 +69,19 @@ def keep_if_finite(state: TrainState, finite: jax.Array, **new) -> TrainState:
   return state.replace(step=state.step + 1, **kept)
 
 
+class Checked(NamedTuple):
+  """What a task's start-up check built, handed to each run's program so nothing is built twice.
+
+  Attributes:
+    data: the task's data (what its ``load`` returned).
+    model: the model the check built on the data's shapes (None when the task has none).
+    optimizers: ``{run: OptimizerSetup}``, each run's optimizer, its factory called once.
+  """
+  data: Any
+  model: Any
+  optimizers: dict[str, Any]
+
+
 class Program(NamedTuple):
   """What the trainer's loop runs for one run of a task.
 

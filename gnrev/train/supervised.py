@@ -38,7 +38,7 @@ from gnrev import curvature, data
 from gnrev.train import checkpoint, configs, metrics, pruning, sharding, validation
 from gnrev.train.models import build_model, cross_entropy
 from gnrev.train.optimizers import OptimizerSetup, build_optimizer, check_optimizer
-from gnrev.train.state import Program, TrainState, keep_if_finite
+from gnrev.train.state import Checked, Program, TrainState, keep_if_finite
 
 
 class Splits(NamedTuple):
@@ -113,9 +113,13 @@ class SupervisedTask:
     train, val = _carve(config, train)
     return Splits(train, val, test)
 
-  def check(self, config: ml_collections.ConfigDict, splits: Splits, mesh) -> None:
+  def check(self, config: ml_collections.ConfigDict, splits: Splits, mesh) -> Checked:
     """Start-up checks that need the data: batch sizes over the mesh, the splits, the model on
-    their shapes, each run's optimizer (its entry's check and its factory) and its pruning."""
+    their shapes, each run's optimizer (its entry's check and its factory) and its pruning.
+
+    Returns:
+      The splits with the model and each run's optimizer, built here once for the programs.
+    """
     sharding.check_divisible(config.data.batch_size, mesh, "data.batch_size")
     sharding.check_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
     fraction = _validation_fraction(config)
@@ -128,20 +132,24 @@ class SupervisedTask:
     model = validation.check_data(config, self, train, test)
     self.check_data(train)
     self.check_data(test)
+    setups = {}
     for run, opt_config in config.optimizers.items():
       try:
-        check_optimizer(opt_config, model, self, train.x.shape, config.data.batch_size,
-                        validation.reserved_fields(self))
+        setups[run] = check_optimizer(opt_config, model, self, train.x.shape,
+                                      config.data.batch_size, validation.reserved_fields(self))
       except ValueError as e:
         raise ValueError(f"Run {run!r}: {e}") from e
     checkpoint.check_init_from(config)
     total_steps = config.num_epochs * data.steps_per_epoch(len(train.y), config.data.batch_size)
     pruning.check_pruning(config, model=model, example=train.x[:1], total_steps=total_steps)
+    return Checked(splits, model, setups)
 
-  def program(self, config: ml_collections.ConfigDict, run: str, splits: Splits,
+  def program(self, config: ml_collections.ConfigDict, run: str, checked: Checked,
               mesh) -> Program:
     """The :class:`Program` of run ``run`` (see :mod:`gnrev.train.state`)."""
-    return supervised_program(config, run, self, splits.train, splits.test, mesh, splits.val)
+    train, val, test = checked.data
+    return supervised_program(config, run, self, train, test, mesh, val, model=checked.model,
+                              setup=checked.optimizers[run])
 
 
 def _classification_sums(logits, targets, mask):
@@ -328,9 +336,13 @@ def _variables(config, model, train: data.Dataset, mesh):
 
 def supervised_program(config: ml_collections.ConfigDict, run: str, task: SupervisedTask,
                        train: data.Dataset, test: data.Dataset, mesh,
-                       val: data.Dataset | None = None) -> Program:
-  """The :class:`Program` of run ``run`` of a supervised task (see :mod:`gnrev.train.state`)."""
-  model = build_model(config.model, task.num_outputs(train))
+                       val: data.Dataset | None = None, *, model: nn.Module | None = None,
+                       setup: OptimizerSetup | None = None) -> Program:
+  """The :class:`Program` of run ``run`` of a supervised task (see :mod:`gnrev.train.state`).
+
+  ``model`` and ``setup`` (the run's optimizer) are built from the config when not given.
+  """
+  model = build_model(config.model, task.num_outputs(train)) if model is None else model
   params, fixed = _variables(config, model, train, mesh)
   train_targets, test_targets = task.targets(train), task.targets(test)
   outputs = jax.eval_shape(lambda p, f, x: model.apply({"params": p, **f}, x), params, fixed,
@@ -351,7 +363,8 @@ def supervised_program(config: ml_collections.ConfigDict, run: str, task: Superv
     rows = data.batch_indices(len(train_targets), batch_size, config.data.seed, step - 1)
     return sharding.shard_rows(mesh, rows, train.x, train_targets)
 
-  setup = build_optimizer(config.optimizers[run], model, task, task.run_fields)
+  if setup is None:
+    setup = build_optimizer(config.optimizers[run], model, task, task.run_fields)
   hook = pruning.build_hook(config, run, model, fixed, task, train, evaluate_all)
   if hook is not None:  # None: the run does not prune
     setup = hook.wrap_optimizer(setup)
