@@ -89,10 +89,6 @@ def load_splits(config: ml_collections.ConfigDict, task: tasks.Task | None = Non
   return (tasks.build_task(config) if task is None else task).load(config)
 
 
-def _improved(value: float, best: float, mode: str) -> bool:
-  return value < best if mode == "min" else value > best
-
-
 def _track_best(state: TrainState, record: dict, step: int, stopping) -> TrainState:
   metric, _, mode = stopping
   if metric not in record:
@@ -100,7 +96,7 @@ def _track_best(state: TrainState, record: dict, step: int, stopping) -> TrainSt
                      f"{', '.join(sorted(record))}.")
   signed = record[metric] if mode == "min" else -record[metric]
   best = state.best
-  if step == 0 or _improved(signed, float(best.metric), "min"):
+  if step == 0 or signed < float(best.metric):
     best = BestState(params=state.params, metric=jnp.float32(signed), step=jnp.int32(step),
                      stale=jnp.int32(0))
   else:

@@ -108,10 +108,8 @@ class SupervisedTask:
 
   def load(self, config: ml_collections.ConfigDict) -> Splits:
     """The train split (its first ``data.train_subset`` examples if > 0), the validation split
-    carved from it (``data.validation_fraction``; None without one) and the test split."""
-    train, test = _train_and_test(config)
-    train, val = _carve(config, train)
-    return Splits(train, val, test)
+    carved from it first (``data.validation_fraction``; None without one) and the test split."""
+    return _load_splits(config)
 
   def check(self, config: ml_collections.ConfigDict, splits: Splits, mesh) -> Checked:
     """Start-up checks that need the data: batch sizes over the mesh, the splits, the model on
@@ -122,9 +120,6 @@ class SupervisedTask:
     """
     sharding.check_divisible(config.data.batch_size, mesh, "data.batch_size")
     sharding.check_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
-    fraction = _validation_fraction(config)
-    if not 0 <= fraction < 1:
-      raise ValueError(f"data.validation_fraction must be in [0, 1), got {fraction}.")
     if validation.early_stopping(config) is not None and splits.val is None:
       raise ValueError("early_stopping needs a validation split: set "
                        "data.validation_fraction > 0.")
@@ -386,6 +381,8 @@ def split_validation(train: data.Dataset, fraction: float,
   Both keep the training split's order and its variables; ``fraction == 0`` gives no
   validation split (None).
   """
+  if not 0 <= fraction < 1:
+    raise ValueError(f"data.validation_fraction must be in [0, 1), got {fraction}.")
   if not fraction:
     return train, None
   n = len(train.y)
@@ -399,39 +396,21 @@ def split_validation(train: data.Dataset, fraction: float,
   return part(~chosen), part(chosen)
 
 
-def _train_and_test(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
-  data_dir = config.data.data_dir or None
-  options = dict(config.data.get("options", {}))
-  return (data.load_dataset(config.data.name, "train", data_dir, **options),
-          data.load_dataset(config.data.name, "test", data_dir, **options))
-
-
-def _carve(config: ml_collections.ConfigDict, train: data.Dataset):
-  train, val = split_validation(train, _validation_fraction(config),
-                                int(_data_option(config, "validation_seed")))
+def _load_splits(config: ml_collections.ConfigDict) -> Splits:
+  """:meth:`SupervisedTask.load` (``config.data.options`` are the dataset's own options)."""
+  data_dir, options = config.data.data_dir or None, dict(config.data.get("options", {}))
+  train, test = (data.load_dataset(config.data.name, split, data_dir, **options)
+                 for split in ("train", "test"))
+  option = lambda field: config.data.get(field, configs.TRAINER_DEFAULTS["data"][field])
+  train, val = split_validation(train, float(option("validation_fraction") or 0.0),
+                                int(option("validation_seed")))
   if config.data.train_subset:
     train = train._replace(x=train.x[:config.data.train_subset],
                            y=train.y[:config.data.train_subset])
-  return train, val
+  return Splits(train, val, test)
 
 
 def load_data(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
-  """The train split (its first ``train_subset`` examples if > 0: the paper's full batch), test.
-
-  ``config.data.options`` (if present) are the dataset's own options, e.g. sizes and seed. With
-  ``data.validation_fraction`` > 0 the validation examples (:func:`split_validation`) are taken
-  out of the train split first (:func:`load_splits` returns them).
-  """
-  train, test = _train_and_test(config)
-  return _carve(config, train)[0], test
-
-
-def _data_option(config, field: str):
-  """``config.data.<field>``, or its default in :data:`configs.TRAINER_DEFAULTS` if omitted."""
-  return config.data.get(field, configs.TRAINER_DEFAULTS["data"][field])
-
-
-def _validation_fraction(config) -> float:
-  return float(_data_option(config, "validation_fraction") or 0.0)
-
-
+  """The train split (without the validation examples; :meth:`SupervisedTask.load`), test."""
+  train, _, test = _load_splits(config)
+  return train, test
