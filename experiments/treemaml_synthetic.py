@@ -136,7 +136,8 @@ def _define_flags() -> None:
   _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where the JSON and PNG go (default: "
                                      "the workdir; experiments/results to update the committed "
                                      "results).")
-  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (one launcher run each).")
+  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (one launcher run each; a smoke "
+                             "run: 0 unless given).")
   _TAG = flags.DEFINE_string("tag", "", "Suffix of the results' names, e.g. _20shot.")
   _RUNS = flags.DEFINE_list("runs", None, "The config's runs to launch (default: all).")
   flags.mark_flags_as_required(["config", "workdir"])
@@ -145,7 +146,10 @@ def _define_flags() -> None:
 def main(argv):
   del argv
   train.metrics.quiet_library_logs()
-  summary = run_experiment(_CONFIG.value, _WORKDIR.value, [int(s) for s in _SEEDS.value],
+  # A smoke run (--config=...:smoke) checks the pipeline: seed 0 unless --seeds is given.
+  smoke = "smoke" in flags.FLAGS["config"].config_filename.partition(":")[2].split(",")
+  seeds = _SEEDS.value if _SEEDS.present or not smoke else ["0"]
+  summary = run_experiment(_CONFIG.value, _WORKDIR.value, [int(s) for s in seeds],
                            _TAG.value, _RESULTS_DIR.value, _RUNS.value)
   for method, r in summary["query_mse_per_inner_step"].items():
     print(f"{method:18s} " + " ".join(f"{m:.4f}±{h:.4f}" for m, h in zip(r["mean"], r["ci95"]))
