@@ -109,12 +109,6 @@ def pruning_options(config: ml_collections.ConfigDict, run: str) -> dict | None:
   return {**DEFAULTS, **fields}
 
 
-def prunes(config: ml_collections.ConfigDict) -> bool:
-  """Whether any run of ``config`` prunes."""
-  return any(config.get("pruning") or config.optimizers[run].get("pruning")
-             for run in config.optimizers)
-
-
 def schedule(options: dict) -> list[tuple[int, float]]:
   """``[(step, target sparsity), ...]``: after training step ``step`` (0: before any), prune to
   ``target``; ascending in both."""
@@ -123,10 +117,6 @@ def schedule(options: dict) -> list[tuple[int, float]]:
   targets = prune.cubic_sparsity_schedule(float(options["sparsity"]), int(options["num_steps"]),
                                           float(options["initial_sparsity"]))
   return [(int(options["start"]) + k * int(options["every"]), t) for k, t in enumerate(targets)]
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _check_options(options: dict, run: str) -> None:
@@ -150,7 +140,8 @@ def _check_options(options: dict, run: str) -> None:
   minimum = {"num_steps": 1, "every": 0, "start": 0, "fit_steps": 1, "refine_steps": 1,
              "aux_batch_size": 1, "fisher_examples": 0, "exact_obs_examples": 1}
   for name, low in minimum.items():
-    if not _is_int(options[name]) or options[name] < low:
+    value = options[name]
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
       raise ValueError(f"{where}.{name} must be an int >= {low}, got {options[name]!r}.")
   if options["schedule"] == "one_shot" and options["num_steps"] != 1:
     raise ValueError(f"{where}.num_steps={options['num_steps']} needs schedule 'cubic' "
@@ -171,20 +162,15 @@ def _check_options(options: dict, run: str) -> None:
                      f"{options['precondition_aux']!r}.")
 
 
-def check_pruning(config: ml_collections.ConfigDict, model=None, example: Any = None,
-                  total_steps: int | None = None) -> None:
-  """Start-up check of every run's pruning section.
-
-  With the model, an example input and the run's number of training steps, also that the
-  schedule fits in the run and that exact OBS is asked only of small models.
+def check_pruning(config: ml_collections.ConfigDict, model, example: Any,
+                  total_steps: int) -> None:
+  """Start-up check of every run's pruning section: its fields, that the schedule fits in the
+  run's ``total_steps`` and that exact OBS is asked only of small models (``model`` on the input
+  ``example``).
 
   Raises:
     ValueError: naming the run, the field, the value and what is allowed.
   """
-  num_params = None
-  if model is not None and prunes(config):
-    shapes = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
-    num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(shapes))
   for run in config.optimizers:
     options = pruning_options(config, run)
     if options is None:
@@ -196,13 +182,16 @@ def check_pruning(config: ml_collections.ConfigDict, model=None, example: Any = 
                        f"before a pruning step (denser than the masks); turn it off "
                        f"(early_stopping.patience=0) for pruning runs.")
     last = schedule(options)[-1][0]
-    if total_steps is not None and last > total_steps:
+    if last > total_steps:
       raise ValueError(
           f"Run {run!r}: the pruning schedule's last step ({last} = start + every * "
           f"(num_steps - 1)) is after the run's last step ({total_steps} = num_epochs x steps "
           f"per epoch); lower pruning.every / num_steps / start or train longer.")
-    if (num_params is not None and options["method"] == "exact_obs"
-        and num_params > EXACT_OBS_MAX_PARAMS):
+    if options["method"] != "exact_obs":
+      continue
+    shapes = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
+    num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(shapes))
+    if num_params > EXACT_OBS_MAX_PARAMS:
       raise ValueError(f"Run {run!r}: pruning.method 'exact_obs' inverts a dense P x P Fisher; "
                        f"the model has P={num_params} > {EXACT_OBS_MAX_PARAMS} parameters. Use "
                        f"fishleg_surgeon or diagonal_fisher.")
