@@ -14,7 +14,8 @@ is the trainer's.
 ``--results`` writes into experiments/results/ (default: <workdir>/out), after every run, and
 resumes: a (seed, run, init) already in the JSON is not trained again, so a long sweep can be
 stopped and continued. A colon argument of ``--config`` (e.g. ``:smoke``, seconds per run) is
-passed on with each run's ``seed``, ``runs`` and ``init``.
+passed on with each run's ``seed``, ``runs`` and ``init``; a smoke run trains init ``flax`` and
+runs ``fishleg`` and ``adam_1em3`` unless ``--inits`` / ``--runs`` say otherwise.
 Wall-clock is the trainer's ``train_seconds`` of the run (first-step compilation included,
 evaluations excluded) spread evenly over its steps.
 """
@@ -34,6 +35,7 @@ CONFIG = os.path.join(REPO, "configs", "fishleg_autoencoder.py")
 RESULTS = os.path.join(REPO, "experiments", "results")
 NAME = "fishleg_autoencoder"
 sys.path.insert(0, REPO)  # the repo root, for configs/ and gnrev when run as a script
+SMOKE_RUNS = ("fishleg", "adam_1em3")  # what a smoke run trains unless --runs says otherwise
 LAYOUT = "curves[init][run] = [one curve per seed]"  # results written before it are not resumed
 
 
@@ -201,8 +203,10 @@ def main(argv=None) -> dict:
   parser.add_argument("--config", default=CONFIG,
                       help="the launcher config, optionally with its colon argument (path:smoke)")
   parser.add_argument("--seeds", default="0", help="comma-separated seeds")
-  parser.add_argument("--inits", default="flax,pytorch", help="comma-separated model inits")
-  parser.add_argument("--runs", default="", help="'+'-separated subset of the config's runs")
+  parser.add_argument("--inits", default=None,
+                      help="comma-separated model inits (default flax,pytorch; smoke: flax)")
+  parser.add_argument("--runs", default=None, help="'+'-separated subset of the config's runs "
+                      "(default: all; smoke: " + "+".join(SMOKE_RUNS) + ")")
   parser.add_argument("--workdir", default=os.path.join(REPO, "runs", NAME))
   parser.add_argument("--results", action="store_true", help="write into experiments/results")
   parser.add_argument("--num_epochs", type=int, default=0,
@@ -222,8 +226,11 @@ def main(argv=None) -> dict:
     print(table(results))
     return results
   smoke = "smoke" in args.config.partition(":")[2].split(",")
+  # A smoke run checks the pipeline: one init and two runs (each run compiles), unless given.
+  if args.runs is None and smoke:
+    args.runs = "+".join(SMOKE_RUNS)
   runs = args.runs.split("+") if args.runs else list(_load_config(args.config, "").optimizers)
-  inits = args.inits.split(",")
+  inits = (args.inits or ("flax" if smoke else "flax,pytorch")).split(",")
   out = RESULTS if args.results else os.path.join(args.workdir, "out")
   os.makedirs(out, exist_ok=True)
   path = os.path.join(out, f"{NAME}.json")

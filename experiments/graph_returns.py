@@ -160,7 +160,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/graph_returns", "Workdir of the 
 _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where the JSON and PNG go (default: "
                                    "the workdir; experiments/results to update the committed "
                                    "results).")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (a smoke run: 0 unless given).")
 _MODELS = flags.DEFINE_list("models", list(MODELS), "Models (gnn, edge_mlp, logreg).")
 _CONFIG = flags.DEFINE_string("config", CONFIG, "The config, with ':smoke' for smoke-size runs "
                               "(seconds); models and seeds come from --models and --seeds.")
@@ -173,7 +173,8 @@ def main(argv):
   if os.path.abspath(path) != CONFIG or arg not in ("", "smoke"):
     raise app.UsageError(f"--config={_CONFIG.value}: this experiment runs {CONFIG}, with ':smoke' "
                          f"as its only colon argument.")
-  summary = run_experiment(_WORKDIR.value, [int(s) for s in _SEEDS.value], tuple(_MODELS.value),
+  seeds = _SEEDS.value if _SEEDS.present or arg != "smoke" else ["0"]
+  summary = run_experiment(_WORKDIR.value, [int(s) for s in seeds], tuple(_MODELS.value),
                            arg == "smoke", _RESULTS_DIR.value)
   print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
 

@@ -190,8 +190,9 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   train.metrics.quiet_library_logs()
-  models, seeds = FLAGS.models, [int(s) for s in FLAGS.seeds]
   path, _, arg = FLAGS.config.partition(":")
+  smoke_seed = arg == "smoke" and not FLAGS["seeds"].present  # a smoke run: seed 0 unless given
+  models, seeds = FLAGS.models, [0] if smoke_seed else [int(s) for s in FLAGS.seeds]
   if arg not in ("", "smoke"):
     raise app.UsageError(f"--config={FLAGS.config}: the only colon argument is 'smoke' (the "
                          f"models, seeds and stages come from --models and --seeds).")
@@ -220,7 +221,7 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.DEFINE_list("models", ["mlp", "cnn"], "Models of configs/pruning.py to run.")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (a smoke run: 0 unless given).")
   flags.DEFINE_string("workdir", "runs/pruning", "Launcher workdirs, one per model, seed, stage.")
   flags.DEFINE_string("config", CONFIG, "The config, with ':smoke' for its smoke size (seconds).")
   flags.DEFINE_bool("analyse_only", False, "Tabulate the existing workdirs; train nothing.")

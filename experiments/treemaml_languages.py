@@ -21,7 +21,7 @@ Outputs go to the workdir; ``--results_dir=experiments/results`` updates the com
     python experiments/treemaml_languages.py --shots=3,10 --seeds=0,1,2 \\
         --results_dir=experiments/results
     python experiments/treemaml_languages.py --config=configs/treemaml_languages.py:smoke \
-        --workdir=/tmp/tml_smoke   # seconds
+        --workdir=/tmp/tml_smoke   # 3 shots, seed 0, runs of SMOKE_RUNS
     # one launch per shot size side by side (W=runs/treemaml_languages), then one JSON + figure:
     python experiments/treemaml_languages.py --shots=3 --workdir=$W --results_dir=$W/shots_3
     python experiments/treemaml_languages.py --shots=10 --workdir=$W --results_dir=$W/shots_10
@@ -59,8 +59,10 @@ def _define_flags() -> None:
   _WORKDIR = flags.DEFINE_string("workdir", "runs/treemaml_languages", "Launcher workdirs.")
   _RESULTS_DIR = flags.DEFINE_string("results_dir", None,
                                      "Where JSON and PNG go (default: the workdir).")
-  _SHOTS = flags.DEFINE_list("shots", ["3", "10"], "Support words per task, one launch each.")
-  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (meta-parameter init and batches).")
+  _SHOTS = flags.DEFINE_list("shots", ["3", "10"], "Support words per task, one launch each "
+                             "(a smoke run: 3 unless given).")
+  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (meta-parameter init and batches; "
+                             "a smoke run: 0 unless given).")
   _CONFIG = flags.DEFINE_string("config", CONFIG, "The config, with ':smoke' for its smoke size "
                                 "(seconds); shots and seeds come from --shots and --seeds.")
   _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 100,
@@ -281,6 +283,9 @@ def combine(paths) -> dict:
   return merged
 
 
+SMOKE_RUNS = ("maml", "treemaml_linguistic", "treemaml_learned")  # what a smoke run trains
+
+
 def main(argv):
   del argv
   train.metrics.quiet_library_logs()
@@ -289,8 +294,13 @@ def main(argv):
     raise app.UsageError(f"--config={_CONFIG.value}: the only colon argument is 'smoke'.")
   smoke = arg == "smoke"
   base = train.load_config(path, arg or None)
-  shots_list = [int(s) for s in _SHOTS.value]
-  seeds = [int(s) for s in _SEEDS.value]
+  if smoke:  # the runs of the learned-vs-linguistic-vs-MAML comparison; each compiles its own
+    with base.unlocked():
+      for run in set(base.optimizers) - set(SMOKE_RUNS):
+        del base.optimizers[run]
+  # A smoke run checks the pipeline: one launch (one shot size, one seed) unless told otherwise.
+  shots_list = [int(s) for s in (_SHOTS.value if _SHOTS.present or not smoke else ["3"])]
+  seeds = [int(s) for s in (_SEEDS.value if _SEEDS.present or not smoke else ["0"])]
   if _COMBINE.value:
     summary = combine([os.path.join(d, "treemaml_languages.json") for d in _COMBINE.value])
     shots_list = [int(s) for s in summary["shots"]]

@@ -15,6 +15,8 @@ batch. Writes ``treemaml_<kind>[_flat]<tag>.json`` and ``.png`` into the workdir
     python experiments/treemaml_synthetic.py --config=configs/treemaml_sinusoid.py \\
         --workdir=runs/treemaml_sinusoid_so --seeds=0,1 --config.task.first_order=False \\
         --tag=_second_order --runs=maml,shared_first_step,treemaml_true,treemaml_learned
+    python experiments/treemaml_synthetic.py --config=configs/treemaml_linear.py:smoke \
+        --workdir=/tmp/treemaml_smoke   # seed 0, runs maml, treemaml_true, treemaml_learned
 """
 
 from __future__ import annotations
@@ -128,6 +130,9 @@ def run_experiment(config, workdir: str, seeds, tag: str = "",
   return summary
 
 
+SMOKE_RUNS = ("maml", "treemaml_true", "treemaml_learned")  # a smoke run's, unless --runs
+
+
 def _define_flags() -> None:
   """The script's flags, defined only when it runs as a script (tests import it)."""
   global _CONFIG, _WORKDIR, _RESULTS_DIR, _SEEDS, _TAG, _RUNS
@@ -136,17 +141,24 @@ def _define_flags() -> None:
   _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where the JSON and PNG go (default: "
                                      "the workdir; experiments/results to update the committed "
                                      "results).")
-  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (one launcher run each).")
+  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (one launcher run each; a smoke "
+                             "run: 0 unless given).")
   _TAG = flags.DEFINE_string("tag", "", "Suffix of the results' names, e.g. _20shot.")
-  _RUNS = flags.DEFINE_list("runs", None, "The config's runs to launch (default: all).")
+  _RUNS = flags.DEFINE_list("runs", None, "The config's runs to launch (default: all; a smoke "
+                            "run: " + ",".join(SMOKE_RUNS) + ").")
   flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
   train.metrics.quiet_library_logs()
-  summary = run_experiment(_CONFIG.value, _WORKDIR.value, [int(s) for s in _SEEDS.value],
-                           _TAG.value, _RESULTS_DIR.value, _RUNS.value)
+  # A smoke run (--config=...:smoke) checks the pipeline, each run compiling its own steps: seed 0
+  # and the runs of the summary's comparisons unless --seeds / --runs are given.
+  smoke = "smoke" in flags.FLAGS["config"].config_filename.partition(":")[2].split(",")
+  seeds = _SEEDS.value if _SEEDS.present or not smoke else ["0"]
+  runs = _RUNS.value if _RUNS.present or not smoke else list(SMOKE_RUNS)
+  summary = run_experiment(_CONFIG.value, _WORKDIR.value, [int(s) for s in seeds],
+                           _TAG.value, _RESULTS_DIR.value, runs)
   for method, r in summary["query_mse_per_inner_step"].items():
     print(f"{method:18s} " + " ".join(f"{m:.4f}±{h:.4f}" for m, h in zip(r["mean"], r["ci95"]))
           + "  ARI " + " ".join(f"{a:.3f}" for a in r["ari_vs_true_tree_per_step"]), flush=True)

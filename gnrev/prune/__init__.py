@@ -7,12 +7,13 @@ from gnrev.prune.surgeon import (InverseFisher, SurgeonState, diagonal_fisher_in
                                  exact_inverse_fisher, fishleg_inverse, fishleg_surgeon,
                                  gradual_pruning, init_surgeon, magnitude_inverse,
                                  masked_q_vector, mean_squared_gradients, obs_prune, obs_scores,
-                                 refine_q, surgeon_step)
+                                 q_refiner, refine_q, squared_gradient_sum, surgeon_step)
 
 __all__ = [
     "InverseFisher", "KeepMaskedState", "RANKINGS", "SurgeonState", "apply_masks",
     "cubic_sparsity_schedule", "dense_masks", "diagonal_fisher_inverse", "exact_inverse_fisher",
     "fishleg_inverse", "fishleg_surgeon", "gradual_pruning", "init_surgeon", "keep_masked",
     "magnitude_inverse", "masked_q_vector", "mean_squared_gradients", "obs_prune", "obs_scores",
-    "prunable", "refine_q", "replace_masks", "select_masks", "sparsity", "surgeon_step",
+    "prunable", "q_refiner", "refine_q", "replace_masks", "select_masks", "sparsity",
+    "squared_gradient_sum", "surgeon_step",
 ]

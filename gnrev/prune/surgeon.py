@@ -83,13 +83,15 @@ def diagonal_fisher_inverse(mean_squared_grads: PyTree, damping: float) -> Inver
   return InverseFisher(jax.tree.map(lambda s: 1.0 / (s + damping), mean_squared_grads), None)
 
 
-@functools.lru_cache(maxsize=None)
-def _squared_gradient_sum(apply_fn: Callable, likelihood: Likelihood):
+def squared_gradient_sum(apply_fn: Callable, likelihood: Likelihood) -> Callable:
+  """``(params, x, y) -> params-shaped sum over the batch of squared per-example gradients``.
+
+  A pure function (jit it once, then pass it to :func:`mean_squared_gradients` as ``sum_fn``).
+  """
 
   def example_gradient(params, x, y):
     return jax.grad(lambda p: likelihood.nll(apply_fn(p, x[None]), y[None]))(params)
 
-  @jax.jit
   def total(params, x, y):
     grads = jax.vmap(example_gradient, (None, 0, 0))(params, x, y)
     return jax.tree.map(lambda g: jnp.sum(g**2, axis=0), grads)
@@ -98,7 +100,8 @@ def _squared_gradient_sum(apply_fn: Callable, likelihood: Likelihood):
 
 
 def mean_squared_gradients(apply_fn: Callable, params: PyTree, x: jax.Array, y: jax.Array,
-                           likelihood: Likelihood, chunk_size: int = 256) -> PyTree:
+                           likelihood: Likelihood, chunk_size: int = 256, *,
+                           sum_fn: Callable | None = None) -> PyTree:
   """Diagonal empirical Fisher ``E_n[g_n^2]`` from per-example gradients at the true labels.
 
   Args:
@@ -107,14 +110,16 @@ def mean_squared_gradients(apply_fn: Callable, params: PyTree, x: jax.Array, y: 
     x, y: inputs and labels (batch-leading).
     likelihood: the model's likelihood (its ``nll`` gives the per-example loss).
     chunk_size: examples per vmapped chunk (memory).
+    sum_fn: :func:`squared_gradient_sum` of ``apply_fn`` and ``likelihood``, staged by the
+      caller (e.g. ``jax.jit``); None builds it unstaged.
 
   Returns:
     Params-shaped mean squared per-example gradients.
   """
-  total_fn = _squared_gradient_sum(apply_fn, likelihood)
+  sum_fn = squared_gradient_sum(apply_fn, likelihood) if sum_fn is None else sum_fn
   total = None
   for start in range(0, len(x), chunk_size):
-    part = total_fn(params, x[start:start + chunk_size], y[start:start + chunk_size])
+    part = sum_fn(params, x[start:start + chunk_size], y[start:start + chunk_size])
     total = part if total is None else jax.tree.map(jnp.add, total, part)
   return jax.tree.map(lambda t: t / len(x), total)
 
@@ -188,10 +193,13 @@ def fishleg_inverse(state: SurgeonState, params: PyTree, masks: PyTree) -> Inver
                        functools.partial(masked_q_vector, state, masks))
 
 
-@functools.lru_cache(maxsize=None)
-def _q_refiner(apply_fn: Callable, likelihood: Likelihood, batch_size: int | None,
-               damping: float, aux_learning_rate: float, precondition_aux: bool):
-  """Jitted masked aux-step loop (theta frozen; traced length), cached per static setting."""
+def q_refiner(apply_fn: Callable, likelihood: Likelihood, batch_size: int | None,
+              damping: float, aux_learning_rate: float, precondition_aux: bool) -> Callable:
+  """``(state, params, masks, x, rng, num_steps) -> state``: :func:`refine_q`'s aux-step loop.
+
+  A pure function of its arguments (``num_steps`` may be traced); jit it once for many
+  refinements with the same settings (the arguments are those of :func:`refine_q`).
+  """
   aux_opt = optax.adam(aux_learning_rate)
 
   def aux_step(state, key, params, masks, x):
@@ -211,8 +219,8 @@ def _q_refiner(apply_fn: Callable, likelihood: Likelihood, batch_size: int | Non
     return SurgeonState(optax.apply_updates(state.lam, step), aux_opt_state,
                         optax.safe_increment(state.count), aux_loss.astype(jnp.float32))
 
-  @jax.jit
   def refine(state, params, masks, x, rng, num_steps):
+    x = jnp.asarray(x)  # a host array cannot be indexed by the traced batch rows
     return jax.lax.fori_loop(0, num_steps, lambda _, s: aux_step(s, rng, params, masks, x), state)
 
   return refine
@@ -231,11 +239,10 @@ def refine_q(state: SurgeonState, apply_fn: Callable, params: PyTree, masks: PyT
 
   Args:
     state: current :class:`SurgeonState` (from :func:`init_surgeon` or a previous refine).
-    apply_fn: ``apply_fn(params, x) -> outputs``; pass the same function object every call
-      (the compiled loop is cached on it).
+    apply_fn: ``apply_fn(params, x) -> outputs``.
     params, masks: the frozen parameters and current masks.
     x: inputs for Fisher products (labels are not needed: the Fisher is the model's own).
-    likelihood: the model's predictive distribution (pass the same object every call).
+    likelihood: the model's predictive distribution.
     rng: PRNG key (folded with the step count, so refinements continue the stream).
     num_steps: aux steps to run.
     damping: ``gamma``.
@@ -248,8 +255,8 @@ def refine_q(state: SurgeonState, apply_fn: Callable, params: PyTree, masks: PyT
   """
   if not isinstance(num_steps, int) or num_steps < 1:
     raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
-  refine = _q_refiner(apply_fn, likelihood, batch_size, float(damping),
-                      float(aux_learning_rate), bool(precondition_aux))
+  refine = q_refiner(apply_fn, likelihood, batch_size, float(damping), float(aux_learning_rate),
+                     bool(precondition_aux))
   return refine(state, params, masks, x, rng, num_steps)
 
 

@@ -73,12 +73,10 @@ def check_fields(config: ml_collections.ConfigDict) -> tasks.Task:
 
 
 def _check(config: ml_collections.ConfigDict, task: tasks.Task, data: Any = None):
-  """``(mesh, data)`` after every check of :func:`check_config`."""
+  """``(mesh, checked)`` after every check of :func:`check_config`."""
   validation.check_config(config, task)
   mesh = sharding.make_mesh(config.num_devices)
-  data = task.load(config) if data is None else data
-  task.check(config, data, mesh)
-  return mesh, data
+  return mesh, task.check(config, task.load(config) if data is None else data, mesh)
 
 
 def check_config(config: ml_collections.ConfigDict, data: Any = None) -> Any:
@@ -90,7 +88,8 @@ def check_config(config: ml_collections.ConfigDict, data: Any = None) -> Any:
   trained or written when it raises.
 
   Returns:
-    The loaded data (what :func:`load_splits` returns), for the trainer to reuse.
+    The task's :class:`gnrev.train.state.Checked`: the loaded data (what :func:`load_splits`
+    returns) and what the checks built from it (the model, each run's optimizer), for reuse.
 
   Raises:
     ConfigError: for every rejected value (a check's ``ValueError`` becomes one).
@@ -106,10 +105,6 @@ def load_splits(config: ml_collections.ConfigDict, task: tasks.Task | None = Non
   return (tasks.build_task(config) if task is None else task).load(config)
 
 
-def _improved(value: float, best: float, mode: str) -> bool:
-  return value < best if mode == "min" else value > best
-
-
 def _track_best(state: TrainState, record: dict, step: int, stopping) -> TrainState:
   metric, _, mode = stopping
   if metric not in record:
@@ -117,7 +112,7 @@ def _track_best(state: TrainState, record: dict, step: int, stopping) -> TrainSt
                      f"{', '.join(sorted(record))}.")
   signed = record[metric] if mode == "min" else -record[metric]
   best = state.best
-  if step == 0 or _improved(signed, float(best.metric), "min"):
+  if step == 0 or signed < float(best.metric):
     best = BestState(params=state.params, metric=jnp.float32(signed), step=jnp.int32(step),
                      stale=jnp.int32(0))
   else:
@@ -240,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   with _config_errors():  # everything that can fail, before the workdir is touched
     task = _build_task(config)
-    mesh, data = _check(config, task)
+    mesh, checked = _check(config, task)
     validation.check_resume(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   # One launcher per workdir: process 0 holds its lock from here to the end, and checks the
@@ -252,15 +247,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if changes:  # config.json records the new values once the first state is built
       logging.info("Resuming %s with changed fields that leave the trained state alone: %s",
                    workdir, "; ".join(changes))
-    return _train_runs(config, workdir, task, data, mesh)
+    return _train_runs(config, workdir, task, checked, mesh)
 
 
-def _train_runs(config: ml_collections.ConfigDict, workdir: str, task: Any, data: Any,
+def _train_runs(config: ml_collections.ConfigDict, workdir: str, task: Any, checked: Any,
                 mesh) -> dict[str, dict]:
   """The body of :func:`train_and_evaluate` once every start-up check has passed."""
   results = {}
   for run in config.optimizers:
-    program = task.program(config, run, data, mesh)
+    program = task.program(config, run, checked, mesh)
     # Written once the first run's initial state exists (a launch that fails to build it leaves
     # no config.json to block the corrected command) and before anything of it is saved.
     if not results and jax.process_index() == 0:

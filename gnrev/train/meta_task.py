@@ -33,7 +33,7 @@ import optax
 
 from gnrev import curvature, meta
 from gnrev.train import optimizers, validation
-from gnrev.train.state import Program, TrainState, keep_if_finite
+from gnrev.train.state import Checked, Program, TrainState, keep_if_finite
 
 MODELS = ("linear", "mlp", "family")
 # Task families by ``family.name`` (default "hierarchical_regression"). With ``model="family"``
@@ -183,17 +183,19 @@ class MetaLearningTask:
       raise ValueError(f"Unknown inner tree {inner['tree']!r}; allowed: {', '.join(TREES)}.")
     return inner
 
-  def check(self, config, splits: MetaData, mesh) -> None:
-    """Start-up checks of every run (:meth:`check_run`) and of early stopping."""
+  def check(self, config, splits: MetaData, mesh) -> Checked:
+    """Start-up checks of every run (:meth:`check_run`) and of early stopping; returns the data
+    with each run's optimizer, built here once for the programs."""
     del mesh
     if validation.early_stopping(config) is not None and not self.num_val_batches:
       raise ValueError("early_stopping needs validation batches of tasks: set "
                        "task.num_val_batches > 0.")
-    for run in config.optimizers:
-      self.check_run(config, run, splits)
+    return Checked(splits, None, {run: self.check_run(config, run, splits)
+                                  for run in config.optimizers})
 
-  def check_run(self, config, run: str, splits: MetaData) -> None:
-    """Start-up check of a run: its inner rule, its outer optimizer and the learned tree."""
+  def check_run(self, config, run: str, splits: MetaData) -> optimizers.OptimizerSetup:
+    """Start-up check of a run: its inner rule, its outer optimizer (returned, built) and the
+    learned tree."""
     try:
       if config.get("pruning") or config.optimizers[run].get("pruning"):
         raise ValueError(f"pruning needs a supervised task (classification, reconstruction...), "
@@ -204,7 +206,8 @@ class MetaLearningTask:
         outer = [n for n, e in optimizers.OPTIMIZERS.items() if not e.needs_model]
         raise ValueError(f"optimizer {options['name']!r} needs step arguments of a supervised "
                          f"model; outer optimizers of meta_learning: {', '.join(outer)}.")
-      optimizers.check_optimizer(config.optimizers[run], None, self, (), 0, self.run_fields)
+      setup = optimizers.check_optimizer(config.optimizers[run], None, self, (), 0,
+                                         self.run_fields)
       if inner["rule"] == "tree" and inner["tree"] == "learned":
         self._cluster_fn(splits.family)  # cluster_tasks' own checks run when it is called
         grads = jax.tree.map(lambda p: jnp.zeros((splits.family.num_tasks,) + jnp.shape(p)),
@@ -212,6 +215,7 @@ class MetaLearningTask:
         jax.eval_shape(self._cluster_fn(splits.family), grads)
     except ValueError as e:
       raise ValueError(f"Run {run!r}: {e}") from e
+    return setup
 
   # -- the program ------------------------------------------------------------------------------
 
@@ -250,13 +254,13 @@ class MetaLearningTask:
       return None
     return true_labels
 
-  def program(self, config, run: str, splits: MetaData, mesh) -> Program:
+  def program(self, config, run: str, checked: Checked, mesh) -> Program:
     """The run's :class:`Program`: meta-steps, and query losses on held-out batches of tasks."""
     del mesh  # a batch of tasks is one device's work here
+    splits, setup = checked.data, checked.optimizers[run]
     family = splits.family
     inner = self.inner(config.optimizers[run])
     learner = self.learner(inner, family)
-    setup = optimizers.build_optimizer(config.optimizers[run], None, self, self.run_fields)
     params = self._init(jax.random.key(config.seed), family)
     train_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     state = TrainState.create(params, setup.tx.init(params), jax.random.key(config.seed + 1), 1)

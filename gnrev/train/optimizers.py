@@ -253,22 +253,28 @@ def optimizer_options(opt_config: Any, reserved: tuple[str, ...] = ()) -> dict[s
   return {"name": name, **options, **fields}
 
 
-def _transform(options: dict, model: nn.Module, task: Any) -> optax.GradientTransformation:
+def _setup(options: dict, model: nn.Module, task: Any) -> OptimizerSetup:
+  """The factory called once (it validates its own arguments), with the entry's step args."""
   entry = OPTIMIZERS[options["name"]]
   kwargs = {k: v for k, v in options.items() if k != "name"}
-  return entry.factory(**kwargs, **entry.supplied(model, task))
+  tx = entry.factory(**kwargs, **entry.supplied(model, task))
+  return OptimizerSetup(optax.with_extra_args_support(tx), entry.extra_args(model, task, **{
+      name: options[name] for name in entry.extra_args_options}))
 
 
 def check_optimizer(opt_config: Any, model: nn.Module, task: Any, input_shape: tuple,
-                    batch_size: int, reserved: tuple[str, ...] = ()) -> None:
-  """Start-up check of one run: its options, the factory's own validation and the entry's check.
+                    batch_size: int, reserved: tuple[str, ...] = ()) -> OptimizerSetup:
+  """Start-up check of one run: its options, the entry's check and the factory's own validation.
+
+  Returns:
+    The run's :class:`OptimizerSetup` (what :func:`build_optimizer` gives), for the run to use.
 
   Raises:
     ValueError: naming what does not fit.
   """
   options = optimizer_options(opt_config, reserved)
   OPTIMIZERS[options["name"]].check(options, model, task, tuple(input_shape), batch_size)
-  _transform(options, model, task)  # the factory validates its own arguments
+  return _setup(options, model, task)
 
 
 def build_optimizer(opt_config: Any, model: nn.Module, task: Any,
@@ -282,8 +288,4 @@ def build_optimizer(opt_config: Any, model: nn.Module, task: Any,
       Fisher-vector products.
     reserved: run fields owned by the task, ignored here.
   """
-  options = optimizer_options(opt_config, reserved)
-  entry = OPTIMIZERS[options["name"]]
-  return OptimizerSetup(optax.with_extra_args_support(_transform(options, model, task)),
-                        entry.extra_args(model, task, **{
-                            name: options[name] for name in entry.extra_args_options}))
+  return _setup(optimizer_options(opt_config, reserved), model, task)

@@ -47,9 +47,6 @@ dense run's checkpoint, prune in 4 cubic steps to 90% and fine-tune 50 steps aft
 
 from __future__ import annotations
 
-import collections
-import functools
-import hashlib
 import math
 import time
 from typing import Any, Callable
@@ -61,7 +58,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from gnrev import curvature, optim, prune
+from gnrev import optim, prune
 
 METHODS = ("fishleg_surgeon", "diagonal_fisher", "magnitude", "exact_obs")
 SCHEDULES = ("one_shot", "cubic")
@@ -112,12 +109,6 @@ def pruning_options(config: ml_collections.ConfigDict, run: str) -> dict | None:
   return {**DEFAULTS, **fields}
 
 
-def prunes(config: ml_collections.ConfigDict) -> bool:
-  """Whether any run of ``config`` prunes."""
-  return any(config.get("pruning") or config.optimizers[run].get("pruning")
-             for run in config.optimizers)
-
-
 def schedule(options: dict) -> list[tuple[int, float]]:
   """``[(step, target sparsity), ...]``: after training step ``step`` (0: before any), prune to
   ``target``; ascending in both."""
@@ -126,10 +117,6 @@ def schedule(options: dict) -> list[tuple[int, float]]:
   targets = prune.cubic_sparsity_schedule(float(options["sparsity"]), int(options["num_steps"]),
                                           float(options["initial_sparsity"]))
   return [(int(options["start"]) + k * int(options["every"]), t) for k, t in enumerate(targets)]
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _check_options(options: dict, run: str) -> None:
@@ -153,7 +140,8 @@ def _check_options(options: dict, run: str) -> None:
   minimum = {"num_steps": 1, "every": 0, "start": 0, "fit_steps": 1, "refine_steps": 1,
              "aux_batch_size": 1, "fisher_examples": 0, "exact_obs_examples": 1}
   for name, low in minimum.items():
-    if not _is_int(options[name]) or options[name] < low:
+    value = options[name]
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
       raise ValueError(f"{where}.{name} must be an int >= {low}, got {options[name]!r}.")
   if options["schedule"] == "one_shot" and options["num_steps"] != 1:
     raise ValueError(f"{where}.num_steps={options['num_steps']} needs schedule 'cubic' "
@@ -174,20 +162,15 @@ def _check_options(options: dict, run: str) -> None:
                      f"{options['precondition_aux']!r}.")
 
 
-def check_pruning(config: ml_collections.ConfigDict, model=None, example: Any = None,
-                  total_steps: int | None = None) -> None:
-  """Start-up check of every run's pruning section.
-
-  With the model, an example input and the run's number of training steps, also that the
-  schedule fits in the run and that exact OBS is asked only of small models.
+def check_pruning(config: ml_collections.ConfigDict, model, example: Any,
+                  total_steps: int) -> None:
+  """Start-up check of every run's pruning section: its fields, that the schedule fits in the
+  run's ``total_steps`` and that exact OBS is asked only of small models (``model`` on the input
+  ``example``).
 
   Raises:
     ValueError: naming the run, the field, the value and what is allowed.
   """
-  num_params = None
-  if model is not None and prunes(config):
-    shapes = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
-    num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(shapes))
   for run in config.optimizers:
     options = pruning_options(config, run)
     if options is None:
@@ -199,188 +182,146 @@ def check_pruning(config: ml_collections.ConfigDict, model=None, example: Any = 
                        f"before a pruning step (denser than the masks); turn it off "
                        f"(early_stopping.patience=0) for pruning runs.")
     last = schedule(options)[-1][0]
-    if total_steps is not None and last > total_steps:
+    if last > total_steps:
       raise ValueError(
           f"Run {run!r}: the pruning schedule's last step ({last} = start + every * "
           f"(num_steps - 1)) is after the run's last step ({total_steps} = num_epochs x steps "
           f"per epoch); lower pruning.every / num_steps / start or train longer.")
-    if (num_params is not None and options["method"] == "exact_obs"
-        and num_params > EXACT_OBS_MAX_PARAMS):
+    if options["method"] != "exact_obs":
+      continue
+    shapes = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
+    num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(shapes))
+    if num_params > EXACT_OBS_MAX_PARAMS:
       raise ValueError(f"Run {run!r}: pruning.method 'exact_obs' inverts a dense P x P Fisher; "
                        f"the model has P={num_params} > {EXACT_OBS_MAX_PARAMS} parameters. Use "
                        f"fishleg_surgeon or diagonal_fisher.")
 
 
-def wrap_optimizer(options: dict | None, setup):
-  """The run's :class:`gnrev.train.OptimizerSetup` chained with :func:`prune.keep_masked`
-  (masks filled in by :func:`init_state`); unchanged for a run that does not prune."""
-  if options is None:
-    return setup
-  return setup._replace(tx=optax.chain(setup.tx, prune.keep_masked(None)))
-
-
-def init_state(options: dict | None, state):
-  """``state`` with dense masks in its :class:`PruneState` and its ``keep_masked`` state, and an
-  initial FishLeg Surgeon state (the structure every checkpoint of the run has)."""
-  if options is None:
-    return state
-  masks = prune.dense_masks(state.params)
-  surgeon = None
-  if options["method"] == "fishleg_surgeon":
-    surgeon = prune.init_surgeon(state.params, options["damping"], None, options["q_family"])
-  return state.replace(pruning=PruneState(masks=masks, surgeon=surgeon, count=jnp.int32(0)),
-                       opt_state=prune.replace_masks(state.opt_state, masks))
-
-
 def pruning_key(rng_data: jax.Array) -> jax.Array:
   """The key of FishLeg Surgeon's probes and batches, from a train state's ``rng`` key data.
 
-  One key per run: :func:`gnrev.prune.refine_q` folds it with its aux-step count, so every
-  refinement continues the stream.
+  One key per run: each refinement folds it with the aux-step count
+  (:func:`gnrev.prune.q_refiner`), so every refinement continues the stream.
   """
   return jax.random.fold_in(jax.random.wrap_key_data(rng_data), _PRUNING_STREAM)
 
 
-# One apply function and likelihood object per model / likelihood kind: gnrev.prune caches its
-# compiled aux loops and per-example gradients on them, so runs of one launch share compilations.
-@functools.lru_cache(maxsize=None)
-def _apply_fn(model) -> Callable:
-  return lambda params, x: model.apply({"params": params}, x)
+class PruningHook:
+  """A run's pruning, built once per run: the optimizer it chains, the state it adds, and the
+  ``after_step`` hook of its :class:`gnrev.train.Program` that prunes on the schedule.
 
+  It stages (``jax.jit``) the :mod:`gnrev.prune` functions it calls once, for this run.
 
-@functools.lru_cache(maxsize=None)
-def _likelihood(name: str) -> curvature.Likelihood:
-  return curvature.get_likelihood(name)
-
-
-def digest(*trees) -> str:
-  """A content hash of arrays (host copies of every leaf, with shapes and dtypes)."""
-  h = hashlib.sha1()
-  for leaf in jax.tree.leaves(trees):
-    array = np.asarray(leaf)
-    h.update(f"{array.shape}{array.dtype}".encode())
-    h.update(np.ascontiguousarray(array).tobytes())
-  return h.hexdigest()
-
-
-class _Memo:
-  """In-process memo of the curvature at a given model (bounded, least recently used first out).
-
-  Runs of one launch that start from the same checkpoint (one-shot pruning to several sparsities,
-  both rankings, the first step of gradual pruning) need the same empirical Fisher and the same
-  fitted Q: a pure function of the parameters, masks, data, key and options, so computing it once
-  changes no result (``tests/train/test_pruning.py`` checks the equality).
+  Args:
+    options: the run's :func:`pruning_options`.
+    model: the run's flax model (without non-trained variables).
+    task: the run's supervised task (its likelihood and targets).
+    train: the training split (its first ``fisher_examples`` examples give the curvature).
+    evaluate: ``params -> {metric: value}``, the run's evaluation.
   """
 
-  def __init__(self, size: int = 8):
-    self.size, self.items = size, collections.OrderedDict()
+  def __init__(self, options: dict, model, task, train, evaluate: Callable):
+    self.options, self.evaluate, self.plan = options, evaluate, schedule(options)
+    self.apply_fn = lambda params, x: model.apply({"params": params}, x)
+    self.likelihood = task.likelihood
+    count = int(options["fisher_examples"]) or len(train.y)
+    self.x = jnp.asarray(train.x[:count])
+    targets = task.targets(train)[:count]
+    # Fisher statistics need the likelihood's own targets: class labels for the categorical.
+    self.labels = jnp.asarray(np.argmax(targets, -1) if self.likelihood.name == "categorical"
+                              else targets)
+    self.squared_gradient_sum = jax.jit(prune.squared_gradient_sum(self.apply_fn,
+                                                                   self.likelihood))
+    self.refine = jax.jit(prune.q_refiner(
+        self.apply_fn, self.likelihood, int(options["aux_batch_size"]),
+        float(options["damping"]), float(options["aux_learning_rate"]),
+        bool(options["precondition_aux"])))
 
-  def get(self, key, compute: Callable):
-    if key in self.items:
-      self.items.move_to_end(key)
-      return self.items[key]
-    value = self.items[key] = compute()
-    while len(self.items) > self.size:
-      self.items.popitem(last=False)
-    return value
+  def wrap_optimizer(self, setup):
+    """The run's :class:`gnrev.train.OptimizerSetup` chained with :func:`prune.keep_masked`
+    (masks filled in by :meth:`init_state`)."""
+    return setup._replace(tx=optax.chain(setup.tx, prune.keep_masked(None)))
 
+  def init_state(self, state):
+    """``state`` with dense masks in its :class:`PruneState` and its ``keep_masked`` state, and an
+    initial FishLeg Surgeon state (the structure every checkpoint of the run has)."""
+    masks = prune.dense_masks(state.params)
+    surgeon = None
+    if self.options["method"] == "fishleg_surgeon":
+      surgeon = prune.init_surgeon(state.params, self.options["damping"], None,
+                                   self.options["q_family"])
+    return state.replace(pruning=PruneState(masks=masks, surgeon=surgeon, count=jnp.int32(0)),
+                         opt_state=prune.replace_masks(state.opt_state, masks))
 
-_MEMO = _Memo()
-
-
-def prune_state(state, options: dict, target: float, apply_fn: Callable,
-                likelihood: curvature.Likelihood, x: jax.Array, labels: jax.Array,
-                data_digest: str | None = None, sweep=()):
-  """One pruning step of ``state`` to ``target`` by ``options["method"]`` (compensated, exact
-  zeros), the masks written to its :class:`PruneState` and its ``keep_masked`` state.
-
-  ``data_digest`` (:func:`digest` of ``x`` and ``labels``) turns on the in-process memo of the
-  empirical Fisher and of FishLeg Surgeon's first fit (:class:`_Memo`); None computes them.
-
-  Returns:
-    ``(state, extra, swept)``: the pruned state, metrics of the step (``surgeon_aux_loss``) and
-    ``{sparsity: params}`` of ``state`` pruned by the same curvature to each of ``sweep``.
-  """
-  params, pruned = state.params, state.pruning
-  masks, surgeon, extra = pruned.masks, pruned.surgeon, {}
-  method, damping = options["method"], options["damping"]
-  at = digest(params, masks) if data_digest is not None else None
-  memo = (lambda key, compute: _MEMO.get((at, data_digest, *key), compute)) if at else (
-      lambda key, compute: compute())
-  squared_gradients = lambda: memo(("squared",), lambda: prune.mean_squared_gradients(
-      apply_fn, params, x, labels, likelihood))
-  if method == "magnitude":
-    inverse = prune.magnitude_inverse(params)
-  elif method == "diagonal_fisher":
-    inverse = prune.diagonal_fisher_inverse(squared_gradients(), damping)
-  elif method == "exact_obs":
-    inverse = prune.exact_inverse_fisher(apply_fn, params, masks,
-                                         x[:options["exact_obs_examples"]], likelihood, damping)
-  else:
-    first = int(pruned.count) == 0
-    refine = functools.partial(
-        prune.refine_q, apply_fn=apply_fn, params=params, masks=masks, x=x,
-        likelihood=likelihood, rng=pruning_key(state.rng), damping=damping,
-        batch_size=int(options["aux_batch_size"]),
-        aux_learning_rate=float(options["aux_learning_rate"]),
-        precondition_aux=bool(options["precondition_aux"]))
-    if first:  # FLS's diagonal warm start at the model being pruned, then the full fit
-      fit_key = ("fit", digest(state.rng), *(options[k] for k in (
-          "damping", "q_family", "fit_steps", "aux_batch_size", "aux_learning_rate",
-          "precondition_aux")))
-      surgeon = memo(fit_key, lambda: refine(
-          prune.init_surgeon(params, damping, squared_gradients(), options["q_family"]),
-          num_steps=int(options["fit_steps"])))
+  def _inverse(self, state):
+    """``(inverse Fisher, surgeon state, extra metrics)`` of ``options["method"]`` at ``state``."""
+    options, params, pruned = self.options, state.params, state.pruning
+    method, damping = options["method"], options["damping"]
+    if method == "magnitude":
+      return prune.magnitude_inverse(params), pruned.surgeon, {}
+    squared_gradients = lambda: prune.mean_squared_gradients(
+        self.apply_fn, params, self.x, self.labels, self.likelihood,
+        sum_fn=self.squared_gradient_sum)
+    if method == "diagonal_fisher":
+      return prune.diagonal_fisher_inverse(squared_gradients(), damping), pruned.surgeon, {}
+    if method == "exact_obs":
+      inverse = prune.exact_inverse_fisher(self.apply_fn, params, pruned.masks,
+                                           self.x[:options["exact_obs_examples"]],
+                                           self.likelihood, damping)
+      return inverse, pruned.surgeon, {}
+    if int(pruned.count) == 0:  # FLS's diagonal warm start at the model being pruned, then the fit
+      surgeon = prune.init_surgeon(params, damping, squared_gradients(), options["q_family"])
+      num_steps = int(options["fit_steps"])
     else:
-      surgeon = refine(surgeon, num_steps=int(options["refine_steps"]))
-    inverse = prune.fishleg_inverse(surgeon, params, masks)
-    extra["surgeon_aux_loss"] = float(surgeon.aux_loss)
-  swept = {s: prune.obs_prune(params, masks, s, inverse, options["ranking"])[1] for s in sweep}
-  masks, params = prune.obs_prune(params, masks, target, inverse, options["ranking"])
-  state = state.replace(params=params, opt_state=prune.replace_masks(state.opt_state, masks),
-                        pruning=PruneState(masks=masks, surgeon=surgeon,
-                                           count=pruned.count + 1))
-  return state, extra, swept
+      surgeon, num_steps = pruned.surgeon, int(options["refine_steps"])
+    surgeon = self.refine(surgeon, params, pruned.masks, self.x, pruning_key(state.rng),
+                          num_steps)
+    return (prune.fishleg_inverse(surgeon, params, pruned.masks), surgeon,
+            {"surgeon_aux_loss": float(surgeon.aux_loss)})
 
+  def prune_state(self, state, target: float, sweep=()):
+    """One pruning step of ``state`` to ``target`` (compensated, exact zeros), the masks written
+    to its :class:`PruneState` and its ``keep_masked`` state.
 
-def make_hook(options: dict | None, model, fixed: dict, task, train, evaluate: Callable):
-  """The run's ``after_step`` hook (:class:`gnrev.train.Program`), None if it does not prune.
+    Returns:
+      ``(state, extra, swept)``: the pruned state, metrics of the step (``surgeon_aux_loss``)
+      and ``{sparsity: params}`` of ``state`` pruned by the same curvature to each of ``sweep``.
+    """
+    params, masks, ranking = state.params, state.pruning.masks, self.options["ranking"]
+    inverse, surgeon, extra = self._inverse(state)
+    swept = {s: prune.obs_prune(params, masks, s, inverse, ranking)[1] for s in sweep}
+    masks, params = prune.obs_prune(params, masks, target, inverse, ranking)
+    state = state.replace(params=params, opt_state=prune.replace_masks(state.opt_state, masks),
+                          pruning=PruneState(masks=masks, surgeon=surgeon,
+                                             count=state.pruning.count + 1))
+    return state, extra, swept
 
-  ``hook(state, step, record) -> (state, record)``: runs the pruning steps scheduled at
-  ``step`` (evaluating right after them as ``pruned_*``) and adds ``sparsity`` to any record
-  holding an evaluation.
-  """
-  if options is None:
-    return None
-  if fixed:
-    raise ValueError("pruning supports models without non-trained variables (MLP, CNN, ...).")
-  apply_fn = _apply_fn(model)
-  likelihood = (_likelihood(task.likelihood.name) if task.likelihood.name != "gaussian"
-                else task.likelihood)
-  count = int(options["fisher_examples"]) or len(train.y)
-  x = jnp.asarray(train.x[:count])
-  targets = task.targets(train)[:count]
-  # Fisher statistics need the likelihood's own targets: class labels for the categorical.
-  labels = jnp.asarray(np.argmax(targets, -1) if likelihood.name == "categorical" else targets)
-  data_digest = digest(x, labels)
-  plan = schedule(options)
-
-  def hook(state, step: int, record: dict):
-    due = [target for at, target in plan if at == step]
+  def after_step(self, state, step: int, record: dict):
+    """Runs the pruning steps scheduled at ``step`` (evaluating right after them as
+    ``pruned_*``) and adds ``sparsity`` to any record holding an evaluation."""
+    due = [target for at, target in self.plan if at == step]
     if due:
       start, extra = time.time(), {}
       for target in due:
-        sweep = tuple(options["sweep"]) if int(state.pruning.count) == 0 else ()
-        state, extra, swept = prune_state(state, options, target, apply_fn, likelihood, x,
-                                          labels, data_digest, sweep)
+        sweep = tuple(self.options["sweep"]) if int(state.pruning.count) == 0 else ()
+        state, extra, swept = self.prune_state(state, target, sweep)
         for sparsity, params in swept.items():
           record.update({f"sweep{round(100 * sparsity)}_{k}": v
-                         for k, v in evaluate(params).items()})
+                         for k, v in self.evaluate(params).items()})
       record = {**record, "prune_target": due[-1], **extra,
                 "prune_seconds": time.time() - start,
-                **{f"pruned_{k}": v for k, v in evaluate(state.params).items()}}
+                **{f"pruned_{k}": v for k, v in self.evaluate(state.params).items()}}
     if due or any(k.startswith(("test_", "val_")) for k in record):
       record = {**record, "sparsity": float(prune.sparsity(state.pruning.masks))}
     return state, record
 
-  return hook
+
+def build_hook(config: ml_collections.ConfigDict, run: str, model, fixed: dict, task, train,
+               evaluate: Callable) -> PruningHook | None:
+  """Run ``run``'s :class:`PruningHook`, None if it does not prune."""
+  options = pruning_options(config, run)
+  if options is None:
+    return None
+  if fixed:
+    raise ValueError("pruning supports models without non-trained variables (MLP, CNN, ...).")
+  return PruningHook(options, model, task, train, evaluate)

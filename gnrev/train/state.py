@@ -69,6 +69,19 @@ def keep_if_finite(state: TrainState, finite: jax.Array, **new) -> TrainState:
   return state.replace(step=state.step + 1, **kept)
 
 
+class Checked(NamedTuple):
+  """What a task's start-up check built, handed to each run's program so nothing is built twice.
+
+  Attributes:
+    data: the task's data (what its ``load`` returned).
+    model: the model the check built on the data's shapes (None when the task has none).
+    optimizers: ``{run: OptimizerSetup}``, each run's optimizer, its factory called once.
+  """
+  data: Any
+  model: Any
+  optimizers: dict[str, Any]
+
+
 class Program(NamedTuple):
   """What the trainer's loop runs for one run of a task.
 
@@ -85,7 +98,7 @@ class Program(NamedTuple):
   * ``postfix``: step metrics shown next to the progress bar;
   * ``after_step``: ``(state, step, record) -> (state, record)`` run after step ``step``'s
     evaluation (and after the initial one, step 0), before its record is written and its
-    checkpoint saved; e.g. pruning (:func:`gnrev.train.pruning.make_hook`). None: nothing.
+    checkpoint saved; e.g. pruning (:meth:`gnrev.train.pruning.PruningHook.after_step`). None: nothing.
   """
   state: TrainState
   fixed: Any

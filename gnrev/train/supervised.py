@@ -38,7 +38,7 @@ from gnrev import curvature, data
 from gnrev.train import checkpoint, configs, metrics, pruning, sharding, validation
 from gnrev.train.models import build_model, cross_entropy
 from gnrev.train.optimizers import OptimizerSetup, build_optimizer, check_optimizer
-from gnrev.train.state import Program, TrainState, keep_if_finite
+from gnrev.train.state import Checked, Program, TrainState, keep_if_finite
 
 
 class Splits(NamedTuple):
@@ -108,19 +108,18 @@ class SupervisedTask:
 
   def load(self, config: ml_collections.ConfigDict) -> Splits:
     """The train split (its first ``data.train_subset`` examples if > 0), the validation split
-    carved from it (``data.validation_fraction``; None without one) and the test split."""
-    train, test = _train_and_test(config)
-    train, val = _carve(config, train)
-    return Splits(train, val, test)
+    carved from it first (``data.validation_fraction``; None without one) and the test split."""
+    return _load_splits(config)
 
-  def check(self, config: ml_collections.ConfigDict, splits: Splits, mesh) -> None:
+  def check(self, config: ml_collections.ConfigDict, splits: Splits, mesh) -> Checked:
     """Start-up checks that need the data: batch sizes over the mesh, the splits, the model on
-    their shapes, each run's optimizer (its entry's check and its factory) and its pruning."""
+    their shapes, each run's optimizer (its entry's check and its factory) and its pruning.
+
+    Returns:
+      The splits with the model and each run's optimizer, built here once for the programs.
+    """
     sharding.check_divisible(config.data.batch_size, mesh, "data.batch_size")
     sharding.check_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
-    fraction = _validation_fraction(config)
-    if not 0 <= fraction < 1:
-      raise ValueError(f"data.validation_fraction must be in [0, 1), got {fraction}.")
     if validation.early_stopping(config) is not None and splits.val is None:
       raise ValueError("early_stopping needs a validation split: set "
                        "data.validation_fraction > 0.")
@@ -128,20 +127,24 @@ class SupervisedTask:
     model = validation.check_data(config, self, train, test)
     self.check_data(train)
     self.check_data(test)
+    setups = {}
     for run, opt_config in config.optimizers.items():
       try:
-        check_optimizer(opt_config, model, self, train.x.shape, config.data.batch_size,
-                        validation.reserved_fields(self))
+        setups[run] = check_optimizer(opt_config, model, self, train.x.shape,
+                                      config.data.batch_size, validation.reserved_fields(self))
       except ValueError as e:
         raise ValueError(f"Run {run!r}: {e}") from e
     checkpoint.check_init_from(config)
     total_steps = config.num_epochs * data.steps_per_epoch(len(train.y), config.data.batch_size)
     pruning.check_pruning(config, model=model, example=train.x[:1], total_steps=total_steps)
+    return Checked(splits, model, setups)
 
-  def program(self, config: ml_collections.ConfigDict, run: str, splits: Splits,
+  def program(self, config: ml_collections.ConfigDict, run: str, checked: Checked,
               mesh) -> Program:
     """The :class:`Program` of run ``run`` (see :mod:`gnrev.train.state`)."""
-    return supervised_program(config, run, self, splits.train, splits.test, mesh, splits.val)
+    train, val, test = checked.data
+    return supervised_program(config, run, self, train, test, mesh, val, model=checked.model,
+                              setup=checked.optimizers[run])
 
 
 def _classification_sums(logits, targets, mask):
@@ -316,31 +319,29 @@ def evaluate(eval_step, params, fixed, test: data.Dataset, targets: np.ndarray,
   return {f"{prefix}_{k}": float(v) for k, v in task.scores(sums, test).items()}
 
 
-def _initial_state(config, model, setup, train: data.Dataset, mesh, task: SupervisedTask):
+def _variables(config, model, train: data.Dataset, mesh):
+  """``(params, fixed)`` of ``model``, replicated over the mesh."""
   # Initialised as model.init would, but with the dataset's collections (e.g. the message
   # graph) in place; they then travel in `fixed`, replicated, as an argument of every step.
   _, variables = model.apply(dict(train.variables or {}), train.x[:1],
                              rngs={"params": jax.random.key(config.seed)}, mutable=True)
-  params = variables["params"]
   fixed = {k: v for k, v in variables.items() if k != "params"}
-  state = TrainState.create(params, setup.tx.init(params), jax.random.key(config.seed + 1),
-                            len(epoch_sum_names(task)))
-  return sharding.replicate(mesh, state), sharding.replicate(mesh, fixed)
+  return variables["params"], sharding.replicate(mesh, fixed)
 
 
 def supervised_program(config: ml_collections.ConfigDict, run: str, task: SupervisedTask,
                        train: data.Dataset, test: data.Dataset, mesh,
-                       val: data.Dataset | None = None) -> Program:
-  """The :class:`Program` of run ``run`` of a supervised task (see :mod:`gnrev.train.state`)."""
-  model = build_model(config.model, task.num_outputs(train))
-  setup = build_optimizer(config.optimizers[run], model, task, task.run_fields)
-  prune_options = pruning.pruning_options(config, run)  # None: the run does not prune
-  setup = pruning.wrap_optimizer(prune_options, setup)
-  state, fixed = _initial_state(config, model, setup, train, mesh, task)
-  state = pruning.init_state(prune_options, checkpoint.apply_init_from(config, state, setup.tx))
+                       val: data.Dataset | None = None, *, model: nn.Module | None = None,
+                       setup: OptimizerSetup | None = None) -> Program:
+  """The :class:`Program` of run ``run`` of a supervised task (see :mod:`gnrev.train.state`).
+
+  ``model`` and ``setup`` (the run's optimizer) are built from the config when not given.
+  """
+  model = build_model(config.model, task.num_outputs(train)) if model is None else model
+  params, fixed = _variables(config, model, train, mesh)
   train_targets, test_targets = task.targets(train), task.targets(test)
-  outputs = jax.eval_shape(lambda p, f, x: model.apply({"params": p, **f}, x), state.params,
-                           fixed, train.x[:1])
+  outputs = jax.eval_shape(lambda p, f, x: model.apply({"params": p, **f}, x), params, fixed,
+                           train.x[:1])
   task.check_outputs(outputs.shape, train_targets.shape)
   batch_size, eval_batch_size = config.data.batch_size, config.data.eval_batch_size
   eval_step = make_eval_step(model, task)
@@ -357,13 +358,20 @@ def supervised_program(config: ml_collections.ConfigDict, run: str, task: Superv
     rows = data.batch_indices(len(train_targets), batch_size, config.data.seed, step - 1)
     return sharding.shard_rows(mesh, rows, train.x, train_targets)
 
+  if setup is None:
+    setup = build_optimizer(config.optimizers[run], model, task, task.run_fields)
+  hook = pruning.build_hook(config, run, model, fixed, task, train, evaluate_all)
+  if hook is not None:  # None: the run does not prune
+    setup = hook.wrap_optimizer(setup)
+  state = sharding.replicate(mesh, TrainState.create(
+      params, setup.tx.init(params), jax.random.key(config.seed + 1), len(epoch_sum_names(task))))
+  state = checkpoint.apply_init_from(config, state, setup.tx)
   postfix = ("train_loss", *(f"train_{k}" for k in task.step_metric_names[:1]))
-  return Program(state=state, fixed=fixed, step=make_train_step(model, setup, task),
-                 batch=batch, evaluate=evaluate_all,
+  return Program(state=state if hook is None else hook.init_state(state), fixed=fixed,
+                 step=make_train_step(model, setup, task), batch=batch, evaluate=evaluate_all,
                  steps_per_epoch=data.steps_per_epoch(len(train_targets), batch_size),
                  epoch_sum_names=epoch_sum_names(task), postfix=postfix,
-                 after_step=pruning.make_hook(prune_options, model, fixed, task, train,
-                                              evaluate_all))
+                 after_step=None if hook is None else hook.after_step)
 
 
 def split_validation(train: data.Dataset, fraction: float,
@@ -373,6 +381,8 @@ def split_validation(train: data.Dataset, fraction: float,
   Both keep the training split's order and its variables; ``fraction == 0`` gives no
   validation split (None).
   """
+  if not 0 <= fraction < 1:
+    raise ValueError(f"data.validation_fraction must be in [0, 1), got {fraction}.")
   if not fraction:
     return train, None
   n = len(train.y)
@@ -386,39 +396,21 @@ def split_validation(train: data.Dataset, fraction: float,
   return part(~chosen), part(chosen)
 
 
-def _train_and_test(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
-  data_dir = config.data.data_dir or None
-  options = dict(config.data.get("options", {}))
-  return (data.load_dataset(config.data.name, "train", data_dir, **options),
-          data.load_dataset(config.data.name, "test", data_dir, **options))
-
-
-def _carve(config: ml_collections.ConfigDict, train: data.Dataset):
-  train, val = split_validation(train, _validation_fraction(config),
-                                int(_data_option(config, "validation_seed")))
+def _load_splits(config: ml_collections.ConfigDict) -> Splits:
+  """:meth:`SupervisedTask.load` (``config.data.options`` are the dataset's own options)."""
+  data_dir, options = config.data.data_dir or None, dict(config.data.get("options", {}))
+  train, test = (data.load_dataset(config.data.name, split, data_dir, **options)
+                 for split in ("train", "test"))
+  option = lambda field: config.data.get(field, configs.TRAINER_DEFAULTS["data"][field])
+  train, val = split_validation(train, float(option("validation_fraction") or 0.0),
+                                int(option("validation_seed")))
   if config.data.train_subset:
     train = train._replace(x=train.x[:config.data.train_subset],
                            y=train.y[:config.data.train_subset])
-  return train, val
+  return Splits(train, val, test)
 
 
 def load_data(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
-  """The train split (its first ``train_subset`` examples if > 0: the paper's full batch), test.
-
-  ``config.data.options`` (if present) are the dataset's own options, e.g. sizes and seed. With
-  ``data.validation_fraction`` > 0 the validation examples (:func:`split_validation`) are taken
-  out of the train split first (:func:`load_splits` returns them).
-  """
-  train, test = _train_and_test(config)
-  return _carve(config, train)[0], test
-
-
-def _data_option(config, field: str):
-  """``config.data.<field>``, or its default in :data:`configs.TRAINER_DEFAULTS` if omitted."""
-  return config.data.get(field, configs.TRAINER_DEFAULTS["data"][field])
-
-
-def _validation_fraction(config) -> float:
-  return float(_data_option(config, "validation_fraction") or 0.0)
-
-
+  """The train split (without the validation examples; :meth:`SupervisedTask.load`), test."""
+  train, _, test = _load_splits(config)
+  return train, test

@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 import ml_collections
 
 from gnrev.train import meta_task, supervised, validation
-from gnrev.train.state import Program
+from gnrev.train.state import Checked, Program
 
 
 class Task(Protocol):
@@ -43,10 +43,12 @@ class Task(Protocol):
   def load(self, config: ml_collections.ConfigDict) -> Any:
     """The task's data (e.g. train / validation / test splits, or a task family)."""
 
-  def check(self, config: ml_collections.ConfigDict, data: Any, mesh) -> None:
-    """Raises ``ValueError`` (naming the field) for anything that could only fail mid-run."""
+  def check(self, config: ml_collections.ConfigDict, data: Any, mesh) -> Checked:
+    """Raises ``ValueError`` (naming the field) for anything that could only fail mid-run;
+    returns the data with what the checks built (the model, each run's optimizer)."""
 
-  def program(self, config: ml_collections.ConfigDict, run: str, data: Any, mesh) -> Program:
+  def program(self, config: ml_collections.ConfigDict, run: str, checked: Checked,
+              mesh) -> Program:
     """Run ``run``'s :class:`gnrev.train.Program`: initial state, jitted step, batches, eval."""
 
 

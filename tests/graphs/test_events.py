@@ -72,8 +72,10 @@ def test_launcher_replicates_the_graph_and_a_sharded_step_matches_the_single_dev
   results = []
   for num_devices in (1, 2):
     mesh = train.make_mesh(num_devices)
-    state, fixed = supervised._initial_state(config, model, setup, dataset, mesh,
-                                             train.edge_classification())
+    params, fixed = supervised._variables(config, model, dataset, mesh)
+    state = sharding.replicate(mesh, train.TrainState.create(
+        params, setup.tx.init(params), jax.random.key(1),
+        len(supervised.epoch_sum_names(train.edge_classification()))))
     assert all(leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == num_devices
                for leaf in jax.tree.leaves(fixed[graphs.GRAPH]))
     state, metrics = train.make_train_step(model, setup, train.edge_classification())(
