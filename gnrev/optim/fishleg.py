@@ -327,8 +327,8 @@ def scale_by_fishleg(
   product), then takes one aux-optimizer step on lam at that scale (module docstring). At the
   first aux step this is the scale-aware warm start
   ``Q_0 = min(1 / damping, trust_ratio / (u^T F u + damping)) I``; later it shrinks Q as soon as
-  the Fisher along the gradient outgrows it (the divergence of a fixed ``Q_0`` on flax's init of
-  the MNIST autoencoder, docs/optim.md) and lets it back to ``Q(lam)`` when it no longer does.
+  the Fisher along the gradient outgrows it (where a fixed ``Q_0`` would diverge,
+  docs/optim.md) and lets it back to ``Q(lam)`` when it no longer does.
 
   Args:
     damping: ``gamma`` in ``Q ~ (F + gamma I)^{-1}``, in the loss's units (Q <= 1 / gamma; for a
@@ -567,8 +567,9 @@ def fishleg_official(
   ``m <- 0.9 m + 0.1 Q g``, damping 0.1, ``Q_0 = I / damping`` (never rescaled), Adam on the
   factors at 1e-4, one aux step every 10, preconditioned aux gradient, weight decay 1e-5.
   ``learning_rate`` is in the official EMA units and becomes ``learning_rate * (1 - momentum)``
-  on :func:`fishleg`'s heavy-ball trace (the same steps). On flax's default Dense init of the
-  MNIST autoencoder these settings diverge (docs/optim.md); :func:`fishleg`'s defaults do not.
+  on :func:`fishleg`'s heavy-ball trace (the same steps). No guard: a fixed ``Q_0`` is
+  SGD-momentum at ``learning_rate / damping`` until Adam has shrunk Q, which diverges where the
+  Fisher is large for that rate (a loss scaled by 10 on a small autoencoder, docs/optim.md).
   """
   return fishleg(learning_rate * (1 - momentum), damping=damping,
                  aux_learning_rate=aux_learning_rate, update_aux_every=update_aux_every,
