@@ -11,8 +11,8 @@ Runs (``config.optimizers``):
 
 * ``fishleg``: ``optim.fishleg`` at its defaults (the official algorithm: learning rate 5e-4
   on a heavy-ball trace, ``Q_0 = I / damping``, damping 0.1, plain Adam on the factors at 1e-4,
-  aux step every 10, momentum 0.9; plus the trust ratio, ``max_newton_steps=10``); no per-init
-  tuning;
+  aux step every 10, momentum 0.9; plus the trust ratio, ``max_newton_steps=10``, and an aux
+  step at each of the first 40 updates, ``aux_warmup_steps=40``); no per-init tuning;
 * ``fishleg_per_example``: the same defaults with the cheaper Kronecker family
   ``q_family="kronecker_per_example"`` (no elementwise factor; its products use the batch's
   per-example layer inputs and output gradients);

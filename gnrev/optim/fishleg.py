@@ -306,6 +306,13 @@ def _aux_loss_and_gradient_cached(structure, lam, cache, q_scale, probe, fvp_fn,
   return aux_loss, scaled(structure.q_vector_vjp_cached(lam, cache, u, residual)), q_scale
 
 
+def fishleg_aux_due(count, update_aux_every: int, aux_warmup_steps: int = 0):
+  """Whether FishLeg's update number ``count`` (0-based) takes an aux step: at every update
+  before ``aux_warmup_steps``, then at every ``update_aux_every``-th. For a caller that gates
+  the aux step itself (``update_aux=``): works on Python ints and on arrays."""
+  return (count % update_aux_every == 0) | (count < aux_warmup_steps)
+
+
 def scale_by_fishleg(
     damping: float = 0.1,
     aux_learning_rate: float = 1e-4,
@@ -318,6 +325,7 @@ def scale_by_fishleg(
     aux_optimizer: optax.GradientTransformation | None = None,
     weight_decay: float = 0.0,
     trust_ratio: float | None = 2000.0,
+    aux_warmup_steps: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
   """FishLeg direction ``m <- momentum * m + Q g`` with ``Q = q_scale * Q(lam)`` learned online.
 
@@ -337,6 +345,9 @@ def scale_by_fishleg(
       :func:`default_aux_optimizer`; the official code's 1e-4).
     update_aux_every: one aux step every this many updates (at counts 0, k, 2k, ...), unless
       ``update`` gets ``update_aux``.
+    aux_warmup_steps: an aux step at every one of the first this many updates as well (then
+      every ``update_aux_every``): early in training the Fisher grows fastest and Q is furthest
+      from it, so that Q (and the trust-ratio scale) keep up (:func:`fishleg_aux_due`).
     momentum: heavy-ball coefficient on ``Q g`` (0 disables it).
     init_scale: ``s`` in ``Q(lam)_0 = s I``, held in the factors; ``None`` (default):
       ``1 / damping``, as in the official code. With ``trust_ratio=None`` the first step is
@@ -393,6 +404,7 @@ def scale_by_fishleg(
     raise ValueError(f"fishleg: unknown probe {probe!r}; allowed: {PROBES}.")
   _check_positive("damping", damping, allow_zero=True)
   _check_positive("update_aux_every", update_aux_every)
+  _check_positive("aux_warmup_steps", aux_warmup_steps, allow_zero=True)
   if init_scale is not None:
     _check_positive("init_scale", init_scale)
   if init_scale is None:
@@ -445,7 +457,7 @@ def scale_by_fishleg(
                 per_example: dict | None = None, **extra_args):
     del extra_args
     if update_aux is None:
-      update_aux = state.count % update_aux_every == 0
+      update_aux = fishleg_aux_due(state.count, update_aux_every, aux_warmup_steps)
     if not isinstance(update_aux, bool) and getattr(update_aux, "shape", None) != ():
       raise TypeError(f"fishleg update_aux must be None, a Python bool or a scalar boolean "
                       f"array; got {update_aux!r}.")
@@ -503,6 +515,7 @@ def fishleg(
     q_family: str = "kronecker",
     aux_optimizer: optax.GradientTransformation | None = None,
     max_newton_steps: float | None = 10.0,
+    aux_warmup_steps: int = 40,
 ) -> optax.GradientTransformationExtraArgs:
   """FishLeg optimizer: ``theta <- theta - learning_rate * (m + weight_decay * theta)``.
 
@@ -510,8 +523,10 @@ def fishleg(
   arguments); weight decay is added to the step, not to ``m``, as in the official code.
 
   The arguments ``damping``, ``aux_learning_rate``, ``update_aux_every``, ``momentum``,
-  ``init_scale``, ``probe``, ``precondition_aux``, ``q_family`` and ``aux_optimizer`` are as in
-  :func:`scale_by_fishleg`.
+  ``init_scale``, ``probe``, ``precondition_aux``, ``q_family``, ``aux_optimizer`` and
+  ``aux_warmup_steps`` are as in :func:`scale_by_fishleg` (here an aux step at each of the first
+  40 updates by default: with aux steps every 10 from the start, the defaults diverged between
+  steps 20 and 30 on seed 1 of flax's init of the MNIST autoencoder, docs/optim.md).
 
   Args:
     learning_rate: step size (float or optax schedule); the default 5e-4 is the official
@@ -548,7 +563,7 @@ def fishleg(
   return optax.chain(
       scale_by_fishleg(damping, aux_learning_rate, update_aux_every, momentum, init_scale, probe,
                        precondition_aux, q_family, aux_optimizer, weight_decay=weight_decay,
-                       trust_ratio=trust_ratio),
+                       trust_ratio=trust_ratio, aux_warmup_steps=aux_warmup_steps),
       optax.scale_by_learning_rate(learning_rate),
   )
 
@@ -574,7 +589,7 @@ def fishleg_official(
   return fishleg(learning_rate * (1 - momentum), damping=damping,
                  aux_learning_rate=aux_learning_rate, update_aux_every=update_aux_every,
                  momentum=momentum, weight_decay=weight_decay, init_scale=1 / damping,
-                 max_newton_steps=None)
+                 max_newton_steps=None, aux_warmup_steps=0)
 
 
 def _is_fishleg_state(x) -> bool:

@@ -320,7 +320,7 @@ def _poisoned_fvp(v):
 def test_explicit_update_aux_schedule_reproduces_the_cond_gated_schedule():
   _, params, _, fvp, _, _ = _frozen_tiny_model()
   tx = optim.fishleg(0.05, damping=0.1, aux_learning_rate=1e-2, update_aux_every=3,
-                     probe="gaussian")
+                     probe="gaussian", aux_warmup_steps=2)
   grads = [jax.tree.map(lambda p, i=i: jnp.sin(p + i), params) for i in range(7)]
   rng = jax.random.key(7)
   # Jitted once per schedule (eager lax.cond would compile its branches at every call).
@@ -331,7 +331,7 @@ def test_explicit_update_aux_schedule_reproduces_the_cond_gated_schedule():
   gated = split = tx.init(params)
   for count, g in enumerate(grads):
     gated_updates, gated = gated_update(g, gated)
-    split_updates, split = split_update[count % 3 == 0](g, split)
+    split_updates, split = split_update[bool(optim.fishleg_aux_due(count, 3, 2))](g, split)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), split_updates,
                  gated_updates)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), split, gated)
@@ -581,17 +581,35 @@ def test_defaults_train_a_summed_loss_autoencoder_on_both_inits_without_divergen
   assert last < max_ratio * first, (first, last)
 
 
-@pytest.mark.parametrize("param_init, loss_scale", [("flax", 10.0), ("pytorch", 30.0)])
+@pytest.mark.parametrize("param_init, loss_scale", [("flax", 100.0), ("pytorch", 30.0)])
 def test_defaults_at_another_loss_scale_need_the_damping_in_the_losss_units(
     param_init, loss_scale):
-  """Regression: the trust ratio alone does not make FishLeg scale-free. With the loss
-  multiplied by ``k`` and the default damping the run diverges (measured: from ``k = 3`` on
-  flax's init, ``k = 30`` on PyTorch's); with ``damping = 0.1 k`` it learns as at ``k = 1``."""
+  """Regression: the trust ratio and the aux warm-up do not make FishLeg scale-free. With the
+  loss multiplied by ``k`` and the default damping the run diverged after the warm-up here
+  (measured once each: ``k = 100`` on flax's init, 30 on PyTorch's; ``k = 10`` on flax's
+  learned; where exactly it tips varies with the CPU's reduction order, so that is not
+  asserted); with ``damping = 0.1 k`` it learns."""
   x, params, loss_fn, fvp = _autoencoder_problem(param_init, loss_scale)
   losses, state = _train(optim.fishleg(damping=0.1 * loss_scale), x, params, loss_fn, fvp,
                          num_steps=300)
   assert np.all(np.isfinite(losses)) and int(state[0].num_skipped) == 0
   first, last = losses[:8].mean(), losses[-8:].mean()
   assert last < 0.6 * first, (first, last)
-  unscaled, _ = _train(optim.fishleg(), x, params, loss_fn, fvp, num_steps=300)
-  assert int(np.sum(~np.isfinite(unscaled))) > 0, "the default damping at this scale diverged"
+
+
+def test_aux_warmup_takes_an_aux_step_at_each_early_update_then_every_k():
+  assert [bool(optim.fishleg_aux_due(c, 10, 4)) for c in range(12)] == [
+      True, True, True, True, False, False, False, False, False, False, True, False]
+  assert bool(optim.fishleg_aux_due(jnp.int32(25), 10, 30))   # works on traced counts
+  params = {"w": jnp.ones((3, 2))}
+  fvp = lambda v: v   # F = I
+  tx = optim.scale_by_fishleg(damping=1.0, update_aux_every=5, aux_warmup_steps=3)
+  state = tx.init(params)
+  aux_losses = []
+  for _ in range(8):
+    _, state = tx.update(params, state, params, fvp_fn=fvp)
+    aux_losses.append(float(state.aux_loss))
+  changed = [i for i in range(1, 8) if aux_losses[i] != aux_losses[i - 1]]
+  assert changed == [1, 2, 5], aux_losses   # aux steps at counts 0, 1, 2 (warm-up) and 5
+  with pytest.raises(ValueError, match="aux_warmup_steps"):
+    optim.scale_by_fishleg(aux_warmup_steps=-1)
