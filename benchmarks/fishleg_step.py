@@ -89,7 +89,6 @@ def make_optimizer(name: str, q_family: str = "kronecker") -> optax.GradientTran
   cost): the chunks time the steady state, one aux step every ``update_aux_every``."""
   options = dict(all_runs()["fishleg" if name == "fishleg" else "adam_1em3"])
   del options["name"]
-  options.pop("q_family", None)
   return (optim.fishleg(**options, q_family=q_family, aux_warmup_steps=0) if name == "fishleg"
           else optax.adam(**options))
 
