@@ -29,8 +29,10 @@ step without and one with the aux step (separate programs, no ``lax.cond``), amo
 step ``~10 B W`` for the GGN product plus ~4 cached Q products' worth for ``Q u``, the
 preconditioned residual and the closed-form lam-gradient, plus ``(n^3 + m^3)`` per block in
 that gradient and ``2 (n^3 + m^3)`` to rebuild the cache). The per-example family's step
-product is ``2 B (n^2 + m^2 + n m)`` per block; its aux step is the same as the other's (probes
-and residuals are not per-example sums, so Q is applied to them weight-shaped).
+product is ``2 B (n^2 + m^2 + n m)`` per block; its aux step takes the probe (the gradient) in
+the same factored form, so ``Q u`` costs that too and the lam-gradient with the preconditioned
+residual ``2 B (7 (n^2 + m^2) + 2 n m)`` (``KroneckerBlock.per_example_vjp``), where cheaper;
+the GGN product and the cache rebuild are the other family's.
 
     python -m benchmarks.fishleg_step      # from the repository root; 30 min on 2 busy cores
     python benchmarks/fishleg_step.py --sizes mnist_paper_batch100 --repeats 3
@@ -205,10 +207,16 @@ def analytic_flops(widths, batch, every) -> dict:
   # (KroneckerBlock.per_example_is_cheaper), else the weight-shaped product.
   per_example = sum(min(2 * batch * ((n + 1)**2 + m**2 + (n + 1) * m),
                         2 * (n + 1) * m * (n + 1 + m)) for n, m in layers)
+  # Its aux step: Q u by the same route, the lam-gradient with the probe factored (never forming
+  # Q r) where cheaper, else the weight-shaped preconditioning product and closed-form gradient.
+  per_example_aux = 10 * batch * weights + per_example + cache + sum(
+      min(2 * batch * (7 * ((n + 1)**2 + m**2) + 2 * (n + 1) * m),
+          2 * (3 * (n + 1) * m * (n + 1 + m) + (n + 1)**3 + m**3)) for n, m in layers)
   return {"grad": grad, "q_product_cached": q_product, "q_product_per_block": q_blocks,
           "q_product_per_example": per_example, "cache_rebuild": cache, "aux_step": aux,
+          "aux_step_per_example": per_example_aux,
           "fishleg_over_adam_floor": (grad + q_product + aux / every) / grad,
-          "per_example_over_adam_floor": (grad + per_example + aux / every) / grad,
+          "per_example_over_adam_floor": (grad + per_example + per_example_aux / every) / grad,
           "per_example_no_aux_over_adam_floor": (grad + per_example) / grad}
 
 

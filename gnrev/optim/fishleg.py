@@ -283,7 +283,7 @@ def fishleg_fitted_scale(u: PyTree, v: PyTree, fvp_v: PyTree, damping) -> jax.Ar
 
 
 def _aux_loss_and_gradient_cached(structure, lam, cache, q_scale, probe, fvp_fn, damping,
-                                  precondition_aux, trust_ratio):
+                                  precondition_aux, trust_ratio, per_example=None):
   """Aux loss, lam-gradient and scale of ``Q = q_scale * Q(lam)`` from lam's product cache.
 
   :func:`fishleg_aux_loss_and_gradient` for ``q_scale * structure.q_vector`` (same values up to
@@ -291,19 +291,26 @@ def _aux_loss_and_gradient_cached(structure, lam, cache, q_scale, probe, fvp_fn,
   the cached ``L L^T`` and ``R^T R`` (:meth:`QStructure.q_vector_vjp_cached`) instead of autodiff
   through the factors. With a ``trust_ratio``, ``q_scale`` is first replaced by
   ``min(1, trust_ratio * t)``, ``t`` from :func:`fishleg_fitted_scale` (the same Fisher product
-  serves both, by linearity).
+  serves both, by linearity). ``per_example`` (the probe, a gradient, in factored form per block)
+  lets the ``"kronecker_per_example"`` blocks take ``Q u`` and the lam-gradient with the
+  examples as the inner size (:meth:`KroneckerBlock.per_example_vjp`).
   """
-  u = _unit(probe)
-  shape_u = structure.q_vector_cached(lam, cache, u)
+  norm = optax.tree.norm(probe)
+  u = jax.tree.map(lambda x: x / norm, probe)
+  if per_example:
+    per_example = {name: terms._replace(output_grads=terms.output_grads / norm)
+                   for name, terms in per_example.items()}
+  shape_u = structure.q_vector_cached(lam, cache, u, per_example)
   fvp_shape_u = _checked_fvp(fvp_fn, shape_u)
   if trust_ratio is not None:
     fitted = fishleg_fitted_scale(u, shape_u, fvp_shape_u, damping)
     q_scale = jnp.minimum(1.0, trust_ratio * fitted).astype(q_scale.dtype)
-  scaled = lambda tree: jax.tree.map(lambda x: (q_scale * x).astype(x.dtype), tree)
+  scaled = lambda tree, power=1: jax.tree.map(lambda x: (q_scale**power * x).astype(x.dtype),
+                                              tree)
   aux_loss, residual = _aux_loss_and_residual(u, scaled(shape_u), scaled(fvp_shape_u), damping)
-  if precondition_aux:
-    residual = scaled(structure.q_vector_cached(lam, cache, residual))
-  return aux_loss, scaled(structure.q_vector_vjp_cached(lam, cache, u, residual)), q_scale
+  # d/dlam <q_scale Q(lam) r, q_scale Q(lam) u> (preconditioned) or <r, q_scale Q(lam) u>.
+  lam_grad = structure.q_vector_vjp_cached(lam, cache, u, residual, precondition_aux, per_example)
+  return aux_loss, scaled(lam_grad, 2 if precondition_aux else 1), q_scale
 
 
 def fishleg_aux_due(count, update_aux_every: int, aux_warmup_steps: int = 0):
@@ -436,11 +443,11 @@ def scale_by_fishleg(
     return treedef.unflatten(
         [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
-  def aux_step(structure, state, u, fvp_fn):
+  def aux_step(structure, state, u, fvp_fn, per_example):
     lam, aux_opt_state = state.lam, state.aux_opt_state
     aux_loss, lam_grad, q_scale = _aux_loss_and_gradient_cached(
         structure, lam, state.q_cache, state.q_scale, u, fvp_fn, damping, precondition_aux,
-        trust_ratio)
+        trust_ratio, per_example)
     lam_step, new_aux_opt_state = aux_opt.update(lam_grad, aux_opt_state, lam)
     new_lam = optax.apply_updates(lam, lam_step)
     finite = (jnp.isfinite(aux_loss) & _all_finite(new_lam) & jnp.isfinite(q_scale)
@@ -470,8 +477,9 @@ def scale_by_fishleg(
     if decays and params is None:
       raise ValueError("fishleg with weight_decay > 0 needs params in update.")
     structure = q_structure(updates, q_family)
+    # The gradient probe is the gradient that per_example factors; a Gaussian one is not.
     take_aux_step = lambda: aux_step(structure, state, draw_probe(updates, rng, state.count),
-                                     fvp_fn)
+                                     fvp_fn, per_example if probe == "gradient" else None)
     skip_aux_step = lambda: (state.lam, state.aux_opt_state, state.aux_loss, state.q_scale,
                              state.q_cache, jnp.zeros([], jnp.int32))
     if isinstance(update_aux, bool):

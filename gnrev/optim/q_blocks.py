@@ -134,10 +134,44 @@ class KroneckerBlock:
     ``X`` is ``per_example.inputs`` with a column of ones for the bias. Needs
     ``elementwise=False`` (an elementwise ``A`` does not factor through the examples).
     """
-    inputs = per_example.inputs
-    if self.bias_index is not None:
-      inputs = jnp.concatenate([inputs, jnp.ones_like(inputs[:, :1])], axis=1)
+    inputs = self._with_bias_column(per_example.inputs)
     return (inputs @ cache["LLt"]).T @ (per_example.output_grads @ cache["RtR"])
+
+  def per_example_vjp(self, lam: dict, cache: dict, per_example: PerExample, w: jax.Array,
+                      precondition: bool) -> dict:
+    """:meth:`cached_vjp` for ``u = X^T Delta`` given in factored form, ``y = P^p w S^p``.
+
+    The gradient of ``<y, Q(lam) u>`` with respect to ``{L, R}`` (``y`` held fixed), with
+    ``y = P w S`` (``precondition``: the aux step's preconditioned residual, never formed) or
+    ``y = w``; ``P = L L^T``, ``S = R^T R`` from the cache. With ``u = X^T Delta`` (``N`` rows)
+    every product keeps ``N`` as its inner or outer size:
+
+    .. math:: \\frac{\\partial}{\\partial L} = X^\\top (G L) + G^\\top (X L), \\quad
+              G = \\Delta S^{1+p} w^\\top P^p; \\qquad
+              \\frac{\\partial}{\\partial R} = (R E)\\,\\Delta + (R \\Delta^\\top) E^\\top, \\quad
+              E = S^p w^\\top (X P^{1+p})^\\top,
+
+    about ``N (7 n^2 + 7 m^2 + 2 n m)`` multiply-adds instead of the ``~3 n m (n + m) + n^3 +
+    m^3`` of the weight-shaped route (with the preconditioning product). Needs
+    ``elementwise=False``.
+    """
+    inputs, deltas = self._with_bias_column(per_example.inputs), per_example.output_grads
+    p, s, left, right = cache["LLt"], cache["RtR"], lam["L"], lam["R"]
+    deltas_s = deltas @ s
+    if precondition:
+      g = (((deltas_s @ s) @ w.T) @ p)
+      h = (inputs @ p) @ p
+      e = s @ (w.T @ h.T)
+    else:
+      g = deltas_s @ w.T
+      e = w.T @ (inputs @ p).T
+    return {"L": inputs.T @ (g @ left) + g.T @ (inputs @ left),
+            "R": (right @ e) @ deltas + (right @ deltas.T) @ e.T}
+
+  def _with_bias_column(self, inputs: jax.Array) -> jax.Array:
+    if self.bias_index is None:
+      return inputs
+    return jnp.concatenate([inputs, jnp.ones_like(inputs[:, :1])], axis=1)
 
   def per_example_is_cheaper(self, num_rows: int) -> bool:
     """Whether :meth:`per_example_product` on ``num_rows`` rows beats :meth:`cached_product`.
@@ -147,6 +181,18 @@ class KroneckerBlock:
     """
     n, m = self.shape
     return num_rows * (n * n + m * m + n * m) < n * m * (n + m)
+
+  def per_example_vjp_is_cheaper(self, num_rows: int, precondition: bool) -> bool:
+    """Whether :meth:`per_example_vjp` on ``num_rows`` rows beats the weight-shaped route.
+
+    In multiply-adds, ``N ((5 + 2p) (n^2 + m^2) + 2 n m) < (2 + p) n m (n + m) + n^3 + m^3``
+    (``p = 1`` with the preconditioning product): below about ``0.4 n`` rows for a square
+    layer, at any batch below the width where the layer's sides differ.
+    """
+    n, m = self.shape
+    p = int(precondition)
+    return (num_rows * ((5 + 2 * p) * (n * n + m * m) + 2 * n * m)
+            < (2 + p) * n * m * (n + m) + n**3 + m**3)
 
   def cached_vjp(self, lam: dict, cache: dict, u: jax.Array, w: jax.Array) -> dict:
     """Gradient of ``<w, Q(lam) u>`` with respect to ``{L, R[, A]}``, from the cache.
@@ -295,12 +341,14 @@ class QStructure:
 
     return self._apply(product, v)
 
-  def per_example_blocks(self, per_example: dict[str, PerExample] | None) -> frozenset[str]:
+  def per_example_blocks(self, per_example: dict[str, PerExample] | None,
+                         cheaper=KroneckerBlock.per_example_is_cheaper) -> frozenset[str]:
     """Names of the blocks that apply Q through ``per_example`` (see :meth:`q_vector_cached`).
 
-    Those ``per_example`` names whose factored product costs fewer FLOPs than the weight-shaped
-    one at their number of rows (:meth:`KroneckerBlock.per_example_is_cheaper`; shapes are
-    static, so this is decided at trace time).
+    Those ``per_example`` names whose factored route costs fewer FLOPs than the weight-shaped
+    one at their number of rows: ``cheaper(block, num_rows)``, by default
+    :meth:`KroneckerBlock.per_example_is_cheaper` (shapes are static, so this is decided at
+    trace time).
 
     Raises:
       ValueError: when ``per_example`` names a block this family has no factored product for,
@@ -325,18 +373,35 @@ class QStructure:
                          f"output_grads (N, {cols}); got {terms.inputs.shape} and "
                          f"{terms.output_grads.shape}.")
     return frozenset(name for name, terms in per_example.items()
-                     if factored[name].per_example_is_cheaper(terms.inputs.shape[0]))
+                     if cheaper(factored[name], terms.inputs.shape[0]))
 
-  def q_vector_vjp_cached(self, lam: dict, cache: dict, u: PyTree, w: PyTree) -> dict:
-    """``d <w, Q(lam) u> / d lam`` (lam-shaped) from ``cache = product_cache(lam)``.
+  def q_vector_vjp_cached(self, lam: dict, cache: dict, u: PyTree, w: PyTree,
+                          precondition: bool = False,
+                          per_example: dict[str, PerExample] | None = None) -> dict:
+    """``d <y, Q(lam) u> / d lam`` (lam-shaped, ``y`` held fixed) from ``cache``.
 
-    Equal to ``jax.vjp(lambda l: q_vector(l, u), lam)[1](w)`` up to rounding, at a fraction of
-    its FLOPs (see :meth:`KroneckerBlock.cached_vjp`).
+    ``y = w``, or ``y = Q(lam) w`` with ``precondition`` (FishLeg's preconditioned residual).
+    Equal to ``jax.vjp(lambda l: q_vector(l, u), lam)[1](y)`` up to rounding, at a fraction of
+    its FLOPs (see :meth:`KroneckerBlock.cached_vjp`). Blocks of ``per_example`` (``u``'s part there
+    being ``inputs^T output_grads``) where it is cheaper
+    (:meth:`KroneckerBlock.per_example_vjp_is_cheaper`) take
+    :meth:`KroneckerBlock.per_example_vjp` and never form their part of ``y``.
     """
+    usable = self.per_example_blocks(
+        per_example, lambda block, rows: block.per_example_vjp_is_cheaper(rows, precondition))
     u_leaves, w_leaves = self.treedef.flatten_up_to(u), self.treedef.flatten_up_to(w)
-    return {block.name: block.cached_vjp(lam[block.name], cache[block.name],
-                                         block.gather(u_leaves), block.gather(w_leaves))
-            for block in self.blocks}
+
+    def vjp(block):
+      factors, products = lam[block.name], cache[block.name]
+      if block.name in usable:
+        return block.per_example_vjp(factors, products, per_example[block.name],
+                                     block.gather(w_leaves), precondition)
+      y = block.gather(w_leaves)
+      if precondition:
+        y = block.cached_product(factors, products, y)
+      return block.cached_vjp(factors, products, block.gather(u_leaves), y)
+
+    return {block.name: vjp(block) for block in self.blocks}
 
   def diagonal(self, lam: dict, like: PyTree) -> PyTree:
     """``diag(Q(lam))`` as a tree shaped like ``like`` (closed form per block)."""

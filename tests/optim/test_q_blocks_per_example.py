@@ -142,6 +142,42 @@ def test_per_example_product_equals_materialised_q_applied_to_the_gradient():
   jax.tree.map(lambda a: np.testing.assert_array_equal(a, 0.0), from_terms_only["Dense_0"])
 
 
+@pytest.mark.x64
+@pytest.mark.parametrize("precondition", [True, False])
+def test_factored_aux_gradient_equals_autodiff_through_the_factors(precondition):
+  """The aux step's lam-gradient with the probe in factored form (X, Delta), every block's
+  ``y = Q r`` never formed, against autodiff through the factors and the dense Fisher."""
+  from gnrev.optim.fishleg import _aux_loss_and_gradient_cached
+  model, params, x = _tiny_problem()
+  _, grads, per_example = _value_grad_and_per_example(model, params, x, x)
+  structure = optim.q_structure(params, FAMILY)
+  lam = _random_lam(structure, jax.random.key(3))
+  cache = structure.product_cache(lam)
+  flat, unravel = ravel_pytree(params)
+  apply_flat = lambda f: model.apply({"params": unravel(f)}, x).reshape(-1)
+  jac = jax.jacfwd(apply_flat)(flat)                       # materialised Jacobian
+  probs = jax.nn.sigmoid(apply_flat(flat))
+  fisher = jac.T @ ((probs * (1 - probs) / x.shape[0])[:, None] * jac)  # Bernoulli GGN, batch mean
+  fvp = lambda v: unravel(fisher @ ravel_pytree(v)[0])
+  residual = jax.tree.map(lambda p: jax.random.normal(jax.random.key(7), p.shape), params)
+  # The block-level vjp with y = Q r (or r): the usable blocks take the factored route.
+  y = structure.q_vector(lam, residual) if precondition else residual
+  (expected,) = jax.vjp(lambda l: structure.q_vector(l, grads), lam)[1](y)
+  got = structure.q_vector_vjp_cached(lam, cache, grads, residual, precondition, per_example)
+  assert structure.per_example_blocks(per_example) == {"Encoder/Dense_0", "Encoder/Dense_1",
+                                                       "Dense_1"}
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+  jax.tree.map(close, got, expected)
+  # The whole aux step (trust ratio on and off), factored vs autodiff through the factors.
+  for trust_ratio in (None, 1e-3):
+    factored = _aux_loss_and_gradient_cached(structure, lam, cache, jnp.float64(0.7), grads,
+                                             fvp, 0.1, precondition, trust_ratio, per_example)
+    scale = factored[2]
+    scaled_q = lambda l, v, c=scale: jax.tree.map(lambda a: c * a, structure.q_vector(l, v))
+    jax.tree.map(close, factored[:2], optim.fishleg_aux_loss_and_gradient(
+        scaled_q, lam, grads, fvp, 0.1, precondition))
+
+
 def _fvp_fn(model, params, x):
   return lambda v: curvature.ggn_vector_product(
       lambda p, xb: model.apply({"params": p}, xb), params, x, LIKELIHOOD)(v)
