@@ -11,6 +11,8 @@ An :class:`Optimizer` entry of :data:`OPTIMIZERS` holds
   (optax's extra-args protocol), called inside the jitted step: the batch for Gauss-Newton, the
   fixed variables for exact GN, a Fisher-vector product of the task's likelihood, a key and the
   Dense layers' per-example inputs and output gradients for FishLeg;
+* ``rules``: the ranges of its options (:class:`gnrev.train.rules.Rule` by option name; an
+  option without one must have its default's type, and every ``learning_rate`` is > 0);
 * ``check``: ``(options, model, task, input_shape, batch_size) -> None``, run at start-up before
   any run trains; it calls the wing's own validator (e.g. exact GN's rank bounds);
 * ``needs_model``: whether the step needs a supervised model and batch (the model, its apply
@@ -26,6 +28,7 @@ A new optimizer is one self-contained entry of :data:`OPTIMIZERS`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -38,6 +41,7 @@ import optax
 
 from gnrev import curvature, gn, optim
 from gnrev.gn import sweep as gn_sweep, targets as gn_targets
+from gnrev.train import rules
 
 ExtraArgs = Callable[..., dict]
 
@@ -66,6 +70,7 @@ class Optimizer:
     supplied: ``(model, task) -> {argument: value}`` for factory arguments a config cannot hold.
     extra_args: ``(model, task, **options) -> ExtraArgs`` for ``tx.update``, given the run's
       options named in ``extra_args_options``.
+    rules: ranges of options, by name (see :meth:`rule`).
     check: start-up check of a run's options against the model, task and data sizes.
     excluded: factory arguments that are neither options nor supplied (kept at their default).
     supplied_names: the factory arguments ``supplied`` fills in.
@@ -76,6 +81,7 @@ class Optimizer:
   supplied: Callable[[nn.Module, Any], dict] = lambda model, task: {}
   extra_args: Callable[..., ExtraArgs] = lambda model, task: no_extra_args
   extra_args_options: tuple[str, ...] = ()
+  rules: dict[str, rules.Rule] = dataclasses.field(default_factory=dict)
   check: Callable[..., None] = _no_check
   excluded: tuple[str, ...] = ()
   supplied_names: tuple[str, ...] = ()
@@ -87,6 +93,12 @@ class Optimizer:
     """The factory's keyword arguments a config may set, with their defaults."""
     return factory_options(self.factory, skip=("learning_rate", *self.supplied_names,
                                                *self.excluded))
+
+  def rule(self, option: str) -> rules.Rule | None:
+    """What ``option`` may hold: its rule, else its default's type (None: anything)."""
+    if option == "learning_rate":
+      return rules.POSITIVE
+    return self.rules.get(option) or rules.of_default(self.options.get(option))
 
 
 def factory_options(factory: Callable, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -160,14 +172,25 @@ def _sophia_extra_args(model: nn.Module, task: Any) -> ExtraArgs:
       "obj_fn": lambda p: task.loss(apply_fn_of(model, fixed)(p, batch[0]), batch[1])}
 
 
+_GN_LOSS = rules.choice(gn.LOSSES)
+_FISHLEG_RULES = {"damping": rules.NON_NEGATIVE, "aux_learning_rate": rules.POSITIVE,
+                  "update_aux_every": rules.integer(1), "momentum": rules.UNIT,
+                  "weight_decay": rules.NON_NEGATIVE}
+
 OPTIMIZERS: dict[str, Optimizer] = {
-    "sgd": Optimizer(optax.sgd),
-    "adam": Optimizer(optax.adam),
+    "sgd": Optimizer(optax.sgd, rules={"momentum": rules.optional(rules.UNIT),
+                                       "nesterov": rules.BOOL}),
+    "adam": Optimizer(optax.adam, rules={"b1": rules.UNIT, "b2": rules.UNIT,
+                                         "eps": rules.NON_NEGATIVE}),
     "exact_gn": Optimizer(
         gn.exact_gn, supplied=lambda model, task: {"model": model}, supplied_names=("model",),
         extra_args=lambda model, task: (
             lambda params, fixed, batch, rng: {"batch": batch, "fixed": fixed["fixed"]}),
-        check=_check_exact_gn, needs_model=True),
+        check=_check_exact_gn, needs_model=True,
+        rules={"loss": _GN_LOSS, "solver": rules.choice(gn.SOLVERS),
+               "allocation": rules.Rule("custom"),  # a name or per-block weights: the check's
+               "rtol": rules.number(0, 1, high_open=True), "atol": rules.NON_NEGATIVE,
+               "damping": rules.NON_NEGATIVE, "keep_activations": rules.BOOL}),
     "gauss_newton": Optimizer(
         # The model's non-trained variables travel as the step's `fixed` argument (never
         # closed over).
@@ -177,14 +200,22 @@ OPTIMIZERS: dict[str, Optimizer] = {
         supplied_names=("apply_fn",),
         extra_args=lambda model, task: (
             lambda params, fixed, batch, rng: {"batch": batch, "fixed": fixed}),
-        check=_check_gauss_newton, needs_model=True, needs_autodiff=True),
+        check=_check_gauss_newton, needs_model=True, needs_autodiff=True,
+        rules={"loss": _GN_LOSS, "damping": rules.NON_NEGATIVE,
+               "maxiter": rules.integer(1, optional=True), "tol": rules.POSITIVE}),
     # aux_optimizer is a transform, which a config cannot hold: FishLeg's default (Adam) stays.
     "fishleg": Optimizer(optim.fishleg, extra_args=_fishleg_extra_args,
                          extra_args_options=("q_family",), excluded=("aux_optimizer",),
-                         needs_model=True, needs_autodiff=True),
+                         needs_model=True, needs_autodiff=True, rules={
+                             **_FISHLEG_RULES, "aux_warmup_steps": rules.integer(0),
+                             "init_scale": rules.optional(rules.POSITIVE),
+                             "probe": rules.choice(optim.PROBES), "precondition_aux": rules.BOOL,
+                             "q_family": rules.choice(optim.Q_FAMILIES),
+                             "max_newton_steps": rules.optional(rules.POSITIVE)}),
     "fishleg_official": Optimizer(
         optim.fishleg_official, extra_args=lambda model, task: _fishleg_extra_args(
-            model, task, q_family="kronecker"), needs_model=True, needs_autodiff=True),
+            model, task, q_family="kronecker"), needs_model=True, needs_autodiff=True,
+        rules=_FISHLEG_RULES),
     # Peers of FishLeg (benchmarks): transforms a config cannot hold keep their defaults.
     "sophia": Optimizer(optax.contrib.sophia, extra_args=_sophia_extra_args,
                         excluded=("weight_decay_mask", "hessian_diagonal_fn", "mu_dtype"),
@@ -246,9 +277,11 @@ def optimizer_options(opt_config: Any, reserved: tuple[str, ...] = ()) -> dict[s
   options = OPTIMIZERS[name].options
   unknown = sorted(set(fields) - {"learning_rate"} - set(options))
   if unknown:
-    allowed = ", ".join(["name", "learning_rate", *options])
-    raise ValueError(f"Unknown field(s) {', '.join(unknown)} for optimizer {name!r}; "
-                     f"allowed: {allowed}.")
+    allowed = ["name", "learning_rate", *options]
+    close = difflib.get_close_matches(unknown[0], allowed, n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    raise ValueError(f"Unknown field(s) {', '.join(unknown)} for optimizer {name!r}.{hint} "
+                     f"Allowed: {', '.join(allowed)}.")
   fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
   return {"name": name, **options, **fields}
 

@@ -17,8 +17,8 @@ The trainer's own fields have tables (:data:`TOP_RULES`, :data:`DATA_RULES`,
 :data:`EARLY_STOPPING_RULES`); the fields of a model, a task or a dataset's options are the
 keyword arguments of its factory, checked against the factory's signature and type annotations
 (:func:`check_fields`; :data:`FIELD_RULES` where an annotation cannot say the range).
-Optimizer options are checked by :data:`OPTION_RULES`, keyed by optimizer and option name; an
-option without a rule must at least have the type of its default (:func:`optimizer_defaults`).
+Optimizer options are checked by their registry entry's rules (:data:`gnrev.train.optimizers.
+OPTIMIZERS`); an option without a rule must at least have the type of its default.
 """
 
 from __future__ import annotations
@@ -38,135 +38,40 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import jax
 import numpy as np
 
-from gnrev import data, gn, optim
-from gnrev.train import pruning
+from gnrev import data, gn
+from gnrev.train import pruning, rules
 from gnrev.train.configs import ConfigError
 from gnrev.train.models import MODELS, build_model
 from gnrev.train.optimizers import OPTIMIZERS, OPTIONS, optimizer_options
 
 
-@dataclasses.dataclass(frozen=True)
-class Rule:
-  """What one config field may hold.
-
-  Attributes:
-    kind: ``"int"``, ``"number"`` (finite int or float), ``"bool"``, ``"str"``, ``"choice"``,
-      ``"sequence"`` (a list or tuple of ``element`` values, not empty with ``non_empty``) or
-      ``"custom"`` (checked by its own code below, e.g. exact GN's ``allocation``).
-    low, high: inclusive bounds of numbers (exclusive with ``low_open`` / ``high_open``).
-    choices: the allowed values of a ``"choice"`` (or a function returning them, read late so
-      that registries filled after import count).
-    optional: ``None`` is allowed too.
-    element: the rule of each value of a ``"sequence"``.
-    non_empty: a ``"sequence"`` must hold at least one value.
-  """
-  kind: str
-  low: float | None = None
-  high: float | None = None
-  low_open: bool = False
-  high_open: bool = False
-  choices: Union[Sequence[Any], Callable[[], Sequence[Any]]] = ()
-  optional: bool = False
-  element: "Rule | None" = None
-  non_empty: bool = False
-
-  def allowed_choices(self) -> list:
-    choices = self.choices() if callable(self.choices) else self.choices
-    return sorted(choices)
-
-  def allows(self, value: Any) -> bool:
-    if self.kind == "custom":
-      return True
-    if value is None:
-      return self.optional
-    if self.kind == "bool":
-      return isinstance(value, (bool, np.bool_))
-    if self.kind == "str":
-      return isinstance(value, str)
-    if self.kind == "choice":
-      return isinstance(value, str) and value in self.allowed_choices()
-    if self.kind == "sequence":
-      return (isinstance(value, (list, tuple)) and (len(value) or not self.non_empty) and
-              all(self.element.allows(v) for v in value))
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-      return False
-    if self.kind == "int" and not isinstance(value, (int, np.integer)):
-      return False
-    if not math.isfinite(value):
-      return False
-    if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-      return False
-    return self.high is None or (value < self.high or (not self.high_open and
-                                                       value == self.high))
-
-  def describe(self) -> str:
-    if self.kind == "custom":
-      text = "see its documentation"
-    elif self.kind == "bool":
-      text = "True or False"
-    elif self.kind == "str":
-      text = "a string"
-    elif self.kind == "choice":
-      text = "one of " + ", ".join(repr(c) for c in self.allowed_choices())
-    elif self.kind == "sequence":
-      text = (f"a {'non-empty ' if self.non_empty else ''}list or tuple, each "
-              f"{self.element.describe()}")
-    else:
-      text = "an int" if self.kind == "int" else "a finite number"
-      if self.low is not None and self.high is not None:
-        text += (f" in {'(' if self.low_open else '['}{self.low}, {self.high}"
-                 f"{')' if self.high_open else ']'}")
-      elif self.low is not None:
-        text += f" {'>' if self.low_open else '>='} {self.low}"
-      elif self.high is not None:
-        text += f" {'<' if self.high_open else '<='} {self.high}"
-    return text + (" or None" if self.optional else "")
-
-
-def _int(low: int, optional: bool = False) -> Rule:
-  return Rule("int", low=low, optional=optional)
-
-
-def _number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-            high_open: bool = False) -> Rule:
-  return Rule("number", low=low, high=high, low_open=low_open, high_open=high_open)
-
-
-def _choice(choices) -> Rule:
-  return Rule("choice", choices=choices)
-
-
-BOOL = Rule("bool")
-POSITIVE = _number(0, low_open=True)
-NON_NEGATIVE = _number(0)
-UNIT = _number(0, 1, high_open=True)   # momentum-like coefficients
-
 # The fields of the launcher itself (``config.X`` and ``config.data.X``); every one is required.
-TOP_RULES: dict[str, Rule] = {
-    "seed": _int(0),
-    "num_epochs": _int(1),
-    "eval_every": _int(0),           # 0: once per epoch
-    "log_every": _int(1),
-    "checkpoint_every": _int(0),     # 0: once per epoch
-    "max_to_keep": _int(1, optional=True),   # None: keep every checkpoint
-    "num_devices": _int(0),          # 0: all
+TOP_RULES: dict[str, rules.Rule] = {
+    "seed": rules.integer(0),
+    "num_epochs": rules.integer(1),
+    "eval_every": rules.integer(0),           # 0: once per epoch
+    "log_every": rules.integer(1),
+    "checkpoint_every": rules.integer(0),     # 0: once per epoch
+    "max_to_keep": rules.integer(1, optional=True),   # None: keep every checkpoint
+    "num_devices": rules.integer(0),          # 0: all
 }
-DATA_RULES: dict[str, Rule] = {
-    "name": _choice(lambda: data.DATASETS),
-    "data_dir": Rule("str", optional=True),
-    "batch_size": _int(1),
-    "eval_batch_size": _int(1),
-    "train_subset": _int(0),         # 0: every training example
-    "seed": _int(0),
+DATA_RULES: dict[str, rules.Rule] = {
+    "name": rules.choice(lambda: data.DATASETS),
+    "data_dir": rules.Rule("str", optional=True),
+    "batch_size": rules.integer(1),
+    "eval_batch_size": rules.integer(1),
+    "train_subset": rules.integer(0),         # 0: every training example
+    "seed": rules.integer(0),
 }
 
 # The trainer's optional fields of config.data (configs.TRAINER_DEFAULTS; ranges: the task's).
-DATA_OPTIONAL_RULES: dict[str, Rule] = {"options": Rule("custom"),
-                                        "validation_fraction": _number(),
-                                        "validation_seed": _int(0)}
+DATA_OPTIONAL_RULES: dict[str, rules.Rule] = {"options": rules.Rule("custom"),
+                                              "validation_fraction": rules.number(),
+                                              "validation_seed": rules.integer(0)}
 EARLY_STOPPING_MODES = ("min", "max")
-EARLY_STOPPING_RULES: dict[str, Rule] = {"metric": Rule("str"), "patience": _int(0),
-                                         "mode": _choice(EARLY_STOPPING_MODES)}
+EARLY_STOPPING_RULES: dict[str, rules.Rule] = {
+    "metric": rules.Rule("str"), "patience": rules.integer(0),
+    "mode": rules.choice(EARLY_STOPPING_MODES)}
 # The sections of a config besides TOP_RULES' fields (each checked by its reader).
 SECTIONS = ("task", "data", "model", "optimizers", "early_stopping", "init_from", "pruning")
 # Fields that experiment scripts read from the configs they drive (experiments/
@@ -176,28 +81,8 @@ EXPERIMENT_FIELDS = ("analysis", "finding", "lr_grid", "seeds", "size", "tuned")
 # Rules that a field's type annotation cannot say, keyed by "<section>.<field>"; the other fields
 # of models, tasks and dataset options are checked against their factory's annotations
 # (:func:`check_fields`).
-FIELD_RULES: dict[str, Rule] = {
-    "task.inner_lrs": Rule("sequence", element=NON_NEGATIVE, non_empty=True),
-}
-
-# Ranges of optimizer options, keyed by optimizer name ("*": every optimizer) and option name.
-OPTION_RULES: dict[str, dict[str, Rule]] = {
-    "*": {"learning_rate": POSITIVE},
-    "sgd": {"momentum": dataclasses.replace(UNIT, optional=True), "nesterov": BOOL},
-    "adam": {"b1": UNIT, "b2": UNIT, "eps": NON_NEGATIVE},
-    "exact_gn": {"loss": _choice(gn.LOSSES), "solver": _choice(gn.SOLVERS),
-                 "allocation": Rule("custom"),  # a name or per-block weights: _check_exact_gn
-                 "rtol": _number(0, 1, high_open=True), "atol": NON_NEGATIVE,
-                 "damping": NON_NEGATIVE, "keep_activations": BOOL},
-    "gauss_newton": {"loss": _choice(gn.LOSSES), "damping": NON_NEGATIVE,
-                     "maxiter": _int(1, optional=True), "tol": POSITIVE},
-    "fishleg": {"damping": NON_NEGATIVE, "aux_learning_rate": POSITIVE,
-                "update_aux_every": _int(1), "aux_warmup_steps": _int(0), "momentum": UNIT,
-                "weight_decay": NON_NEGATIVE,
-                "init_scale": dataclasses.replace(POSITIVE, optional=True),
-                "probe": _choice(optim.PROBES), "precondition_aux": BOOL,
-                "q_family": _choice(optim.Q_FAMILIES),
-                "max_newton_steps": dataclasses.replace(POSITIVE, optional=True)},
+FIELD_RULES: dict[str, rules.Rule] = {
+    "task.inner_lrs": rules.Rule("sequence", element=rules.NON_NEGATIVE, non_empty=True),
 }
 
 # What the trainer passes to a model besides its config fields (ints of models are sizes: >= 1).
@@ -217,16 +102,11 @@ RESUMABLE_CHANGES = ("num_epochs", "eval_every", "log_every", "checkpoint_every"
 OPTIONAL_DEFAULTS = {"data": {"validation_fraction": 0.0, "validation_seed": 0, "options": {}}}
 
 
-def optimizer_defaults(name: str) -> dict[str, Any]:
-  """The options of optimizer ``name`` besides ``name`` and ``learning_rate``, with defaults."""
-  return dict(OPTIONS[name])
-
-
 def _error(field: str, value: Any, expected: str) -> ConfigError:
   return ConfigError(f"config.{field} = {value!r} is not allowed; expected {expected}.")
 
 
-def _check_field(section: Mapping, prefix: str, key: str, rule: Rule) -> None:
+def _check_field(section: Mapping, prefix: str, key: str, rule: rules.Rule) -> None:
   if key not in section:
     raise ConfigError(f"config.{prefix}{key} is missing; expected {rule.describe()}.")
   if not rule.allows(section[key]):
@@ -250,7 +130,7 @@ def refuse_unknown(section: str, fields: Mapping, allowed: Sequence[str], owner:
                     f"{', '.join(allowed) or 'none'}.")
 
 
-def annotation_rule(hint: Any, low: int = 0) -> Rule | None:
+def annotation_rule(hint: Any, low: int = 0) -> rules.Rule | None:
   """The :class:`Rule` of a field annotated ``hint`` (``int``, ``float``, ``bool``, ``str``,
   ``Sequence[...]``, ``Optional[...]`` of those), or None for any other annotation.
 
@@ -262,16 +142,16 @@ def annotation_rule(hint: Any, low: int = 0) -> Rule | None:
     rule = annotation_rule(kinds[0], low) if len(kinds) == 1 else None
     return dataclasses.replace(rule, optional=True) if rule is not None else None
   if hint is bool:
-    return BOOL
+    return rules.BOOL
   if hint is int:
-    return _int(low)
+    return rules.integer(low)
   if hint is float:
-    return _number()
+    return rules.number()
   if hint is str:
-    return Rule("str")
+    return rules.Rule("str")
   if typing.get_origin(hint) in (collections.abc.Sequence, list, tuple) and args:
     element = annotation_rule(args[0], 1)
-    return Rule("sequence", element=element) if element is not None else None
+    return rules.Rule("sequence", element=element) if element is not None else None
   return None
 
 
@@ -315,17 +195,6 @@ def _check_finite(tree: Any, field: str) -> None:
     raise _error(field, tree, "a finite number (every number of a config must be finite)")
 
 
-def _rule_for(name: str, option: str, default: Any) -> Rule | None:
-  rule = OPTION_RULES.get(name, {}).get(option) or OPTION_RULES["*"].get(option)
-  if rule is not None or default is None:
-    return rule
-  if isinstance(default, bool):
-    return BOOL
-  if isinstance(default, (int, float)):
-    return Rule("number")
-  return Rule("str") if isinstance(default, str) else None
-
-
 def _check_run(config, run: str, opt_config: Any, reserved: tuple[str, ...] = ()) -> None:
   """``reserved``: run fields owned by the task (meta-learning's ``inner``), checked there."""
   field = f"optimizers.{run}"
@@ -345,15 +214,15 @@ def _check_run(config, run: str, opt_config: Any, reserved: tuple[str, ...] = ()
     options = optimizer_options(opt_config, reserved)
   except ValueError as e:
     raise ConfigError(f"Run {run!r}: {e}") from e
-  defaults = optimizer_defaults(name)
+  entry = OPTIMIZERS[name]
   for option, value in options.items():
-    rule = _rule_for(name, option, defaults.get(option))
+    rule = entry.rule(option)
     if option != "name" and rule is not None and not rule.allows(value):
       raise _error(f"{field}.{option}", value, rule.describe() + f" (optimizer {name!r})")
   if name == "exact_gn":
     _check_exact_gn_options(config, field, options)
   model = config.get("model") or {}
-  if OPTIMIZERS[name].needs_autodiff and model.get("memory_mode", "autodiff") != "autodiff":
+  if entry.needs_autodiff and model.get("memory_mode", "autodiff") != "autodiff":
     raise ConfigError(
         f"Run {run!r}: {name}'s steps use jax.jvp, which needs "
         f"--config.model.memory_mode=autodiff; got {model.get('memory_mode')!r}.")
@@ -370,7 +239,7 @@ def _check_exact_gn_options(config, field: str, options: dict) -> None:
                    f"one of {', '.join(map(repr, gn.ALLOCATIONS))} or {num_blocks} per-block "
                    f"weights")
   elif (not isinstance(allocation, (list, tuple)) or len(allocation) != num_blocks or
-        not all(_number().allows(w) for w in allocation)):
+        not all(rules.number().allows(w) for w in allocation)):
     raise _error(f"{field}.allocation", allocation,
                  f"one of {', '.join(map(repr, gn.ALLOCATIONS))} or {num_blocks} finite "
                  f"per-block weights (config.model.num_blocks = {num_blocks})")
@@ -589,7 +458,7 @@ def _plain(value: Any) -> Any:
 def _run_options(run_config: Any) -> Any:
   """A run's options with the optimizer's defaults filled in (unknown names compare raw)."""
   if isinstance(run_config, Mapping) and run_config.get("name") in OPTIONS:
-    return {**optimizer_defaults(run_config["name"]), **run_config}
+    return {**OPTIONS[run_config["name"]], **run_config}
   return run_config
 
 

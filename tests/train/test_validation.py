@@ -122,8 +122,11 @@ def test_bad_field_fails_naming_the_field_the_value_and_what_is_allowed(field, v
 BAD_STRUCTURE = [
     ("optimizers.adam.name", "lbfgs", "Unknown optimizer 'lbfgs' (config.optimizers.adam.name); "
                                       "allowed: adam, exact_gn, fishleg"),
-    ("optimizers.adam.beta1", 0.9, "Unknown field(s) beta1 for optimizer 'adam'; allowed: name, "
+    ("optimizers.adam.beta1", 0.9, "Unknown field(s) beta1 for optimizer 'adam'. Allowed: name, "
                                    "learning_rate, b1, b2, eps"),
+    ("optimizers.adam.learning_rte", 0.1, "Unknown field(s) learning_rte for optimizer 'adam'. "
+                                          "Did you mean learning_rate? Allowed: name,"),
+    ("optimizers.fishleg.dampng", 0.1, "Did you mean damping?"),
     ("optimizers.adam.learning_rate", DELETE, "Optimizer 'adam' needs a learning_rate"),
     ("optimizers.adam", 3, "config.optimizers.adam = 3 is not allowed; expected a dict"),
     ("optimizers.a/b", {"name": "sgd", "learning_rate": 0.1}, "a run named 'a/b'"),
