@@ -68,7 +68,10 @@ each aux step for ``2 (n^3 + m^3)``) and plain steps apply Q with two products, 
 (no-aux step 2.1x -> 1.6x Adam there). An aux step adds one Fisher product (``~10 B W``) and
 ``Q u``, the preconditioned residual and the lam-gradient, all from the cache in closed form
 (:meth:`QStructure.q_vector_vjp_cached`: ~4 cached Q products plus ``n^3 + m^3`` per block,
-instead of ~8 through the factors), and the cache rebuild. The Q product does not shrink with
+instead of ~8 through the factors), and the cache rebuild. (The ``"kronecker_per_example"``
+family, given the gradient's per-example factors, applies Q to the gradient and to the gradient
+probe with the batch as the products' inner size, and takes the lam-gradient the same way:
+:meth:`~gnrev.optim.q_blocks.KroneckerBlock.per_example_vjp`.) The Q product does not shrink with
 the batch: 9.0 GFLOP at the paper's autoencoder against Adam's 1.6 GFLOP step at batch 100
 (amortised floor ~10x there, ~2.1x at batch 1000). Measured before the closed-form aux step
 (batch 1000): split 2.30x, ``lax.cond`` 2.58x (before the cache 2.74x and 2.90x); digits size
