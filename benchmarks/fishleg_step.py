@@ -85,14 +85,20 @@ MODES = ("no_aux", "cond", "split")
 
 
 def make_optimizer(name: str, q_family: str = "kronecker") -> optax.GradientTransformation:
-  """The config's ``fishleg`` (with ``q_family``) or ``adam_1em3`` run as an optax transform.
-
-  FishLeg without its aux warm-up (an aux step at each of the first 40 updates, a one-off
-  cost): the chunks time the steady state, one aux step every ``update_aux_every``."""
+  """The config's ``fishleg`` (with ``q_family``) or ``adam_1em3`` run as an optax transform,
+  FishLeg at its defaults (the aux warm-up included: untimed chunks run past it, see
+  :func:`median_chunk_seconds`)."""
   options = dict(all_runs()["fishleg" if name == "fishleg" else "adam_1em3"])
   del options["name"]
-  return (optim.fishleg(**options, q_family=q_family, aux_warmup_steps=0) if name == "fishleg"
+  return (optim.fishleg(**options, q_family=q_family) if name == "fishleg"
           else optax.adam(**options))
+
+
+def skipped_steps(opt_state) -> int:
+  """FishLeg's count of skipped (non-finite) updates in ``opt_state``; 0 for Adam."""
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(
+      x, optim.ScaleByFishLegState)) if isinstance(s, optim.ScaleByFishLegState)]
+  return sum(int(s.num_skipped) for s in found)
 
 
 def _lazy_fvp_fn(model, params, x_aux):
@@ -156,11 +162,15 @@ def make_chunk(model, tx, variant: str, every: int):
 
 
 def median_chunk_seconds(model, optimizers: dict, params, pixels, batch: int, steps: int,
-                         repeats: int, every: int) -> dict:
-  """Median seconds per chunk for every ``variant -> tx``, timed round-robin.
+                         repeats: int, every: int, warmup: int) -> tuple[dict, dict]:
+  """Median seconds per chunk for every ``variant -> tx``, timed round-robin, and the updates
+  each variant skipped as non-finite over all its chunks.
 
-  All chunks are compiled and run once first; then each repeat times every variant in turn,
-  so that load from other processes falls on all variants alike.
+  All chunks are compiled and run first for at least ``warmup`` steps (FishLeg's aux warm-up:
+  the timed chunks are in the steady state of one aux step every ``every``); then each repeat
+  times every variant in turn, so that load from other processes falls on all variants alike.
+  A skipped update keeps the state, step count included, so the ``lax.cond`` schedule of a
+  run that had diverged would stop taking aux steps: the counts say that none did.
   """
   rng = np.random.default_rng(0)
   keys = jax.random.split(jax.random.key(1), steps)
@@ -168,8 +178,10 @@ def median_chunk_seconds(model, optimizers: dict, params, pixels, batch: int, st
   chunks, carries = {}, {}
   for variant, tx in optimizers.items():
     chunks[variant] = make_chunk(model, tx, variant, every)
-    carries[variant] = jax.block_until_ready(
-        chunks[variant](params, tx.init(params), pixels, draw(), draw(), keys))
+    carries[variant] = (params, tx.init(params))
+    for _ in range(max(1, -(-warmup // steps))):
+      carries[variant] = jax.block_until_ready(
+          chunks[variant](*carries[variant], pixels, draw(), draw(), keys))
   times = {variant: [] for variant in optimizers}
   for repeat in range(repeats):
     common.log(f"  repeat {repeat + 1}/{repeats}")
@@ -179,7 +191,8 @@ def median_chunk_seconds(model, optimizers: dict, params, pixels, batch: int, st
       carries[variant] = jax.block_until_ready(
           chunk(*carries[variant], pixels, batch_idx, aux_idx, keys))
       times[variant].append(time.perf_counter() - tic)
-  return {variant: statistics.median(t) for variant, t in times.items()}
+  return ({variant: statistics.median(t) for variant, t in times.items()},
+          {variant: skipped_steps(carry[1]) for variant, carry in carries.items()})
 
 
 def xla_flops(model, tx, variant, params, pixels, batch, update_aux=None) -> float:
@@ -239,13 +252,16 @@ def measure(size: str, config, pixels: np.ndarray, every: int, repeats: int) -> 
                   f"{prefix}_amortised": amortised / flops["adam"]})
   optimizers = {"adam": adam, **{f"{prefix}_{mode}": tx for prefix, tx in fishlegs.items()
                                  for mode in MODES}}
-  seconds = median_chunk_seconds(model, optimizers, params, pixels, batch, steps, repeats, every)
+  warmup = inspect.signature(optim.fishleg).parameters["aux_warmup_steps"].default
+  seconds, skipped = median_chunk_seconds(model, optimizers, params, pixels, batch, steps,
+                                          repeats, every, warmup)
   widths = ((pixels.shape[1],) + encoder_widths + (config.model.code_size,) +
             encoder_widths[::-1] + (pixels.shape[1],))
   return {
       "network": "-".join(map(str, widths)), "batch_size": batch, "aux_batch_size": batch,
       "data": "mnist5k train split, pixels / 255",
-      "steps_per_chunk": steps, "repeats": repeats,
+      "steps_per_chunk": steps, "repeats": repeats, "untimed_warmup_steps": warmup,
+      "skipped_updates": skipped,
       "step_ms": {v: 1e3 * s / steps for v, s in seconds.items()},
       "measured_over_adam": {v: s / seconds["adam"] for v, s in seconds.items() if v != "adam"},
       "xla_flops_per_step": flops,
