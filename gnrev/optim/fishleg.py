@@ -391,7 +391,11 @@ def scale_by_fishleg(
     The optional ``per_example`` (block name -> ``PerExample``, from
     :func:`gnrev.optim.value_grad_and_per_example` on the gradient's batch) makes the
     ``"kronecker_per_example"`` family apply Q to the gradient in factored form (same result,
-    ``B (n^2 + m^2 + n m)`` instead of ``n m (n + m)`` per block); other families ignore it.
+    ``B (n^2 + m^2 + n m)`` instead of ``n m (n + m)`` per block), in the step and in the aux
+    step's gradient probe; other families ignore it. The factored blocks read ``per_example``
+    instead of their part of ``updates``, so it must factor exactly the updates this transform
+    receives: chain gradient-changing transforms (clipping, scaling) after FishLeg, not
+    before, or leave ``per_example`` out.
 
   Example:
     >>> from gnrev import curvature
