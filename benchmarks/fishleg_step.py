@@ -166,22 +166,28 @@ def median_chunk_seconds(model, optimizers: dict, params, pixels, batch: int, st
   """Median seconds per chunk for every ``variant -> tx``, timed round-robin, and the updates
   each variant skipped as non-finite over all its chunks.
 
-  All chunks are compiled and run first for at least ``warmup`` steps (FishLeg's aux warm-up:
-  the timed chunks are in the steady state of one aux step every ``every``); then each repeat
-  times every variant in turn, so that load from other processes falls on all variants alike.
-  A skipped update keeps the state, step count included, so the ``lax.cond`` schedule of a
-  run that had diverged would stop taking aux steps: the counts say that none did.
+  Every variant first trains untimed for at least ``warmup`` steps on FishLeg's own schedule
+  (the ``*_cond`` chunk: the aux warm-up, then one aux step every ``every``), so that all are
+  timed from a learned Q in the steady state (``*_no_aux`` and ``*_split`` alone would never
+  take the warm-up; ``*_no_aux`` would train on ``Q_0``); then each repeat times every
+  variant in turn, so that load from other processes falls on all variants alike. A skipped
+  update keeps the state, step count included, so the ``lax.cond`` schedule of a run that had
+  diverged would stop taking aux steps: the counts say whether any did.
   """
   rng = np.random.default_rng(0)
   keys = jax.random.split(jax.random.key(1), steps)
   draw = lambda: rng.integers(0, len(pixels), (steps, batch)).astype(np.int32)
-  chunks, carries = {}, {}
+  chunks = {variant: make_chunk(model, tx, variant, every) for variant, tx in optimizers.items()}
+  carries = {}
   for variant, tx in optimizers.items():
-    chunks[variant] = make_chunk(model, tx, variant, every)
+    mode = next((m for m in MODES if variant.endswith("_" + m)), None)
+    warm = chunks[variant[:-len(mode)] + "cond"] if mode else chunks[variant]
     carries[variant] = (params, tx.init(params))
     for _ in range(max(1, -(-warmup // steps))):
       carries[variant] = jax.block_until_ready(
-          chunks[variant](*carries[variant], pixels, draw(), draw(), keys))
+          warm(*carries[variant], pixels, draw(), draw(), keys))
+    carries[variant] = jax.block_until_ready(  # the variant's own chunk, compiled
+        chunks[variant](*carries[variant], pixels, draw(), draw(), keys))
   times = {variant: [] for variant in optimizers}
   for repeat in range(repeats):
     common.log(f"  repeat {repeat + 1}/{repeats}")
