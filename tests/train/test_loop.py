@@ -68,8 +68,12 @@ def test_unknown_names_list_the_valid_ones(field, value, allowed):
 def test_misspelt_optimizer_option_fails_at_start_up_naming_the_run_and_the_allowed_ones():
   config = smoke_config(fl={"name": "fishleg", "learning_rate": 0.1, "aux_lr": 1e-3})
   with pytest.raises(ValueError, match=r"Run 'fl': Unknown field\(s\) aux_lr for optimizer "
-                                       r"'fishleg'; allowed: name, learning_rate, damping, "
+                                       r"'fishleg'\. Allowed: name, learning_rate, damping, "
                                        r"aux_learning_rate"):
+    train.check_config(config)
+  config = smoke_config(fl={"name": "fishleg", "learning_rate": 0.1, "aux_learning_rte": 1e-3})
+  with pytest.raises(ValueError, match=r"aux_learning_rte for optimizer 'fishleg'\. Did you mean "
+                                       r"aux_learning_rate\? Allowed: name, learning_rate"):
     train.check_config(config)
   config = smoke_config(plain={"name": "sgd"})
   with pytest.raises(ValueError, match="Run 'plain': Optimizer 'sgd' needs a learning_rate"):
