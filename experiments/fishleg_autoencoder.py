@@ -7,7 +7,7 @@ per-run summaries, verdict per init) and ``fishleg_autoencoder.png`` (train and 
 steps, test NLL against wall-clock, one row per init). No optimizer loop lives here: training
 is the trainer's.
 
-    nice -n 10 python experiments/fishleg_autoencoder.py --seeds=0 --inits=flax,pytorch --results
+    nice -n 10 python experiments/fishleg_autoencoder.py --seeds=0,1,2 --inits=flax,pytorch --results
     python experiments/fishleg_autoencoder.py --config=configs/fishleg_autoencoder.py:smoke \
         --seeds=0 --workdir=runs/fishleg_autoencoder_smoke
 
