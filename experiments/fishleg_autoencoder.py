@@ -171,7 +171,8 @@ def plot(curves: dict, path: str) -> None:
   fig, axes = plt.subplots(len(inits), 3, figsize=(14, 3.8 * len(inits)), squeeze=False)
   for row, init in zip(axes, inits):
     for color, (run, seeds) in enumerate(curves[init].items()):
-      style = {"color": f"C{color % 10}", "lw": 1.2,
+      # tab20: one colour per run up to 20 (the default cycle repeats after 10).
+      style = {"color": plt.get_cmap("tab20").colors[color % 20], "lw": 1.2,
                "ls": "-" if run.startswith(("fishleg", "adam")) else "--"}
       for i, c in enumerate(seeds):
         label = {"label": run} if i == 0 else {}
