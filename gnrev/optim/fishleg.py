@@ -237,7 +237,7 @@ def fishleg_aux_loss_and_gradient(q_vector: Callable[[PyTree, PyTree], PyTree], 
   Returns:
     ``(aux_loss, lam_grad)``.
   """
-  u = _unit(probe)
+  u, _ = _unit(probe)
   v, q_vjp = jax.vjp(lambda l: q_vector(l, u), lam)
   aux_loss, residual = _aux_loss_and_residual(u, v, _checked_fvp(fvp_fn, v), damping)
   if precondition_aux:
@@ -246,9 +246,10 @@ def fishleg_aux_loss_and_gradient(q_vector: Callable[[PyTree, PyTree], PyTree], 
   return aux_loss, lam_grad
 
 
-def _unit(probe: PyTree) -> PyTree:
+def _unit(probe: PyTree) -> tuple[PyTree, jax.Array]:
+  """``(probe / |probe|, |probe|)``."""
   norm = optax.tree.norm(probe)
-  return jax.tree.map(lambda x: x / norm, probe)
+  return jax.tree.map(lambda x: x / norm, probe), norm
 
 
 def _checked_fvp(fvp_fn: Callable[[PyTree], PyTree], v: PyTree) -> PyTree:
@@ -298,8 +299,7 @@ def _aux_loss_and_gradient_cached(structure, lam, cache, q_scale, probe, fvp_fn,
   lets the ``"kronecker_per_example"`` blocks take ``Q u`` and the lam-gradient with the
   examples as the inner size (:meth:`KroneckerBlock.per_example_vjp`).
   """
-  norm = optax.tree.norm(probe)
-  u = jax.tree.map(lambda x: x / norm, probe)
+  u, norm = _unit(probe)
   if per_example:
     per_example = {name: terms._replace(output_grads=terms.output_grads / norm)
                    for name, terms in per_example.items()}

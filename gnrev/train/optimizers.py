@@ -28,7 +28,6 @@ A new optimizer is one self-contained entry of :data:`OPTIMIZERS`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import importlib.util
 import inspect
@@ -278,8 +277,7 @@ def optimizer_options(opt_config: Any, reserved: tuple[str, ...] = ()) -> dict[s
   unknown = sorted(set(fields) - {"learning_rate"} - set(options))
   if unknown:
     allowed = ["name", "learning_rate", *options]
-    close = difflib.get_close_matches(unknown[0], allowed, n=1)
-    hint = f" Did you mean {close[0]}?" if close else ""
+    hint = rules.did_you_mean(unknown[0], allowed)
     raise ValueError(f"Unknown field(s) {', '.join(unknown)} for optimizer {name!r}.{hint} "
                      f"Allowed: {', '.join(allowed)}.")
   fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from typing import Any, Callable, Sequence, Union
 
@@ -120,3 +121,9 @@ BOOL = Rule("bool")
 POSITIVE = number(0, low_open=True)
 NON_NEGATIVE = number(0)
 UNIT = number(0, 1, high_open=True)   # momentum-like coefficients
+
+
+def did_you_mean(name: str, allowed: Sequence[str], prefix: str = "") -> str:
+  """`` Did you mean <prefix><closest>?`` for the allowed name closest to ``name``, or ``""``."""
+  close = difflib.get_close_matches(str(name), list(allowed), n=1)
+  return f" Did you mean {prefix}{close[0]}?" if close else ""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import difflib
 import inspect
 import json
 import math
@@ -124,8 +123,7 @@ def refuse_unknown(section: str, fields: Mapping, allowed: Sequence[str], owner:
   if not unknown:
     return
   prefix = f"config.{section}." if section else "config."
-  close = difflib.get_close_matches(str(unknown[0]), list(allowed), n=1)
-  hint = f" Did you mean {prefix}{close[0]}?" if close else ""
+  hint = rules.did_you_mean(unknown[0], allowed, prefix)
   raise ConfigError(f"{prefix}{unknown[0]} is not a field of {owner}.{hint} Allowed: "
                     f"{', '.join(allowed) or 'none'}.")
 
