@@ -25,7 +25,7 @@ import sys  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 from gnrev import train  # noqa: E402
-from gnrev.train import configs, distributed, loop, workdir  # noqa: E402
+from gnrev.train import configs, distributed, workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and plots.")
@@ -96,11 +96,7 @@ def main(argv):
     with workdir.stop_on_signals():  # SIGTERM / Ctrl-C: save, then exit 143 / 130
       distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                              FLAGS.process_id)  # before any other JAX call
-      config = configs.finish_config_flag("config")
-      loop.check_fields(config)  # before anything reads it
-      distributed.log_layout(config.get("num_devices", 0),
-                             config.get("data", {}).get("batch_size"))
-      train.train_and_evaluate(config, FLAGS.workdir)
+      train.train_and_evaluate(configs.finish_config_flag("config"), FLAGS.workdir)
   except workdir.Stopped as e:
     print(f"gnrev.main: {e}", file=sys.stderr)
     sys.exit(e.exit_code)

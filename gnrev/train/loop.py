@@ -1,23 +1,12 @@
-"""The training loop: one generic trainer for every task, model, optimizer and dataset.
+"""The training loop: one trainer for every task, model, optimizer and dataset.
 
 ``train_and_evaluate(config, workdir)`` trains one run per entry of ``config.optimizers`` on the
-same task, data and seed, so that a single command compares optimizers. The task
-(``config.task``, :mod:`gnrev.train.tasks`; classification by default) is built once; it loads
-its data once, checks the config against them once (every check runs before the workdir is
-touched) and gives each run a :class:`gnrev.train.Program`: the initial state, the jitted step,
-the batches and the evaluation. The loop below is the same for every task: checkpoints and
-resume, ``metrics.jsonl``, the progress bar, periodic evaluation and early stopping.
-
-Options besides the task's own (all optional):
-
-* ``config.eval_every``: steps between evaluations (0: once per epoch);
-* ``config.checkpoint_every``: steps between checkpoints (0: once per epoch);
-* ``config.early_stopping.metric`` (e.g. ``"val_loss"``), ``.patience`` (evaluations without
-  improvement before the run stops; 0: off) and ``.mode`` (``"min"`` or ``"max"``): the run
-  keeps the parameters of its best evaluation and reports the metrics of those.
-
-The supervised tasks add the data's options (``config.data``, e.g. a validation split) and, per
-run, ``init_from`` and ``pruning`` (:mod:`gnrev.train.supervised`, :mod:`gnrev.train.pruning`).
+same task, data and seed. It builds the task (:mod:`gnrev.train.tasks`) once, loads its data
+once and checks everything once, before the workdir is touched; then each run's
+:class:`gnrev.train.Program` goes through the same loop: checkpoints and resume,
+``metrics.jsonl``, progress, evaluation every ``config.eval_every`` steps and a checkpoint every
+``config.checkpoint_every`` (0: once per epoch), and early stopping on a validation metric
+(``config.early_stopping``: ``metric``, ``patience``, ``mode``), which keeps the best parameters.
 """
 
 from __future__ import annotations
@@ -33,7 +22,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from gnrev.train import checkpoint, metrics, sharding, tasks, validation, workdir as workdir_lib
+from gnrev.train import (checkpoint, distributed, metrics, sharding, tasks, validation,
+                         workdir as workdir_lib)
 from gnrev.train.configs import ConfigError
 from gnrev.train.state import BestState, Program, TrainState
 
@@ -49,59 +39,33 @@ def _config_errors():
     raise ConfigError(str(e)) from e
 
 
-def _build_task(config: ml_collections.ConfigDict) -> tasks.Task:
-  try:
-    return tasks.build_task(config)
-  except ConfigError:
-    raise
-  except ValueError as e:
-    raise ConfigError(f"config.task: {e}") from e
-
-
-def check_fields(config: ml_collections.ConfigDict) -> tasks.Task:
-  """Checks every field of ``config`` alone (no data loaded); returns its task.
-
-  What the launcher runs before anything reads the config (e.g. the batch size it logs).
-
-  Raises:
-    ConfigError: for every rejected value.
-  """
+def _checked(config: ml_collections.ConfigDict, data: Any = None):
+  """``(task, mesh, checked)`` once every check of :func:`check_config` has passed."""
   with _config_errors():
-    task = _build_task(config)
-    validation.check_config(config, task)
-    return task
-
-
-def _check(config: ml_collections.ConfigDict, task: tasks.Task, data: Any = None):
-  """``(mesh, checked)`` after every check of :func:`check_config`."""
-  validation.check_config(config, task)
-  mesh = sharding.make_mesh(config.num_devices)
-  return mesh, task.check(config, task.load(config) if data is None else data, mesh)
+    task = tasks.build_task(config)
+    options = validation.check_config(config, task)
+    mesh = sharding.make_mesh(config.num_devices)
+    return task, mesh, task.check(config, task.load(config) if data is None else data, mesh,
+                                  options)
 
 
 def check_config(config: ml_collections.ConfigDict, data: Any = None) -> Any:
-  """Fails at start-up, with the reason, on anything that could only fail mid-run.
-
-  First every field of the config alone (:func:`gnrev.train.validation.check_config`), then,
-  on the loaded data (``data``, loaded here if not given), the task's own checks (e.g. the
-  model on the data's shapes, each run's optimizer: the exact-GN rank bounds). Nothing has been
-  trained or written when it raises.
+  """Fails, with the reason, on anything that could only fail mid-run: every field alone, then
+  the task's checks on the loaded data (``data``, loaded here if not given).
 
   Returns:
-    The task's :class:`gnrev.train.state.Checked`: the loaded data (what :func:`load_splits`
-    returns) and what the checks built from it (the model, each run's optimizer), for reuse.
+    The task's :class:`gnrev.train.state.Checked`: the data and what the checks built from it
+    (the model, each run's optimizer).
 
   Raises:
     ConfigError: for every rejected value (a check's ``ValueError`` becomes one).
   """
-  with _config_errors():
-    return _check(config, _build_task(config), data)[1]
+  return _checked(config, data)[2]
 
 
 def load_splits(config: ml_collections.ConfigDict, task: tasks.Task | None = None) -> Any:
-  """The data of ``config``'s task (``task``, if already built): ``(train, val, test)`` splits
-  of a supervised task (val None without a validation fraction), a meta-learning task's family
-  and held-out keys."""
+  """The data of ``config``'s task: ``(train, val, test)`` of a supervised one (val None without
+  a validation fraction), a meta-learning task's family and held-out keys."""
   return (tasks.build_task(config) if task is None else task).load(config)
 
 
@@ -124,15 +88,10 @@ def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
                 workdir: str) -> dict:
   """Trains (or resumes) one run's program; its records go to ``workdir/metrics.jsonl``.
 
-  Evaluations run every ``config.eval_every`` steps and checkpoints are saved every
-  ``config.checkpoint_every`` steps (each 0: at the end of every epoch), and both after the last
-  step.
-
   Returns:
-    ``{"params", "step", "trained_steps", "train_seconds", **final metrics}``; with early
-    stopping the params and metrics are those of the best evaluation, and ``best_step`` its
-    step. ``train_seconds`` is the wall-clock of this call's ``trained_steps`` steps (with
-    checkpointing and logging, without the evaluations): a resumed run times only its own.
+    ``{"params", "step", "trained_steps", "train_seconds", **final metrics}`` (with early
+    stopping: of the best evaluation, and its ``best_step``). ``train_seconds`` times this
+    call's steps without the evaluations.
   """
   per_epoch = program.steps_per_epoch
   total = config.num_epochs * per_epoch
@@ -214,29 +173,17 @@ def run_program(config: ml_collections.ConfigDict, run: str, program: Program,
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
-  """Trains every run of ``config.optimizers`` and leaves its artefacts in ``workdir``.
-
-  Artefacts: ``config.json``, ``metrics.jsonl`` (one JSON object per logged step, with a
-  ``run`` field), ``<run>/checkpoints/`` (orbax) and ``curves.png``. Re-running with the same
-  workdir resumes every run from its latest checkpoint. Every check of :func:`check_config`
-  runs before anything is written.
-
-  Args:
-    config: a config from ``configs/`` (see ``configs/default.py`` for the fields).
-    workdir: directory for the artefacts; created if missing.
+  """Trains every run of ``config.optimizers`` (a config of ``configs/``) into ``workdir``:
+  ``config.json``, ``metrics.jsonl`` (a JSON record per logged step), ``<run>/checkpoints/`` and
+  ``curves.png``. The same workdir again resumes every run from its latest checkpoint.
 
   Returns:
-    ``{run: {"params", "step", "test_loss", ...}}`` at the end of each run (the task's test
-    metrics; with early stopping those of the best evaluation, and ``best_step``).
-
-  For example, ``train_and_evaluate(load_config("configs/default.py", "smoke"), "runs/smoke")``
-  returns ``{"adam": {"test_accuracy": ..., ...}, "exact_gn": ..., "sgd": ...}``
-  (``notebooks/quickstart.ipynb`` runs it).
+    ``{run: {"params", "step", "test_loss", ...}}``, as :func:`run_program`.
   """
-  with _config_errors():  # everything that can fail, before the workdir is touched
-    task = _build_task(config)
-    mesh, checked = _check(config, task)
+  task, mesh, checked = _checked(config)  # everything that can fail, before the workdir
+  with _config_errors():
     validation.check_resume(config, workdir)
+  distributed.log_layout(config.num_devices, getattr(config.get("data"), "batch_size", None))
   os.makedirs(workdir, exist_ok=True)
   # One launcher per workdir: process 0 holds its lock from here to the end, and checks the
   # resume again under it (a launcher that held it before may have written config.json since).
@@ -252,7 +199,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _train_runs(config: ml_collections.ConfigDict, workdir: str, task: Any, checked: Any,
                 mesh) -> dict[str, dict]:
-  """The body of :func:`train_and_evaluate` once every start-up check has passed."""
   results = {}
   for run in config.optimizers:
     program = task.program(config, run, checked, mesh)
@@ -270,7 +216,6 @@ def _train_runs(config: ml_collections.ConfigDict, workdir: str, task: Any, chec
 
 
 def _plot_title(config: ml_collections.ConfigDict) -> str:
-  """What the runs of ``config`` trained: the data set (or task family) and the model."""
   task = config.get("task") or {}
   if task.get("name") == "meta_learning":
     family = task.get("family") or {}

@@ -1,24 +1,12 @@
 """The meta-learning task: MAML / TreeMAML meta-steps over batches of tasks from a task family.
 
-One training step is one meta-step on a freshly sampled batch of tasks (a whole task tree of
-:class:`gnrev.meta.HierarchicalRegression`): every task adapts to its support set with the run's
-inner rule, and the run's optimizer (the *outer* optimizer, an entry of
-:data:`gnrev.train.OPTIMIZERS` without extra step arguments: ``sgd``, ``adam``) descends the mean
-query loss after adaptation. Evaluation is the query loss after each inner step, averaged over
-held-out batches of tasks (fixed keys, the same for every run and seed). The runs share the
-trainer's checkpoints, resume, ``metrics.jsonl``, progress bar and early stopping.
-
-Config (``config.task``, the options of :class:`MetaLearningTask`)::
-
-  config.task = {"name": "meta_learning", "family": {"kind": "linear", ...},
-                 "model": "linear", "inner_lrs": (0.1, 0.1, 0.1), "cluster": {...}, ...}
-  config.optimizers.maml = {"name": "adam", "learning_rate": 1e-2, "inner": {"rule": "maml"}}
-
-Each run's ``inner`` sets its inner rule: ``rule`` ``"maml"`` (every task adapts alone),
-``"tree"`` (gradients pooled over a task tree: ``tree`` ``"true"`` for the family's tree,
-``"learned"`` for clusters of the task gradients, ``"root"`` for one shared first step and MAML
-steps after it) or ``"none"`` (no adaptation: zero inner step sizes), and ``first_order``
-(default: the task's).
+A training step is one meta-step on a fresh batch of tasks: every task adapts to its support set
+with the run's inner rule, and the run's (outer) optimizer descends the mean query loss after
+adaptation. Evaluation is the query loss after each inner step on fixed held-out batches.
+``config.task`` holds the options of :class:`MetaLearningTask`; each run's ``inner`` its inner
+rule: ``rule`` ``"maml"``, ``"tree"`` (gradients pooled over ``tree`` ``"true"``, the family's
+tree; ``"learned"``, clusters of the task gradients; or ``"root"``, one shared first step) or
+``"none"`` (no adaptation), and ``first_order`` (default: the task's).
 """
 
 from __future__ import annotations
@@ -95,24 +83,19 @@ def adjusted_rand_indices(true: np.ndarray, used: np.ndarray) -> np.ndarray:
 
 
 class MetaLearningTask:
-  """Meta-learning on a task family of :mod:`gnrev.meta` (see the module docstring).
+  """Meta-learning on a task family of :mod:`gnrev.meta`.
 
   Args:
-    family: keyword arguments of :class:`gnrev.meta.HierarchicalRegression` (kind, branching,
-      level_stds, dim, shots...), or ``name`` from :data:`FAMILIES` and that family's options.
+    family: the options of a family of :data:`FAMILIES` (``name``: default
+      ``hierarchical_regression``).
     model: ``"linear"`` (``x w + b``), ``"mlp"`` (ReLU layers ``hidden`` on scalar inputs) or
       ``"family"`` (the family's own ``loss_fn`` and ``init_params``).
-    hidden: hidden widths of the ``mlp``.
     inner_lrs: the inner step sizes, one per inner step.
-    first_order: treat the inner gradients as constants (first-order MAML / TreeMAML), unless a
-      run's ``inner.first_order`` says otherwise.
-    cluster: options of :func:`gnrev.meta.cluster_tasks` for learned trees (``method``,
-      ``depth``, ``thresholds``, ``margin``, ``split_threshold``, ``center``) and of
+    first_order: first-order MAML / TreeMAML, unless a run's ``inner.first_order`` says not.
+    cluster: options of :func:`gnrev.meta.cluster_tasks` (learned trees) and of
       :class:`gnrev.meta.TreeMAML` (``recluster``, ``enforce_nesting``).
-    steps_per_epoch: meta-steps per epoch (``config.num_epochs`` epochs are trained).
-    num_test_batches: held-out batches of tasks of the test evaluation (keys from
-      ``test_seed``).
-    num_val_batches: batches of the validation evaluation (keys from ``val_seed``; 0: none).
+    num_test_batches, num_val_batches: held-out batches of tasks (keys from ``test_seed``,
+      ``val_seed``; no validation with 0).
     eval_chunk: batches evaluated at once (memory).
   """
 
@@ -150,10 +133,7 @@ class MetaLearningTask:
     self.eval_chunk = eval_chunk
     self.loss_fn = linear_loss if model == "linear" else mlp_loss
 
-  # -- data and checks --------------------------------------------------------------------------
-
   def load(self, config) -> MetaData:
-    """The task family and the held-out keys (test, and validation if asked for)."""
     del config
     options = dict(self.family_options)
     name = options.pop("name", "hierarchical_regression")
@@ -183,31 +163,28 @@ class MetaLearningTask:
       raise ValueError(f"Unknown inner tree {inner['tree']!r}; allowed: {', '.join(TREES)}.")
     return inner
 
-  def check(self, config, splits: MetaData, mesh) -> Checked:
-    """Start-up checks of every run (:meth:`check_run`) and of early stopping; returns the data
-    with each run's optimizer, built here once for the programs."""
+  def check(self, config, splits: MetaData, mesh, options: dict[str, dict]) -> Checked:
+    """Checks early stopping and each run: its inner rule, its outer optimizer (built here) and
+    the learned tree."""
     del mesh
     if validation.early_stopping(config) is not None and not self.num_val_batches:
       raise ValueError("early_stopping needs validation batches of tasks: set "
                        "task.num_val_batches > 0.")
-    return Checked(splits, None, {run: self.check_run(config, run, splits)
+    return Checked(splits, None, {run: self._check_run(config, run, splits, options[run])
                                   for run in config.optimizers})
 
-  def check_run(self, config, run: str, splits: MetaData) -> optimizers.OptimizerSetup:
-    """Start-up check of a run: its inner rule, its outer optimizer (returned, built) and the
-    learned tree."""
+  def _check_run(self, config, run: str, splits: MetaData,
+                 options: dict) -> optimizers.OptimizerSetup:
     try:
       if config.get("pruning") or config.optimizers[run].get("pruning"):
         raise ValueError(f"pruning needs a supervised task (classification, reconstruction...), "
                          f"not {self.name!r}.")
       inner = self.inner(config.optimizers[run])
-      options = optimizers.optimizer_options(config.optimizers[run], self.run_fields)
       if optimizers.OPTIMIZERS[options["name"]].needs_model:
         outer = [n for n, e in optimizers.OPTIMIZERS.items() if not e.needs_model]
         raise ValueError(f"optimizer {options['name']!r} needs step arguments of a supervised "
                          f"model; outer optimizers of meta_learning: {', '.join(outer)}.")
-      setup = optimizers.check_optimizer(config.optimizers[run], None, self, (), 0,
-                                         self.run_fields)
+      setup = optimizers.check_optimizer(options, None, self)
       if inner["rule"] == "tree" and inner["tree"] == "learned":
         self._cluster_fn(splits.family)  # cluster_tasks' own checks run when it is called
         grads = jax.tree.map(lambda p: jnp.zeros((splits.family.num_tasks,) + jnp.shape(p)),
@@ -216,8 +193,6 @@ class MetaLearningTask:
     except ValueError as e:
       raise ValueError(f"Run {run!r}: {e}") from e
     return setup
-
-  # -- the program ------------------------------------------------------------------------------
 
   def _init(self, key, family):
     if self.model == "family":
@@ -255,7 +230,6 @@ class MetaLearningTask:
     return true_labels
 
   def program(self, config, run: str, checked: Checked, mesh) -> Program:
-    """The run's :class:`Program`: meta-steps, and query losses on held-out batches of tasks."""
     del mesh  # a batch of tasks is one device's work here
     splits, setup = checked.data, checked.optimizers[run]
     family = splits.family

@@ -1,24 +1,12 @@
-"""Supervised tasks: what a kind of labelled-data problem means for the trainer.
+"""Supervised tasks: the loss, targets, metrics and plots of a kind of labelled-data problem.
 
-A supervised task is the loss, the targets, the metrics, the evaluation sums and the plot panels
-of a kind of problem, plus the likelihood its loss is the negative log of
-(:mod:`gnrev.curvature`), which optimizers that need Fisher products (FishLeg) use:
+* ``classification``: softmax cross-entropy and accuracy (precision / recall / F1 of class 1 on
+  two-class data); ``edge_classification``: the same for graph edges, always binary;
+* ``reconstruction`` (autoencoders): the targets are the flattened inputs; the loss is the NLL
+  of a Bernoulli (pixel logits) or Gaussian (means) likelihood, summed over pixels.
 
-* ``classification``: one-hot targets, softmax cross-entropy, accuracy; two-class datasets also
-  get precision / recall / F1 of class 1. Likelihood: categorical.
-* ``edge_classification``: classification of the edges of a graph (the ``graph_returns``
-  events) as two classes, always with the binary metrics; the dataset must have 2 classes.
-* ``reconstruction`` (autoencoders): the targets are the inputs, flattened; the model outputs a
-  tensor of that shape, logits (``likelihood="bernoulli"``, pixels in [0, 1]) or means
-  (``"gaussian"`` with ``sigma``). The loss is the NLL summed over pixels and averaged over
-  examples; the test metrics are that loss and the per-pixel squared error of the mean.
-
-Each is a :class:`SupervisedTask` of pure functions, called inside the jitted steps, and
-implements the trainer's task protocol (:mod:`gnrev.train.tasks`): ``load`` the splits of
-``config.data``, ``check`` them against the model and the runs, and build each run's
-``program``: its model, optimizer (with the step arguments it needs: the batch and fixed
-variables for GN, a Fisher-vector product and a key for FishLeg), batches, evaluation and, for a
-run that prunes, the pruning hook (:mod:`gnrev.train.pruning`).
+Each is a :class:`SupervisedTask` that implements the trainer's task protocol
+(:mod:`gnrev.train.tasks`); its likelihood gives the Fisher products of FishLeg.
 """
 
 from __future__ import annotations
@@ -62,24 +50,20 @@ _CHANGE_PANEL: Panels = (("loss_change_pct", "% loss change on the same batch", 
 
 @dataclasses.dataclass(frozen=True)
 class SupervisedTask:
-  """A supervised problem on a :class:`gnrev.data.Dataset` (see the module docstring).
+  """A supervised problem on a :class:`gnrev.data.Dataset`; its functions run inside the jit.
 
   Attributes:
-    name: the task's name in :data:`TASKS`.
-    likelihood: the :class:`gnrev.curvature.Likelihood` whose NLL is the loss (for Fisher
-      products; its ``output_fisher_product`` is the curvature of :attr:`loss`).
-    num_outputs: ``dataset -> int``, the model's output width (classes, or pixels).
-    targets: ``dataset -> (n, num_outputs) float32`` targets of every example.
-    loss: ``(outputs, targets) -> scalar``, the mean over the batch (what is trained).
-    step_metrics: ``(outputs, targets) -> {name: scalar}`` logged as ``train_<name>`` and
-      summed over each epoch (``epoch_train_<name>``), besides the loss.
-    eval_sums: ``(outputs, targets, mask) -> {name: sum}`` over a padded chunk; must hold
-      ``loss`` (summed per-example losses).
-    scores: ``(sums, dataset) -> {name: value}`` (means over the split's examples), reported as
-      ``test_<name>`` / ``val_<name>``.
-    panels: ``(metric, title, yscale)`` of the plot, one per metric.
-    gn_losses: the :mod:`gnrev.gn` losses a Gauss-Newton run may fit this task's targets with.
-    check_data: ``dataset -> None``; raises ``ValueError`` when the data do not fit the task.
+    likelihood: the :class:`gnrev.curvature.Likelihood` whose NLL is :attr:`loss`.
+    num_outputs: ``dataset -> int``, the model's output width.
+    targets: ``dataset -> (n, num_outputs) float32``.
+    loss: ``(outputs, targets) -> scalar``, the batch mean (what is trained).
+    step_metrics: ``(outputs, targets) -> {name: scalar}``, logged as ``train_<name>``; those
+      of ``step_metric_names`` are also summed over each epoch.
+    eval_sums: ``(outputs, targets, mask) -> {name: sum}`` over a padded chunk, with ``loss``.
+    scores: ``(sums, dataset) -> {name: value}``, reported as ``test_<name>`` / ``val_<name>``.
+    panels: ``(metric, title, yscale)`` of the plot.
+    gn_losses: the :mod:`gnrev.gn` losses a Gauss-Newton run may fit the targets with.
+    check_data: ``dataset -> None``, raising ``ValueError`` when the data do not fit the task.
   """
   name: str
   likelihood: curvature.Likelihood
@@ -107,17 +91,14 @@ class SupervisedTask:
   # -- the Task protocol (gnrev.train.tasks) ---------------------------------------------------
 
   def load(self, config: ml_collections.ConfigDict) -> Splits:
-    """The train split (its first ``data.train_subset`` examples if > 0), the validation split
-    carved from it first (``data.validation_fraction``; None without one) and the test split."""
+    """The train split (its first ``data.train_subset`` examples if > 0) less the validation
+    split (``data.validation_fraction``; None without one), and the test split."""
     return _load_splits(config)
 
-  def check(self, config: ml_collections.ConfigDict, splits: Splits, mesh) -> Checked:
-    """Start-up checks that need the data: batch sizes over the mesh, the splits, the model on
-    their shapes, each run's optimizer (its entry's check and its factory) and its pruning.
-
-    Returns:
-      The splits with the model and each run's optimizer, built here once for the programs.
-    """
+  def check(self, config: ml_collections.ConfigDict, splits: Splits, mesh,
+            options: dict[str, dict]) -> Checked:
+    """Checks the batch sizes on the mesh, the splits, the model on their shapes, each run's
+    optimizer (``options[run]``) and its pruning; returns what they built."""
     sharding.check_divisible(config.data.batch_size, mesh, "data.batch_size")
     sharding.check_divisible(config.data.eval_batch_size, mesh, "data.eval_batch_size")
     if validation.early_stopping(config) is not None and splits.val is None:
@@ -128,10 +109,10 @@ class SupervisedTask:
     self.check_data(train)
     self.check_data(test)
     setups = {}
-    for run, opt_config in config.optimizers.items():
+    for run, run_options in options.items():
       try:
-        setups[run] = check_optimizer(opt_config, model, self, train.x.shape,
-                                      config.data.batch_size, validation.reserved_fields(self))
+        setups[run] = check_optimizer(run_options, model, self, train.x.shape,
+                                      config.data.batch_size)
       except ValueError as e:
         raise ValueError(f"Run {run!r}: {e}") from e
     checkpoint.check_init_from(config)
@@ -141,7 +122,6 @@ class SupervisedTask:
 
   def program(self, config: ml_collections.ConfigDict, run: str, checked: Checked,
               mesh) -> Program:
-    """The :class:`Program` of run ``run`` (see :mod:`gnrev.train.state`)."""
     train, val, test = checked.data
     return supervised_program(config, run, self, train, test, mesh, val, model=checked.model,
                               setup=checked.optimizers[run])
@@ -244,13 +224,8 @@ def reconstruction(likelihood: str = "bernoulli", sigma: float = 1.0) -> Supervi
 
 
 def make_train_step(model: nn.Module, setup: OptimizerSetup, task: SupervisedTask):
-  """A jitted ``(state, fixed, x, y) -> (state, step_metrics)`` for a supervised ``task``.
-
-  A step whose update or post-step loss is not finite
-  leaves params and optimizer state unchanged (``skipped = 1``; :func:`keep_if_finite`), so one
-  bad batch never corrupts the run. ``state.epoch_sums`` accumulates the loss, the task's step
-  metrics and the % loss change.
-  """
+  """A jitted ``(state, fixed, x, y) -> (state, step_metrics)``; a step whose update or
+  post-step loss is not finite is skipped whole (``skipped = 1``, :func:`keep_if_finite`)."""
 
   def loss_and_metrics(params, fixed, x, y):
     outputs = model.apply({"params": params, **fixed}, x)
@@ -286,11 +261,7 @@ def epoch_sum_names(task: SupervisedTask) -> tuple[str, ...]:
 
 
 def make_eval_step(model: nn.Module, task: SupervisedTask):
-  """A jitted ``(params, fixed, x, y, mask) -> {name: sum}`` over a padded chunk.
-
-  The sums are the task's (classification: ``loss``, ``correct`` and the counts of
-  :func:`metrics.binary_counts`, class 1 positive).
-  """
+  """A jitted ``(params, fixed, x, y, mask) -> {name: sum}``: the task's sums over a chunk."""
 
   @jax.jit
   def eval_step(params, fixed, x, y, mask):
@@ -301,12 +272,8 @@ def make_eval_step(model: nn.Module, task: SupervisedTask):
 
 def evaluate(eval_step, params, fixed, test: data.Dataset, targets: np.ndarray,
              batch_size: int, mesh, task: SupervisedTask, prefix: str = "test") -> dict:
-  """The task's scores over the whole split, in fixed-size chunks (one compilation).
-
-  Classification: ``test_loss`` and ``test_accuracy``; two-class datasets
-  also get ``test_precision``, ``test_recall`` and ``test_f1`` of class 1 (``test_loss`` is
-  then the binary cross-entropy). ``prefix`` names the split (``"val"`` for validation).
-  """
+  """The task's scores over a whole split (``<prefix>_<score>``), in padded chunks of
+  ``batch_size`` (one compilation)."""
   count = len(targets)
   sums = {}
   for start in range(0, count, batch_size):
@@ -320,9 +287,8 @@ def evaluate(eval_step, params, fixed, test: data.Dataset, targets: np.ndarray,
 
 
 def _variables(config, model, train: data.Dataset, mesh):
-  """``(params, fixed)`` of ``model``, replicated over the mesh."""
-  # Initialised as model.init would, but with the dataset's collections (e.g. the message
-  # graph) in place; they then travel in `fixed`, replicated, as an argument of every step.
+  """``(params, fixed)`` of ``model``; the dataset's collections (e.g. a message graph) travel
+  in ``fixed``, replicated, as an argument of every step."""
   _, variables = model.apply(dict(train.variables or {}), train.x[:1],
                              rngs={"params": jax.random.key(config.seed)}, mutable=True)
   fixed = {k: v for k, v in variables.items() if k != "params"}
@@ -333,10 +299,8 @@ def supervised_program(config: ml_collections.ConfigDict, run: str, task: Superv
                        train: data.Dataset, test: data.Dataset, mesh,
                        val: data.Dataset | None = None, *, model: nn.Module | None = None,
                        setup: OptimizerSetup | None = None) -> Program:
-  """The :class:`Program` of run ``run`` of a supervised task (see :mod:`gnrev.train.state`).
-
-  ``model`` and ``setup`` (the run's optimizer) are built from the config when not given.
-  """
+  """The :class:`Program` of run ``run``; ``model`` and ``setup`` (its optimizer) are built
+  from the config when not given."""
   model = build_model(config.model, task.num_outputs(train)) if model is None else model
   params, fixed = _variables(config, model, train, mesh)
   train_targets, test_targets = task.targets(train), task.targets(test)
@@ -376,11 +340,8 @@ def supervised_program(config: ml_collections.ConfigDict, run: str, task: Superv
 
 def split_validation(train: data.Dataset, fraction: float,
                      seed: int) -> tuple[data.Dataset, data.Dataset | None]:
-  """``(train minus validation, validation)``: ``round(fraction * n)`` examples drawn by ``seed``.
-
-  Both keep the training split's order and its variables; ``fraction == 0`` gives no
-  validation split (None).
-  """
+  """``(train less validation, validation)``: ``round(fraction * n)`` examples drawn by
+  ``seed``, both in the split's order (fraction 0: no validation split, None)."""
   if not 0 <= fraction < 1:
     raise ValueError(f"data.validation_fraction must be in [0, 1), got {fraction}.")
   if not fraction:
@@ -397,7 +358,6 @@ def split_validation(train: data.Dataset, fraction: float,
 
 
 def _load_splits(config: ml_collections.ConfigDict) -> Splits:
-  """:meth:`SupervisedTask.load` (``config.data.options`` are the dataset's own options)."""
   data_dir, options = config.data.data_dir or None, dict(config.data.get("options", {}))
   train, test = (data.load_dataset(config.data.name, split, data_dir, **options)
                  for split in ("train", "test"))
@@ -411,6 +371,6 @@ def _load_splits(config: ml_collections.ConfigDict) -> Splits:
 
 
 def load_data(config: ml_collections.ConfigDict) -> tuple[data.Dataset, data.Dataset]:
-  """The train split (without the validation examples; :meth:`SupervisedTask.load`), test."""
+  """``(train, test)`` of :meth:`SupervisedTask.load`."""
   train, _, test = _load_splits(config)
   return train, test

@@ -1,16 +1,8 @@
-"""Tasks by name, and the protocol every task implements for the trainer.
+"""Tasks by name (:data:`TASKS`), and the protocol every task implements for the trainer.
 
-``config.task`` names a task (``name`` plus the task's options; a config without ``task`` is
-``classification``). Each task's options are the keyword arguments of its builder in
-:data:`TASKS`, their defaults read from the signature:
-
-* ``classification``, ``edge_classification``, ``reconstruction``: supervised problems on a
-  :class:`gnrev.data.Dataset` (:mod:`gnrev.train.supervised`);
-* ``meta_learning``: meta-steps of MAML / TreeMAML over batches of tasks from a task family of
-  :mod:`gnrev.meta` (:mod:`gnrev.train.meta_task`).
-
-:func:`gnrev.train.train_and_evaluate` knows tasks only through :class:`Task`: it builds the task
-once, loads its data once, checks the config against them once and runs each run's program.
+``config.task`` is a task's ``name`` and its options, the keyword arguments of its builder
+(a config without ``task`` is ``classification``): the supervised tasks of
+:mod:`gnrev.train.supervised` and meta-learning (:mod:`gnrev.train.meta_task`).
 """
 
 from __future__ import annotations
@@ -21,18 +13,18 @@ from typing import Any, Callable, Protocol
 import ml_collections
 
 from gnrev.train import meta_task, supervised, validation
+from gnrev.train.configs import ConfigError
 from gnrev.train.state import Checked, Program
 
 
 class Task(Protocol):
-  """What the trainer asks of a task (see the module docstring).
+  """What the trainer asks of a task.
 
   Attributes:
     name: the task's name in :data:`TASKS`.
     run_fields: fields of a run's config that the task owns besides the optimizer's (e.g.
       meta-learning's ``inner``, a supervised run's ``pruning``).
-    sections: the config sections the task reads (``data``, ``model``, ``optimizers``...),
-      which :func:`gnrev.train.validation.check_config` requires.
+    sections: the config sections it reads, which the config checks require.
     panels: ``(metric, title, yscale)`` of the plot, one per metric.
   """
   name: str
@@ -43,13 +35,14 @@ class Task(Protocol):
   def load(self, config: ml_collections.ConfigDict) -> Any:
     """The task's data (e.g. train / validation / test splits, or a task family)."""
 
-  def check(self, config: ml_collections.ConfigDict, data: Any, mesh) -> Checked:
-    """Raises ``ValueError`` (naming the field) for anything that could only fail mid-run;
-    returns the data with what the checks built (the model, each run's optimizer)."""
+  def check(self, config: ml_collections.ConfigDict, data: Any, mesh,
+            options: dict[str, dict]) -> Checked:
+    """Raises ``ValueError`` for what could only fail mid-run; returns the data with what the
+    checks built (the model; each run's optimizer, from its checked ``options``)."""
 
   def program(self, config: ml_collections.ConfigDict, run: str, checked: Checked,
               mesh) -> Program:
-    """Run ``run``'s :class:`gnrev.train.Program`: initial state, jitted step, batches, eval."""
+    """Run ``run``'s :class:`gnrev.train.Program`."""
 
 
 TASKS: dict[str, Callable[..., Task]] = {
@@ -70,13 +63,14 @@ def build_task(config: Any) -> Task:
   """The task of ``config.task`` (``name`` and options), or classification without one.
 
   Raises:
-    ValueError: for an unknown task; :class:`gnrev.train.ConfigError` for an option the task
-      does not have ("Did you mean", and the allowed ones) or of the wrong type or range
-      (:func:`gnrev.train.validation.check_fields`).
+    ConfigError: for an unknown task, or an option it does not have or of the wrong type.
   """
   fields = dict(config.get("task") or {}) if hasattr(config, "get") else {}
   name = fields.pop("name", "classification")
   if name not in TASKS:
-    raise ValueError(f"Unknown task {name!r}; allowed: {', '.join(sorted(TASKS))}.")
+    raise ConfigError(f"config.task: Unknown task {name!r}; allowed: {', '.join(sorted(TASKS))}.")
   validation.check_fields("task", fields, TASKS[name], f"task {name!r}")
-  return TASKS[name](**fields)
+  try:
+    return TASKS[name](**fields)
+  except ValueError as e:
+    raise ConfigError(f"config.task: {e}") from e

@@ -1,24 +1,11 @@
-"""Start-up validation of a launcher config, its data and its workdir: fail before anything trains.
+"""Start-up checks of a launcher config, its data and its workdir: fail before anything trains.
 
-A value that can only fail mid-run (``log_every=0``, a NaN learning rate, an unknown solver, a
-batch the exact GN step cannot solve, a label outside ``[0, num_classes)``) stops the launch
-before the first run starts, with a :class:`ConfigError` that names the field, its value and what
-is allowed. Three entry points, called by :func:`gnrev.train.train_and_evaluate` in this order:
-
-* :func:`check_config` (via :func:`gnrev.train.check_config`): every field of the config and of
-  every run, alone: an unknown field anywhere is refused with the closest allowed name ("Did you
-  mean"), each field has its type and range, and no number anywhere is NaN or infinite;
-* :func:`check_data`: what needs the loaded splits (sizes, labels, finiteness, the model on the
-  data's shapes, the exact-GN rank bounds);
-* :func:`check_resume`: a workdir trained before holds the same experiment (every field but
-  those of :data:`RESUMABLE_CHANGES`), so that its checkpoints and metrics stay consistent.
-
-The trainer's own fields have tables (:data:`TOP_RULES`, :data:`DATA_RULES`,
-:data:`EARLY_STOPPING_RULES`); the fields of a model, a task or a dataset's options are the
-keyword arguments of its factory, checked against the factory's signature and type annotations
-(:func:`check_fields`; :data:`FIELD_RULES` where an annotation cannot say the range).
-Optimizer options are checked by their registry entry's rules (:data:`gnrev.train.optimizers.
-OPTIMIZERS`); an option without a rule must at least have the type of its default.
+Every rejected value raises :class:`ConfigError` naming the field, its value and what is allowed.
+:func:`check_config` checks each field alone, :func:`check_data` what needs the loaded splits and
+:func:`check_resume` that a workdir trained before holds the same experiment. The trainer's own
+fields have rule tables below; the fields of models, tasks and dataset options are their
+factory's keyword arguments, checked against its signature (:func:`check_fields`); optimizer
+options against their registry entry's rules.
 """
 
 from __future__ import annotations
@@ -44,7 +31,7 @@ from gnrev.train.models import MODELS, build_model
 from gnrev.train.optimizers import OPTIMIZERS, OPTIONS, optimizer_options
 
 
-# The fields of the launcher itself (``config.X`` and ``config.data.X``); every one is required.
+# The launcher's own fields (``config.X``, ``config.data.X``); every one is required.
 TOP_RULES: dict[str, rules.Rule] = {
     "seed": rules.integer(0),
     "num_epochs": rules.integer(1),
@@ -63,7 +50,7 @@ DATA_RULES: dict[str, rules.Rule] = {
     "seed": rules.integer(0),
 }
 
-# The trainer's optional fields of config.data (configs.TRAINER_DEFAULTS; ranges: the task's).
+# The trainer's optional fields of config.data (configs.TRAINER_DEFAULTS).
 DATA_OPTIONAL_RULES: dict[str, rules.Rule] = {"options": rules.Rule("custom"),
                                               "validation_fraction": rules.number(),
                                               "validation_seed": rules.integer(0)}
@@ -73,13 +60,9 @@ EARLY_STOPPING_RULES: dict[str, rules.Rule] = {
     "mode": rules.choice(EARLY_STOPPING_MODES)}
 # The sections of a config besides TOP_RULES' fields (each checked by its reader).
 SECTIONS = ("task", "data", "model", "optimizers", "early_stopping", "init_from", "pruning")
-# Fields that experiment scripts read from the configs they drive (experiments/
-# gn_generalization.py: seeds, step-size grids, analysis options); the trainer ignores them, and
-# they may change on resume.
+# Fields that experiment scripts read (seeds, step-size grids...): the trainer ignores them.
 EXPERIMENT_FIELDS = ("analysis", "finding", "lr_grid", "seeds", "size", "tuned")
-# Rules that a field's type annotation cannot say, keyed by "<section>.<field>"; the other fields
-# of models, tasks and dataset options are checked against their factory's annotations
-# (:func:`check_fields`).
+# Rules that a factory's type annotation cannot say, keyed by "<section>.<field>".
 FIELD_RULES: dict[str, rules.Rule] = {
     "task.inner_lrs": rules.Rule("sequence", element=rules.NON_NEGATIVE, non_empty=True),
 }
@@ -90,14 +73,12 @@ MODEL_ARGUMENTS = ("num_classes", "num_outputs", "parent", "name")
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 RESERVED_RUN_NAMES = ("config.json", "metrics.jsonl", "curves.png")
 
-# The fields that cannot change a run's trained state: how long it trains, how often it logs,
-# evaluates and saves, where the data files lie, how evaluation is chunked, the experiment
-# scripts' fields. A resumed workdir may get new values of these (the launch records them in
-# config.json); every other field (and every option of each run present in both) must match.
+# The fields that leave a run's trained state alone: a resumed workdir may get new values of
+# these; every other field (and every option of each run present in both) must match.
 RESUMABLE_CHANGES = ("num_epochs", "eval_every", "log_every", "checkpoint_every", "max_to_keep",
                      "num_devices", "data.data_dir", "data.eval_batch_size", *EXPERIMENT_FIELDS)
-# The trainer's optional fields, at the defaults it reads when a config omits them (a config
-# that spells one out at its default resumes a workdir whose config.json lacks it).
+# The trainer's optional fields at their defaults (a config that spells one out at its default
+# resumes a workdir whose config.json lacks it).
 OPTIONAL_DEFAULTS = {"data": {"validation_fraction": 0.0, "validation_seed": 0, "options": {}}}
 
 
@@ -113,11 +94,8 @@ def _check_field(section: Mapping, prefix: str, key: str, rule: rules.Rule) -> N
 
 
 def refuse_unknown(section: str, fields: Mapping, allowed: Sequence[str], owner: str) -> None:
-  """Raises :class:`ConfigError` on the first field of ``fields`` not in ``allowed``, with the
-  closest allowed name ("Did you mean") and every allowed one.
-
-  ``section``: the fields' place in the config (``"data"``; ``""`` for the top level);
-  ``owner``: what defines them, in words (``"config.data"``, ``"model 'cnn'"``).
+  """Raises :class:`ConfigError` on the first field of ``config.<section>`` not in ``allowed``
+  ("Did you mean", and the allowed ones); ``owner`` says what defines them (``"model 'cnn'"``).
   """
   unknown = [key for key in fields if key not in allowed]
   if not unknown:
@@ -129,11 +107,8 @@ def refuse_unknown(section: str, fields: Mapping, allowed: Sequence[str], owner:
 
 
 def annotation_rule(hint: Any, low: int = 0) -> rules.Rule | None:
-  """The :class:`Rule` of a field annotated ``hint`` (``int``, ``float``, ``bool``, ``str``,
-  ``Sequence[...]``, ``Optional[...]`` of those), or None for any other annotation.
-
-  Ints are at least ``low``; ints inside a sequence (widths, sizes) at least 1.
-  """
+  """The :class:`Rule` of an annotation (int, float, bool, str, sequences and Optional of
+  those; else None); ints are at least ``low``, ints in a sequence (widths) at least 1."""
   args = typing.get_args(hint)
   if typing.get_origin(hint) in (Union, types.UnionType):
     kinds = [a for a in args if a is not type(None)]
@@ -154,7 +129,6 @@ def annotation_rule(hint: Any, low: int = 0) -> rules.Rule | None:
 
 
 def _type_hints(factory: Callable) -> dict[str, Any]:
-  """The annotations of ``factory``'s keyword arguments (a class: of its constructor)."""
   target = (factory.__init__ if inspect.isclass(factory) and not dataclasses.is_dataclass(factory)
             else factory)
   try:
@@ -165,12 +139,9 @@ def _type_hints(factory: Callable) -> dict[str, Any]:
 
 def check_fields(section: str, fields: Mapping, factory: Callable, owner: str, *,
                  exclude: Sequence[str] = (), low: int = 0) -> None:
-  """Checks ``fields``, the keyword arguments that ``config.<section>`` passes to ``factory``.
-
-  Each must be a parameter of ``factory`` (besides ``exclude``: those the trainer passes), and
-  have the type of its annotation (:func:`annotation_rule`; ints at least ``low``), or obey its
-  entry of :data:`FIELD_RULES`. Raises :class:`ConfigError` naming the field.
-  """
+  """Checks the keyword arguments ``fields`` that ``config.<section>`` passes to ``factory``:
+  each is a parameter (besides ``exclude``, the trainer's) of its annotation's type or its
+  :data:`FIELD_RULES` entry's."""
   parameters = inspect.signature(factory).parameters
   if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
     refuse_unknown(section, fields, [p for p in parameters if p not in exclude], owner)
@@ -182,7 +153,6 @@ def check_fields(section: str, fields: Mapping, factory: Callable, owner: str, *
 
 
 def _check_finite(tree: Any, field: str) -> None:
-  """Raises :class:`ConfigError` naming the first NaN or infinite number anywhere in ``tree``."""
   if isinstance(tree, Mapping) or hasattr(tree, "items"):
     for key, value in tree.items():
       _check_finite(value, f"{field}.{key}" if field else str(key))
@@ -193,8 +163,7 @@ def _check_finite(tree: Any, field: str) -> None:
     raise _error(field, tree, "a finite number (every number of a config must be finite)")
 
 
-def _check_run(config, run: str, opt_config: Any, reserved: tuple[str, ...] = ()) -> None:
-  """``reserved``: run fields owned by the task (meta-learning's ``inner``), checked there."""
+def _check_run(config, run: str, opt_config: Any, reserved: tuple[str, ...]) -> dict:
   field = f"optimizers.{run}"
   if not isinstance(run, str) or not RUN_NAME.fullmatch(run) or run in RESERVED_RUN_NAMES:
     raise ConfigError(
@@ -212,18 +181,13 @@ def _check_run(config, run: str, opt_config: Any, reserved: tuple[str, ...] = ()
     options = optimizer_options(opt_config, reserved)
   except ValueError as e:
     raise ConfigError(f"Run {run!r}: {e}") from e
-  entry = OPTIMIZERS[name]
   for option, value in options.items():
-    rule = entry.rule(option)
+    rule = OPTIMIZERS[name].rule(option)
     if option != "name" and rule is not None and not rule.allows(value):
       raise _error(f"{field}.{option}", value, rule.describe() + f" (optimizer {name!r})")
   if name == "exact_gn":
     _check_exact_gn_options(config, field, options)
-  model = config.get("model") or {}
-  if entry.needs_autodiff and model.get("memory_mode", "autodiff") != "autodiff":
-    raise ConfigError(
-        f"Run {run!r}: {name}'s steps use jax.jvp, which needs "
-        f"--config.model.memory_mode=autodiff; got {model.get('memory_mode')!r}.")
+  return options
 
 
 def _check_exact_gn_options(config, field: str, options: dict) -> None:
@@ -247,17 +211,11 @@ def _check_exact_gn_options(config, field: str, options: dict) -> None:
                  "singular, solve: use solver 'cholesky' or 'svd' for it)")
 
 
-def _check_dataset_options(name: str, options: dict) -> None:
-  check_fields("data.options", options, data.DATASETS[name], f"dataset {name!r}",
-               exclude=("split", "data_dir"))
+def check_config(config, task) -> dict[str, dict]:
+  """Checks every field of ``config`` alone (no data); raises the first :class:`ConfigError`.
 
-
-def check_config(config, task) -> None:
-  """Checks every field of ``config`` and of each run alone; raises the first :class:`ConfigError`.
-
-  ``task`` is the config's task (:func:`gnrev.train.tasks.build_task`); its ``sections`` are
-  the config sections it reads (supervised tasks: data, model and optimizers; meta-learning,
-  which samples its own batches of tasks and checks its own fields: optimizers).
+  Returns:
+    ``{run: options}``: each run's :func:`gnrev.train.optimizer_options`.
 
   Example:
     >>> import ml_collections
@@ -280,10 +238,11 @@ def check_config(config, task) -> None:
                       "{'adam': {'name': 'adam', 'learning_rate': 1e-3}}.")
   if "data" in task.sections:
     _check_data_and_model_fields(config)
-  for run, opt_config in config.optimizers.items():
-    _check_run(config, run, opt_config, reserved)
+  options = {run: _check_run(config, run, opt_config, reserved)
+             for run, opt_config in config.optimizers.items()}
   _check_early_stopping(config)
   _check_finite(config, "")  # whatever no rule above covers (data options, task families...)
+  return options
 
 
 def reserved_fields(task) -> tuple[str, ...]:
@@ -328,28 +287,19 @@ def _check_data_and_model_fields(config) -> None:
   options = config.data.get("options", None)
   if options is not None and not hasattr(options, "items"):
     raise _error("data.options", options, "a dict of the dataset's own options")
-  _check_dataset_options(config.data.name, dict(options or {}))
+  check_fields("data.options", dict(options or {}), data.DATASETS[config.data.name],
+               f"dataset {config.data.name!r}", exclude=("split", "data_dir"))
   if config.model.get("name") not in MODELS:
     raise ConfigError(f"Unknown model {config.model.get('name')!r} (config.model.name); "
                       f"allowed: {', '.join(sorted(MODELS))}.")
   name = config.model.name
   check_fields("model", {k: v for k, v in config.model.items() if k != "name"}, MODELS[name],
                f"model {name!r}", exclude=MODEL_ARGUMENTS, low=1)
-  try:  # the module's own checks of its attributes (RevMLP: memory_mode, ...)
-    build_model(config.model, 2)
-  except (TypeError, ValueError) as e:
-    raise ConfigError(f"config.model ({config.model.name!r}): {e}") from e
 
 
 def check_data(config, task, train: data.Dataset, test: data.Dataset):
-  """Checks what needs the loaded splits of supervised ``task``; raises the first
-  :class:`ConfigError`, else returns the config's model (built for the task's outputs).
-
-  The splits (after ``train_subset``): non-empty, labels in ``[0, num_classes)``, finite inputs,
-  the same example shape and classes; ``train_subset`` and ``batch_size`` at most the training
-  examples; the model initialises on the data's shapes. (Each run's optimizer is checked by
-  its registry entry: e.g. exact GN's rank bounds, :func:`gnrev.gn.sweep.check_batch_fits`.)
-  """
+  """Checks what needs the loaded splits of supervised ``task`` (their contents and sizes, the
+  model on their shapes and its memory); returns the model, built once for the task's outputs."""
   name = config.data.name
   try:
     for split, dataset in (("train", train), ("test", test)):
@@ -369,15 +319,12 @@ def check_data(config, task, train: data.Dataset, test: data.Dataset):
     raise _error("data.batch_size", batch_size,
                  f"at most the {len(train.y)} training examples of {name!r}"
                  + (f" (data.train_subset = {subset})" if subset else ""))
-  try:
+  try:  # the module's own checks of its attributes (RevMLP: memory_mode, ...)
     model = build_model(config.model, task.num_outputs(train))
-  except Exception as e:  # pylint: disable=broad-except  (any failure to build is the config's)
-    raise ConfigError(
-        f"config.model ({config.model.name!r}) does not fit dataset {name!r} (examples of shape "
-        f"{train.x.shape[1:]}, {train.num_classes} classes): {e}") from e
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.model ({config.model.name!r}): {e}") from e
   check_memory(config, model, train)
-  try:
-    # Concretely, on one example: graph models index their inputs on the host.
+  try:  # concretely, on one example: graph models index their inputs on the host
     model.apply(dict(train.variables or {}), train.x[:1], mutable=True,
                 rngs={"params": jax.random.key(0)})
   except Exception as e:  # pylint: disable=broad-except  (any failure to build is the config's)
@@ -387,14 +334,13 @@ def check_data(config, task, train: data.Dataset, test: data.Dataset):
   return model
 
 
-# Rough bytes per parameter while training (the parameters, their gradient and two optimizer
-# moments, float32) and per activation value of a training example (its value and its gradient).
+# Rough float32 bytes per parameter (itself, its gradient, two optimizer moments) and per
+# activation of a training example (its value and gradient).
 BYTES_PER_PARAMETER, BYTES_PER_ACTIVATION = 16, 8
 
 
 def available_memory() -> tuple[int, str | None]:
-  """``(bytes, device kind)``: the memory of one local accelerator, or the host's RAM (that CPU
-  devices share) and None."""
+  """``(bytes, device kind)`` of one local accelerator, or ``(the host's RAM, None)``."""
   device = jax.local_devices()[0]
   stats = (device.memory_stats() if device.platform != "cpu" else None) or {}
   if stats.get("bytes_limit"):
@@ -407,15 +353,9 @@ def _size(tree) -> int:
 
 
 def check_memory(config, model, train: data.Dataset) -> None:
-  """Refuses a model or batch size whose rough memory need exceeds :func:`available_memory`,
-  before anything is allocated, naming the field and the estimate.
-
-  The model's parameters and per-example activations (the outputs of its submodules and its
-  input) are counted on shapes only (``jax.eval_shape``); the need is
-  ``BYTES_PER_PARAMETER`` per parameter plus, for the larger of a training batch (per device)
-  and an evaluation chunk, ``BYTES_PER_ACTIVATION`` per activation of each example. A model
-  that cannot be traced on shapes alone (graph models index on the host) is not estimated.
-  """
+  """Refuses a model or batch whose rough memory need (parameters, and the activations of the
+  larger of a training batch and an evaluation chunk per device, counted on shapes) exceeds
+  :func:`available_memory`, naming the field to lower. Graph models are not estimated."""
   example = jax.ShapeDtypeStruct((1, *train.x.shape[1:]), train.x.dtype)
   try:
     _, variables = jax.eval_shape(
@@ -448,20 +388,17 @@ def check_memory(config, model, train: data.Dataset) -> None:
 
 
 def _plain(value: Any) -> Any:
-  """``value`` as config.json stores it (tuples become lists, ConfigDicts dicts)."""
   return json.loads(json.dumps(value, default=lambda v: v.to_dict() if hasattr(v, "to_dict")
                                else list(v) if isinstance(v, tuple) else repr(v)))
 
 
 def _run_options(run_config: Any) -> Any:
-  """A run's options with the optimizer's defaults filled in (unknown names compare raw)."""
   if isinstance(run_config, Mapping) and run_config.get("name") in OPTIONS:
     return {**OPTIONS[run_config["name"]], **run_config}
   return run_config
 
 
 def _differences(field: str, before: Any, now: Any) -> list[tuple[str, Any, Any]]:
-  """``(field, value in the workdir, value now)`` of each leaf that differs."""
   if isinstance(before, Mapping) and isinstance(now, Mapping):
     return [d for key in sorted(set(before) | set(now)) for d in _differences(
         f"{field}.{key}" if field else key, before.get(key, "<absent>"),
@@ -470,8 +407,6 @@ def _differences(field: str, before: Any, now: Any) -> list[tuple[str, Any, Any]
 
 
 def _with_optional_defaults(config: dict) -> dict:
-  """``config`` (config.json's form) with :data:`OPTIONAL_DEFAULTS` where it omits them, and each
-  run with its optimizer's defaults; runs are compared only where present in both."""
   config = dict(config)
   for section, defaults in OPTIONAL_DEFAULTS.items():
     if isinstance(config.get(section), Mapping):
@@ -484,13 +419,9 @@ def _changeable(field: str) -> bool:
 
 
 def check_resume(config, workdir: str) -> list[str]:
-  """Raises :class:`ConfigError` if ``workdir`` was trained with an incompatible config.
-
-  Compares ``workdir/config.json`` (if any) with ``config`` field by field, before anything in
-  the workdir is written: a field of :data:`RESUMABLE_CHANGES` may differ, any other must not
-  (every option of each run present in both, the optimizer's defaults filled in; runs may be
-  added or left out); the message lists each differing field with both values. Nothing is
-  checked for a new workdir.
+  """Raises :class:`ConfigError` if ``workdir/config.json`` differs from ``config`` in a field
+  outside :data:`RESUMABLE_CHANGES` (each run present in both compared with its optimizer's
+  defaults filled in; runs may be added or left out), listing each difference.
 
   Returns:
     ``"field (before -> now)"`` for each allowed change, for the launch to record.

@@ -131,16 +131,20 @@ def test_init_from_without_pruning_starts_from_the_checkpoint(dense_workdir, tmp
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"method": "obs"}, "pruning.method 'obs' is unknown; allowed: fishleg_surgeon"),
-    ({"sparsity": 1.0}, r"pruning.sparsity must be a number in \[0, 1\), got 1.0"),
-    ({"ranking": "row"}, "pruning.ranking 'row' is unknown; allowed: global, layer"),
+    ({"method": "obs"}, "pruning.method = 'obs' is not allowed; expected one of "
+                        "'diagonal_fisher', 'exact_obs', 'fishleg_surgeon'"),
+    ({"sparsity": 1.0}, r"pruning.sparsity = 1.0 is not allowed; expected a finite number in "
+                        r"\[0, 1\)"),
+    ({"ranking": "row"}, "pruning.ranking = 'row' is not allowed; expected one of 'global', "
+                         "'layer'"),
     ({"schedule": "cubic", "num_steps": 3, "every": 5}, "schedule's last step \\(10"),
     ({"num_steps": 3}, "num_steps=3 needs schedule 'cubic'"),
-    ({"fit_steps": 0}, "pruning.fit_steps must be an int >= 1, got 0"),
-    ({"damping": -1.0}, "pruning.damping must be a finite number > 0"),
-    ({"q_family": "block"}, "q_family 'block' is unknown"),
-    ({"sweep": (0.5, 1.5)}, "pruning.sweep must be a tuple of sparsities"),
-    ({"lr": 1.0}, "Unknown pruning field\\(s\\) lr; allowed: method"),
+    ({"fit_steps": 0}, "pruning.fit_steps = 0 is not allowed; expected an int >= 1"),
+    ({"damping": -1.0}, "pruning.damping = -1.0 is not allowed; expected a finite number > 0"),
+    ({"q_family": "block"}, "pruning.q_family = 'block' is not allowed"),
+    ({"sweep": (0.5, 1.5)}, r"pruning.sweep = \(0.5, 1.5\) is not allowed; expected a list or "
+                            r"tuple, each a finite number in \[0, 1\)"),
+    ({"lr": 1.0}, "Run 'tune': unknown pruning field\\(s\\) lr. Allowed: method"),
 ])
 def test_bad_pruning_sections_fail_at_start_up_naming_the_field(dense_workdir, fields, message):
   config = pruning_config(dense_workdir, **{"method": "magnitude", **fields})

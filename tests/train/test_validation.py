@@ -349,14 +349,15 @@ def test_exact_gn_cholesky_batch_above_the_linear_first_blocks_rank_bound_fails(
   config.data.batch_size = config.data.eval_batch_size = 6
   task, mesh = train.classification(), train.make_mesh(1)
   splits = supervised.Splits(dataset(), None, dataset())
+  options = {"gn": train.optimizer_options(config.optimizers.gn)}
   with pytest.raises(ValueError, match=r"Run 'gn': Batch size 6 is too large .* rank <= "
                                        r"min\(input half, expansion\) \+ 1 = 5"):
-    task.check(config, splits, mesh)
+    task.check(config, splits, mesh, options)
   config.data.batch_size = 5
-  task.check(config, splits, mesh)
+  task.check(config, splits, mesh, options)
   config.model.linear_first_block = False
   config.data.batch_size = 16
-  task.check(config, splits, mesh)  # ReLU blocks: expansion + 1 = 17
+  task.check(config, splits, mesh, options)  # ReLU blocks: expansion + 1 = 17
 
 
 def test_a_failing_check_trains_nothing_and_writes_nothing(tmp_path):
