@@ -1,15 +1,6 @@
-"""Checkpoints with orbax (the one module that knows orbax's API), and ``config.init_from``.
-
-A checkpoint holds the whole training state (params, optimizer state, step, rng key and the
-running epoch sums), so that a killed run resumes from its last intact checkpoint and ends with
-the same parameters as an uninterrupted run.
-
-orbax does not checksum what it writes (a flipped bit in a data file restores as a different
-value), so every step directory also holds ``checksums.json``: the SHA-256 of each of its files,
-written into orbax's temporary directory after the last file is final and before orbax renames
-it into place, so that a committed step always carries the digests of exactly its own files. A
-step is verified against them before it is restored; one that does not match is treated like
-an unreadable one.
+"""Checkpoints of the whole training state with orbax (the only module using its API), and
+``config.init_from``. Each step directory also holds ``checksums.json`` (SHA-256 of its files),
+since orbax does not checksum; a step that fails verification is treated as unreadable.
 """
 
 from __future__ import annotations
@@ -27,19 +18,16 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from gnrev.train.metrics import write_atomically
+
 CHECKSUMS = "checksums.json"
-# Files of the step directory itself that orbax writes or rewrites while it commits, after the
-# digests: its step bookkeeping (timestamps, handler names), no array data.
+# Step bookkeeping that orbax (re)writes while committing, after the digests; no array data.
 _WRITTEN_AT_COMMIT = ("_CHECKPOINT_METADATA", "commit_success.txt")
 
 
 def checkpoint_manager(directory: str, *, save_every: int,
                        max_to_keep: int | None) -> ocp.CheckpointManager:
-  """An async ``CheckpointManager`` saving every ``save_every`` steps; close it when done.
-
-  Temporary directories of saves that a kill interrupted are removed when it opens (orbax
-  commits a checkpoint by renaming its temporary directory, so they never count as a step).
-  """
+  """An async ``CheckpointManager`` saving every ``save_every`` steps; close it when done."""
   directory = os.path.abspath(directory)
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, save_interval_steps=save_every, enable_async_checkpointing=True,
@@ -50,8 +38,7 @@ def checkpoint_manager(directory: str, *, save_every: int,
 
 
 def _file_digests(step_dir: str) -> dict[str, str]:
-  """``{path relative to step_dir: SHA-256 hex}`` of the step's files (all those below its item
-  directories, e.g. ``default/``: the arrays, their metadata and sharding)."""
+  """``{path relative to step_dir: SHA-256 hex}`` of the step's files, sorted."""
   digests = {}
   for root, _, names in os.walk(step_dir):
     for name in names:
@@ -68,31 +55,21 @@ def _file_digests(step_dir: str) -> dict[str, str]:
 
 
 def _write_checksums_of_pending_steps(directory: str) -> None:
-  """Writes ``checksums.json`` into the temporary directory of the save being committed.
-
-  orbax calls this (on the primary process) once every process has written its files and
-  before the rename that commits the step; saves are serialised, so the one temporary step
-  directory left (interrupted ones are removed when the manager opens) is this save's.
-  """
+  """Writes ``checksums.json`` into the save's temporary directory, before orbax renames it."""
+  # Saves are serialised and interrupted ones removed, so the one temporary dir is this save's.
   suffix = ocp.path.atomicity.TMP_DIR_SUFFIX
   for name in os.listdir(directory):
     if name.endswith(suffix):
       step_dir = os.path.join(directory, name)
-      text = json.dumps(_file_digests(step_dir), indent=1)
-      partial = os.path.join(step_dir, f"{CHECKSUMS}.tmp")
-      with open(partial, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(partial, os.path.join(step_dir, CHECKSUMS))
+      write_atomically(os.path.join(step_dir, CHECKSUMS),
+                       json.dumps(_file_digests(step_dir), indent=1))
 
 
 def verify_step(directory: str, step: int) -> None:
   """Checks every file of checkpoint ``step`` in ``directory`` against its ``checksums.json``.
 
   Raises:
-    ValueError: naming the first file that is missing or whose bytes differ from its digest, or
-      saying that ``checksums.json`` itself is missing or unreadable.
+    ValueError: naming the first missing or changed file, or a missing or corrupt checksum file.
   """
   step_dir = os.path.join(directory, str(step))
   try:
@@ -118,24 +95,24 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, *, force: bool =
   manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
 
-def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
-  """The newest intact checkpoint restored into ``target``'s structure, shapes and shardings.
+def _first_line(error: Exception) -> str:
+  return str(error).splitlines()[0][:200] if str(error) else ""
 
-  A checkpoint that cannot be read (a truncated data file, an empty ``_METADATA``) or whose
-  files do not match their checksums (:func:`verify_step`) is skipped with a warning naming it
-  and the step used instead, and deleted, so that the resumed run saves that step again.
-  Returns None when there is no checkpoint.
+
+def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
+  """The newest intact checkpoint restored like ``target`` (structure, shapes, shardings).
+
+  Newer steps that are unreadable or fail :func:`verify_step` are logged and deleted. Returns
+  None when there is no checkpoint.
 
   Raises:
-    ValueError: if checkpoints exist but none of them can be restored into ``target`` (then
-      they are left on disk and the message names the directory).
+    ValueError: if checkpoints exist but none can be restored (they are then left on disk).
   """
   abstract = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)),
       target)
-  steps = sorted(manager.all_steps(), reverse=True)
   unreadable = []
-  for step in steps:
+  for step in sorted(manager.all_steps(), reverse=True):
     try:
       verify_step(str(manager.directory), step)
       restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -145,7 +122,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
     for bad, error in unreadable:
       logging.warning("Checkpoint step %d in %s is unreadable (%s: %s); resuming from step %d "
                       "instead.", bad, manager.directory, type(error).__name__,
-                      str(error).splitlines()[0][:200] if str(error) else "", step)
+                      _first_line(error), step)
       manager.delete(bad)
     return restored
   if unreadable:
@@ -153,38 +130,29 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
     raise ValueError(
         f"No checkpoint in {manager.directory} can be restored (steps "
         f"{', '.join(str(s) for s, _ in unreadable)}; step {step}: {type(error).__name__}: "
-        f"{str(error).splitlines()[0][:200] if str(error) else ''}). Delete the directory to "
-        f"train that run from scratch.") from error
+        f"{_first_line(error)}). Delete the directory to train that run from scratch.") from error
   return None
 
 
 def checkpoints_of(directory: str) -> str:
-  """The checkpoint folder of ``directory``: a run's directory (``runs/default/adam``, which
-  holds ``checkpoints/``) or that folder itself."""
+  """``directory/checkpoints`` if a run's directory holds one, else ``directory`` itself."""
   inner = os.path.join(directory, "checkpoints")
   return inner if os.path.isdir(inner) else directory
 
 
 def checkpoint_steps(directory: str) -> list[int]:
-  """The steps of the checkpoints kept in ``directory`` (a run's directory or its
-  ``checkpoints/``), ascending.
-
-  A run keeps every checkpoint with ``config.max_to_keep = None``; with ``checkpoint_every = 0``
-  (once per epoch) these are the per-epoch parameters.
-  """
+  """The kept checkpoint steps in ``directory`` (a run's directory or its checkpoints), sorted."""
   with ocp.CheckpointManager(os.path.abspath(checkpoints_of(directory))) as manager:
     return sorted(manager.all_steps())
 
 
 def load_params(directory: str, step: int | None = None) -> Any:
-  """The params of checkpoint ``step`` (default: the latest) in ``directory`` (a run's directory,
-  e.g. ``runs/default/adam``, or its ``checkpoints/``), as numpy arrays.
-
-  Any checkpoint loads, whatever the devices and processes that wrote it (e.g. a run over two
-  hosts, read on a laptop): its arrays are restored onto one local device, then to the host.
+  """The params of checkpoint ``step`` (None: the latest) in a run's directory or its
+  ``checkpoints/``, as numpy arrays (restored on one local device, whatever wrote them).
 
   Raises:
-    ValueError: if the step's files do not match their checksums (:func:`verify_step`).
+    FileNotFoundError: if there is no checkpoint.
+    ValueError: if ``step`` is not kept or its files fail :func:`verify_step`.
   """
   directory = checkpoints_of(directory)
   with ocp.CheckpointManager(os.path.abspath(directory),
@@ -210,10 +178,10 @@ def load_params(directory: str, step: int | None = None) -> Any:
 # -- config.init_from: a run that starts from another run's checkpoint ------------------------
 
 def check_init_from(config: ml_collections.ConfigDict) -> str | None:
-  """The checkpoint directory of ``config.init_from`` (None without one), after checking it.
+  """The checkpoint directory of ``config.init_from`` after checking it; None without one.
 
   Raises:
-    ValueError: for a missing field or a workdir / run / step without a checkpoint.
+    ValueError: for a missing or unknown field, or a workdir / run / step without a checkpoint.
   """
   source = config.get("init_from")
   if not source or not source.get("workdir"):
@@ -240,12 +208,10 @@ def check_init_from(config: ml_collections.ConfigDict) -> str | None:
 
 
 def apply_init_from(config: ml_collections.ConfigDict, state, tx: optax.GradientTransformation):
-  """``state`` with the params of ``config.init_from``'s checkpoint and a fresh optimizer state.
-
-  Returns ``state`` unchanged without ``init_from``.
+  """``state`` with ``config.init_from``'s params and a fresh optimizer state (else unchanged).
 
   Raises:
-    ValueError: when the checkpoint's parameters do not have the model's structure or shapes.
+    ValueError: if the loaded params differ from the model's in structure, shapes or dtypes.
   """
   directory = check_init_from(config)
   if directory is None:

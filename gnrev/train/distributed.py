@@ -1,11 +1,6 @@
 """One run over several processes (hosts, or GPUs of one host) on JAX's distributed runtime.
 
-:func:`initialize` is what ``gnrev.main`` calls first, before any other JAX call: with
-``--coordinator_address``, ``--num_processes`` and ``--process_id`` (all three, one process per
-command) or with ``--distributed`` alone, where ``jax.distributed.initialize()`` reads them from
-the cluster (SLURM, Open MPI, Cloud TPU, ...). Without any of these flags the run is one process,
-as before: a single process already uses every local device. docs/multiprocess.md is the
-runbook.
+See docs/multiprocess.md for the launcher commands.
 """
 
 from __future__ import annotations
@@ -19,22 +14,18 @@ from gnrev.train.configs import ConfigError
 
 def initialize(distributed: bool = False, coordinator_address: str | None = None,
                num_processes: int | None = None, process_id: int | None = None) -> bool:
-  """Starts JAX's distributed runtime if asked to; returns whether it did.
+  """Starts JAX's distributed runtime if asked to; returns whether it did. Call before any JAX.
 
   Args:
-    distributed: initialise even without the three values below, which JAX then detects
-      from the cluster environment (SLURM, Open MPI, ...).
+    distributed: initialise even without the values below, letting JAX detect them from the
+      cluster (SLURM, Open MPI, Cloud TPU).
     coordinator_address: ``host:port`` of process 0, the same for every process.
-    num_processes: the number of processes, the same for every process.
+    num_processes: the number of processes.
     process_id: this process's index, ``0 <= process_id < num_processes``.
 
   Raises:
-    ValueError: if the values are incomplete or inconsistent and the environment does not
+    ConfigError: if the values are incomplete or inconsistent and the environment does not
       supply them (the message says which flags to set).
-
-  For example, process 0 of a two-process run whose process 0 listens on ``node0:8476`` calls
-  ``initialize(False, "node0:8476", 2, 0)`` and process 1 ``initialize(False, "node0:8476", 2,
-  1)``; docs/multiprocess.md has the launcher commands.
   """
   given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
            "process_id": process_id}
@@ -59,10 +50,7 @@ def initialize(distributed: bool = False, coordinator_address: str | None = None
 
 
 def log_layout(num_devices: int, batch_size: int | None) -> None:
-  """Logs this process's place in the run: processes, devices and its rows of each batch.
-
-  ``batch_size`` None (a task without data batches, e.g. meta-learning) logs the devices only.
-  """
+  """Logs this process's devices and rows of each batch (devices only if ``batch_size`` is None)."""
   mesh = sharding.make_mesh(num_devices)
   logging.info("JAX process %d of %d on %s; %d local devices %s; mesh of %d devices.",
                jax.process_index(), jax.process_count(), jax.default_backend(),

@@ -1,5 +1,5 @@
-"""Run artefacts: JSON-lines metrics, progress (a bar, or log lines in non-interactive runs), PNG
-plots of the curves, and the binary precision / recall / F1 of two-class runs."""
+"""Run artefacts: JSON-lines metrics, progress (a bar or log lines), PNG curves, and binary
+precision / recall / F1."""
 
 from __future__ import annotations
 
@@ -22,12 +22,7 @@ if TYPE_CHECKING:  # matplotlib loads in plot_curves only: importing gnrev.train
 
 
 class JsonlWriter:
-  """Appends one JSON object per record to ``path``, flushed at once (survives a kill).
-
-  ``truncate_after(run, step)`` drops records of ``run`` past ``step``, so that a resumed run does
-  not repeat the ones written between its last checkpoint and the interruption. It rewrites the
-  file atomically (:func:`write_atomically`): a kill during the rewrite leaves the old file.
-  """
+  """Appends one JSON record per line to ``path``, flushed at once (survives a kill)."""
 
   def __init__(self, path: str):
     self.path = path
@@ -37,16 +32,14 @@ class JsonlWriter:
       f.write(json.dumps(record) + "\n")
 
   def truncate_after(self, run: str, step: int) -> None:
+    """Atomically drops ``run``'s records past ``step`` (those a resumed run writes again)."""
     kept = [r for r in read_metrics(self.path) if not (r["run"] == run and r["step"] > step)]
     write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def write_atomically(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` through a temporary file and ``os.replace``.
-
-  A reader, or a kill at any moment, sees the old file or the new one, never a part of either.
-  """
-  temporary = f"{path}.tmp"  # one writer (process 0); a killed one's is overwritten next time
+  """Writes ``text`` to ``path`` atomically: readers, or a kill, see the old or the new file."""
+  temporary = f"{path}.tmp"  # one writer; a killed one's is overwritten next time
   with open(temporary, "w") as f:
     f.write(text)
     f.flush()
@@ -55,13 +48,12 @@ def write_atomically(path: str, text: str) -> None:
 
 
 def read_metrics(path: str) -> list[dict]:
-  """The records of a ``metrics.jsonl`` file (or of ``workdir/metrics.jsonl`` given a dir).
+  """The records of ``path`` (a ``metrics.jsonl`` or its directory); [] if there is no file.
 
-  A last line without its newline is a record whose write was interrupted by a kill; it is
-  dropped with a warning (a resumed run writes it again).
+  An unterminated last line (a write cut by a kill) is dropped with a warning.
 
   Raises:
-    ConfigError: naming the file and the line, for any other line that is not a JSON record.
+    ConfigError: naming the file and line of any other line that is not JSON.
   """
   if os.path.isdir(path):
     path = os.path.join(path, "metrics.jsonl")
@@ -87,9 +79,7 @@ def read_metrics(path: str) -> list[dict]:
 
 
 def quiet_library_logs() -> None:
-  """Keeps the console to gnrev's own progress: orbax's log lines (one per checkpoint step, at
-  INFO) and JAX's INFO notes on accelerator plugins it did not find (e.g. the TPU's on a CPU or
-  GPU machine) are dropped; warnings and errors still show, but for :func:`orbax_os_error`."""
+  """Drops orbax's INFO lines, JAX's INFO notes on missing plugins and :func:`orbax_os_error`."""
   logging.get_absl_handler().addFilter(
       lambda record: "orbax" not in record.pathname or (
           record.levelno >= std_logging.WARNING and not orbax_os_error(record)))
@@ -97,10 +87,7 @@ def quiet_library_logs() -> None:
 
 
 def orbax_os_error(record: std_logging.LogRecord) -> bool:
-  """Whether ``record`` is orbax's background save thread logging an ``OSError`` (a full disk, a
-  read-only workdir) with its traceback. orbax keeps the error and raises it again in the main
-  thread at the next save or wait, where the launcher reports it as one line: the thread's own
-  traceback would only precede that line."""
+  """Whether ``record`` is orbax's save thread logging an ``OSError`` (re-raised in main thread)."""
   return "orbax" in record.pathname and bool(record.exc_info) and isinstance(
       record.exc_info[1], OSError)
 
@@ -116,12 +103,8 @@ def _in_notebook() -> bool:
 
 
 class LogProgress:
-  """Progress of a non-interactive run: a log line every ``interval`` seconds, and at the end.
-
-  The line gives the step, the steps per second since the previous line and the latest values
-  passed to :meth:`set_postfix` (the training loss). Same interface as the parts of ``tqdm``
-  that the training loop uses (``update``, ``set_postfix``, ``close``, context manager).
-  """
+  """Progress as a log line every ``interval`` seconds and at the end; the subset of ``tqdm``
+  that the training loop uses."""
 
   def __init__(self, total: int, initial: int, run: str, interval: float = PROGRESS_LOG_SECONDS,
                clock: Callable[[], float] = time.monotonic):
@@ -153,28 +136,18 @@ class LogProgress:
 
 def progress_bar(total: int, initial: int, run: str,
                  interval: float = PROGRESS_LOG_SECONDS) -> Any:
-  """Progress of a run of ``total`` steps, from step ``initial``, labelled ``run``.
-
-  A ``tqdm.auto`` bar (with steps/s and the postfix values) in a terminal or a notebook; a
-  :class:`LogProgress` line every ``interval`` seconds otherwise (logs, batch jobs, CI).
-  """
+  """A ``tqdm`` bar in a terminal or notebook, else a :class:`LogProgress`; on process 0 only."""
   if jax.process_index() != 0 or sys.stderr.isatty() or _in_notebook():
     from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel  (notebook detection)
-    # Only process 0 of a multi-process run shows progress.
     return tqdm(total=total, initial=initial, desc=run, unit="step", dynamic_ncols=True,
                 disable=jax.process_index() != 0)
   return LogProgress(total, initial, run, interval)
 
 
 def binary_counts(predicted: jax.Array, actual: jax.Array, mask: jax.Array) -> dict:
-  """Masked counts of class 1 (positive): true, predicted and actual positives.
+  """Masked counts of class 1: ``true_positives``, ``predicted_positives``, ``actual_positives``.
 
-  Args:
-    predicted, actual: ``(n,)`` int class labels.
-    mask: ``(n,)`` weights, 1 for real and 0 for padding rows.
-
-  Returns:
-    ``{"true_positives", "predicted_positives", "actual_positives"}`` scalars (jittable).
+  ``predicted`` and ``actual`` are ``(n,)`` int labels; ``mask`` is 1 for real rows, 0 for padding.
   """
   predicted, actual = (predicted == 1) * mask, (actual == 1) * mask
   return {"true_positives": jnp.sum(predicted * actual),
@@ -182,11 +155,8 @@ def binary_counts(predicted: jax.Array, actual: jax.Array, mask: jax.Array) -> d
 
 
 def binary_scores(counts: dict) -> dict[str, float]:
-  """``{"precision", "recall", "f1"}`` from :func:`binary_counts` summed over a split.
-
-  ``TP / predicted``, ``TP / actual`` and ``2 TP / (predicted + actual)``; 0 where the
-  denominator is 0, as :mod:`gnrev.graphs.metrics` and scikit-learn's ``zero_division=0``.
-  """
+  """``{"precision", "recall", "f1"}`` from summed :func:`binary_counts`; 0 where a denominator
+  is 0 (as scikit-learn's ``zero_division=0``)."""
   ratio = lambda num, den: float(num) / float(den) if den > 0 else 0.0
   tp, predicted, actual = (counts[k] for k in ("true_positives", "predicted_positives",
                                                "actual_positives"))
@@ -204,23 +174,16 @@ PANELS = (("train_loss", "train loss (pre-step batch)", "log"),
 
 
 def _curve(records: list[dict], run: str, key: str) -> tuple[list, list]:
-  """``(steps, values)`` of metric ``key`` of ``run``; a record that also holds ``pruned_<key>``
-  (a pruning step) adds that value at the same step, so the drop at pruning is drawn."""
-  points = []
-  for r in records:
-    if r["run"] == run and key in r:
-      points.append((r["step"], r[key]))
-    if r["run"] == run and f"pruned_{key}" in r:
-      points.append((r["step"], r[f"pruned_{key}"]))
+  """``(steps, values)`` of ``run``'s ``key``, with ``pruned_<key>`` values at their steps."""
+  points = [(r["step"], r[k]) for r in records if r["run"] == run
+            for k in (key, f"pruned_{key}") if k in r]
   return [p[0] for p in points], [p[1] for p in points]
 
 
 def plot_curves(records: Iterable[dict], panels=PANELS, title: str = "") -> Figure:
-  """One panel per metric of ``panels`` (a task's; default :data:`PANELS`) that the records
-  hold, one curve per run, the legend outside the panels and ``title`` above them.
+  """A figure with one panel per metric of ``panels`` that the records hold, one curve per run.
 
-  Runs that prune show their scores right after each pruning step, before fine-tuning (the
-  ``pruned_*`` records), as a point of the curve marked with an ``x``.
+  Scores right after a pruning step (``pruned_*`` records) are marked with an ``x``.
   """
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
@@ -255,10 +218,7 @@ def save_plots(workdir: str, panels=PANELS, title: str = "") -> str:
 
 
 def final_table(results: dict[str, dict]) -> list[str]:
-  """Lines of a table of each run's final metrics (one line per run, columns aligned).
-
-  Per-inner-step details (``*_step_<k>``, e.g. meta-learning's query loss after each step) stay
-  in ``metrics.jsonl``; the table keeps the summary columns.
+  """Aligned lines of a table of each run's final metrics, without ``*_step_<k>`` columns.
 
   Example:
     >>> for line in final_table({"adam": {"params": 0, "step": 4, "test_loss": 2.4943}}):

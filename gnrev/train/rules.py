@@ -17,15 +17,13 @@ class Rule:
   """What one config field may hold.
 
   Attributes:
-    kind: ``"int"``, ``"number"`` (finite int or float), ``"bool"``, ``"str"``, ``"choice"``,
-      ``"sequence"`` (a list or tuple of ``element`` values, not empty with ``non_empty``) or
-      ``"custom"`` (checked by its own code below, e.g. exact GN's ``allocation``).
+    kind: ``"int"``, ``"number"`` (finite), ``"bool"``, ``"str"``, ``"choice"``, ``"sequence"``
+      or ``"custom"`` (allows anything here; the field's own check judges it).
     low, high: inclusive bounds of numbers (exclusive with ``low_open`` / ``high_open``).
-    choices: the allowed values of a ``"choice"`` (or a function returning them, read late so
+    choices: the values of a ``"choice"``, or a function returning them (called at each check, so
       that registries filled after import count).
-    optional: ``None`` is allowed too.
-    element: the rule of each value of a ``"sequence"``.
-    non_empty: a ``"sequence"`` must hold at least one value.
+    optional: None is allowed too.
+    element, non_empty: the rule of each value of a ``"sequence"``; whether it must not be empty.
   """
   kind: str
   low: float | None = None
@@ -38,41 +36,33 @@ class Rule:
   non_empty: bool = False
 
   def allowed_choices(self) -> list:
-    choices = self.choices() if callable(self.choices) else self.choices
-    return sorted(choices)
+    return sorted(self.choices() if callable(self.choices) else self.choices)
 
   def allows(self, value: Any) -> bool:
+    """Whether ``value`` obeys the rule."""
     if self.kind == "custom":
       return True
     if value is None:
       return self.optional
     if self.kind == "bool":
       return isinstance(value, (bool, np.bool_))
-    if self.kind == "str":
-      return isinstance(value, str)
-    if self.kind == "choice":
-      return isinstance(value, str) and value in self.allowed_choices()
+    if self.kind in ("str", "choice"):
+      return isinstance(value, str) and (self.kind == "str" or value in self.allowed_choices())
     if self.kind == "sequence":
       return (isinstance(value, (list, tuple)) and (len(value) or not self.non_empty) and
               all(self.element.allows(v) for v in value))
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number))
+        or (self.kind == "int" and not isinstance(value, (int, np.integer)))
+        or not math.isfinite(value)
+        or (self.low is not None and (value < self.low or (self.low_open and value == self.low)))):
       return False
-    if self.kind == "int" and not isinstance(value, (int, np.integer)):
-      return False
-    if not math.isfinite(value):
-      return False
-    if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-      return False
-    return self.high is None or (value < self.high or (not self.high_open and
-                                                       value == self.high))
+    return self.high is None or value < self.high or (not self.high_open and value == self.high)
 
   def describe(self) -> str:
-    if self.kind == "custom":
-      text = "see its documentation"
-    elif self.kind == "bool":
-      text = "True or False"
-    elif self.kind == "str":
-      text = "a string"
+    """The allowed values in words, for error messages."""
+    words = {"custom": "see its documentation", "bool": "True or False", "str": "a string"}
+    if self.kind in words:
+      text = words[self.kind]
     elif self.kind == "choice":
       text = "one of " + ", ".join(repr(c) for c in self.allowed_choices())
     elif self.kind == "sequence":
@@ -95,7 +85,7 @@ def integer(low: int, optional: bool = False) -> Rule:
 
 
 def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-            high_open: bool = False) -> Rule:
+           high_open: bool = False) -> Rule:
   return Rule("number", low=low, high=high, low_open=low_open, high_open=high_open)
 
 

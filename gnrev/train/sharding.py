@@ -1,13 +1,7 @@
 """Data parallelism with JAX's own sharding: batch split over a device mesh, parameters replicated.
 
-The mesh spans the devices of every process. In one process these are its local devices; with
-several processes (one per host or per GPU, after :func:`gnrev.train.distributed.initialize`)
-the same code runs unchanged: the mesh lists the devices process by process, each process loads
-only the rows of every global batch that its own devices hold (:func:`local_rows`) and
-``jax.make_array_from_process_local_data`` assembles the global ``jax.Array``. Under ``jit`` every
-step then sees the global batch, so a step is the same computation whatever the number of
-processes; orbax writes checkpoints collectively and only process 0 writes metrics.
-"""
+The mesh spans every process's devices and each process loads only its rows of a global batch,
+so a jitted step is the same computation whatever the number of processes."""
 
 from __future__ import annotations
 
@@ -21,10 +15,10 @@ DATA_AXIS = "data"
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:
-  """A 1-D ``data`` mesh over ``num_devices`` devices (0: all of them), process by process.
+  """A 1-D ``data`` mesh over ``num_devices`` devices (0: all), the same number per process.
 
-  With several processes, each one contributes the same number of its own devices
-  (``num_devices / process_count``), so that every process holds a contiguous block of rows.
+  Raises:
+    ConfigError: if ``num_devices`` is negative, too large or not a multiple of the processes.
   """
   processes = jax.process_count()
   devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
@@ -43,11 +37,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(mesh: Mesh, tree):
-  """``tree`` (the same values on every process, e.g. an initial state) replicated on ``mesh``.
-
-  Unlike ``jax.device_put``, which with several processes checks that the values agree with one
-  all-gather per leaf, each process fills its own devices: nothing crosses processes.
-  """
+  """``tree`` (equal on every process) replicated on ``mesh`` without cross-process traffic."""
   sharding = replicated(mesh)
   return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)),
                       tree)
@@ -65,10 +55,7 @@ def check_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
 
 
 def local_rows(mesh: Mesh, global_batch_size: int) -> slice:
-  """The rows of a global batch that this process's devices hold (contiguous, from the mesh).
-
-  With 2 processes of 4 devices each, ``local_rows(mesh, 32)`` is ``slice(0, 16)`` on process
-  0 and ``slice(16, 32)`` on process 1.
+  """The contiguous rows of a global batch that this process's devices hold.
 
   Example:
     >>> mesh = make_mesh()
@@ -85,10 +72,7 @@ def local_rows(mesh: Mesh, global_batch_size: int) -> slice:
 
 
 def shard_rows(mesh: Mesh, rows: np.ndarray, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
-  """The global batch ``array[rows]`` of each array, sharded along ``data``.
-
-  Each process gathers only its own part of ``rows`` (:func:`local_rows`): the other processes
-  supply the rest of the global ``jax.Array``.
+  """Each ``array[rows]`` as a global batch sharded along ``data`` (a process reads its rows).
 
   Example:
     >>> mesh = make_mesh()

@@ -1,15 +1,5 @@
-"""What keeps a workdir whole across launches: one launcher at a time, and a clean stop.
-
-* :func:`launcher_lock` holds an advisory ``flock`` on ``<workdir>/launcher.lock`` for a launch.
-  The kernel releases it when the holder exits however it exits (SIGKILL included), so a lock
-  left by a dead process never blocks the next launch; the file records who holds it (pid,
-  host, command) only so that a refused launcher can name that process.
-* :func:`stop_on_signals` turns the first SIGTERM (what a scheduler sends before it kills) or
-  SIGINT (Ctrl-C) into a request that the training loop polls with :func:`stop_requested`:
-  it finishes the current step, saves a checkpoint and its metrics, then raises
-  :class:`Stopped`, whose exit status is ``128 + signal`` (143, 130). A second signal exits at
-  once, without saving (in a one-process run: over several processes SIGTERM goes to
-  ``jax.distributed``'s preemption service, which stops all of them at one step).
+"""Keeping a workdir whole: one launcher at a time (a ``flock`` the kernel drops when its holder
+dies), and a clean stop on SIGTERM / SIGINT (finish the step, save, raise :class:`Stopped`).
 """
 
 from __future__ import annotations
@@ -38,7 +28,6 @@ class WorkdirBusyError(OSError):
 
 
 def _holder(path: str) -> str:
-  """Who holds the lock at ``path``, in words, from what the holder recorded there."""
   try:
     with open(path) as f:
       holder = json.loads(f.read() or "{}")
@@ -47,10 +36,8 @@ def _holder(path: str) -> str:
   if not holder.get("pid"):
     return "another process (it is starting and has not recorded its pid yet)"
   words = f"process {holder['pid']} on {holder.get('host', '?')}"
-  if holder.get("started"):
-    words += f", started {holder['started']}"
-  if holder.get("command"):
-    words += f", running `{holder['command']}`"
+  words += f", started {holder['started']}" if holder.get("started") else ""
+  words += f", running `{holder['command']}`" if holder.get("command") else ""
   if holder.get("host") == socket.gethostname() and not _alive(int(holder["pid"])):
     words += " (no longer running: a process it started still holds the lock)"
   return words
@@ -68,15 +55,10 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def launcher_lock(workdir: str) -> Iterator[None]:
-  """Holds ``workdir``'s launcher lock for the ``with`` block; one launcher per workdir.
-
-  Creates ``workdir`` if needed. The lock is released when the block exits, and by the kernel
-  when the process dies. The holder's record in the lock file is emptied on release, so that a
-  launch refused after taking the lock (e.g. by the resume check) leaves the file as it found it.
+  """Holds ``workdir``'s launcher lock (created if needed) for the ``with`` block.
 
   Raises:
-    WorkdirBusyError: if another process holds the lock; the message names it (pid, host,
-      start time and command).
+    WorkdirBusyError: if another process holds the lock; the message names that process.
   """
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
@@ -111,19 +93,15 @@ class Stopped(Exception):
     self.run, self.step, self.signum, self.exit_code = run, step, signum, 128 + signum
 
 
-_requested: list[int] = []  # the signal received, if any (signal handlers are process-wide)
-_sync_points = [0]  # calls of stop_requested in a multi-process run: its preemption sync ids
+_requested: list[int] = []  # the signal received, if any
+_sync_points = [0]  # preemption sync point ids of a multi-process run
 
 
 def stop_requested() -> int | None:
   """The signal that asked training to stop (SIGTERM or SIGINT), or None.
 
-  In a run over several processes every process must call it at the same points (once per
-  step), and they agree to stop at the same call: ``jax.distributed``'s preemption service
-  takes SIGTERM there (:func:`jax.experimental.multihost_utils.reached_preemption_sync_point`
-  says when every process has reached the step it chose), and a SIGINT any process received
-  is shared by an all-gather. So all of them save the same step, and none waits in a
-  collective that the others left.
+  With several processes, every process must call it once per step: they then all stop at the
+  same call (SIGTERM via ``jax.distributed``'s preemption sync point, SIGINT via an all-gather).
   """
   signum = _requested[0] if _requested else 0
   if jax.process_count() > 1:
@@ -137,8 +115,7 @@ def stop_requested() -> int | None:
 
 
 def raise_if_stopped(run: str, step: int) -> None:
-  """Raises :class:`Stopped` at ``run``'s ``step`` if a stop was requested (call it once saved,
-  on every process: see :func:`stop_requested`)."""
+  """Raises :class:`Stopped` if a stop was requested; call it after saving, on every process."""
   signum = stop_requested()
   if signum is not None:
     raise Stopped(run, step, signum)
@@ -157,9 +134,9 @@ def _on_signal(signum, frame) -> None:
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-  """SIGTERM and SIGINT request a clean stop (:func:`stop_requested`) inside the block.
+  """Inside the block, a first SIGTERM / SIGINT requests a clean stop and a second exits at once.
 
-  The previous handlers are restored when the block exits. Call from the main thread.
+  Restores the previous handlers on exit. Call from the main thread.
   """
   previous = {s: signal.signal(s, _on_signal) for s in STOP_SIGNALS}
   try:
