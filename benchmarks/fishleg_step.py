@@ -1,7 +1,7 @@
 """Amortised FishLeg step time over Adam step time, measured and as a FLOP floor, at two batches.
 
 The FishLeg paper's MNIST autoencoder 784-1000-500-250-30-250-500-1000-784 (ReLU, linear code,
-Bernoulli NLL summed over pixels; ``gnrev.train.models.Autoencoder``) on the real ``mnist5k``
+Bernoulli NLL summed over pixels; ``gnrev.nets.Autoencoder``) on the real ``mnist5k``
 digits (pixels / 255), at batch 100 and batch 1000, exact-GGN aux products on a separate batch
 of the same size, one aux step every ``update_aux_every = 10`` updates; FishLeg and Adam with
 the settings of ``configs/fishleg_autoencoder.py`` (``fishleg`` and ``adam_1em3``), FishLeg with
@@ -70,7 +70,7 @@ import optax  # noqa: E402
 
 from configs.fishleg_autoencoder import all_runs, get_config  # noqa: E402
 from gnrev import curvature, data, optim  # noqa: E402
-from gnrev.train.models import Autoencoder  # noqa: E402
+from gnrev.nets import Autoencoder  # noqa: E402
 
 LIKELIHOOD = curvature.bernoulli()
 SIZES = {

@@ -5,7 +5,8 @@ from gnrev.train.configs import ConfigError, load_config
 from gnrev.train.loop import check_config, load_splits, run_program, train_and_evaluate
 from gnrev.train.meta_task import MetaLearningTask
 from gnrev.train.metrics import plot_curves, read_metrics, save_plots
-from gnrev.train.models import CNN, MLP, MODELS, Autoencoder, build_model, cross_entropy
+from gnrev.nets import CNN, MLP, Autoencoder
+from gnrev.train.models import MODELS, build_model, cross_entropy
 from gnrev.train.optimizers import (OPTIMIZERS, OPTIONS, Optimizer, OptimizerSetup,
                                     build_optimizer, check_optimizer, fisher_vector_product,
                                     optimizer_options)

@@ -536,7 +536,7 @@ def test_cached_aux_gradient_equals_autodiff_through_the_factors(q_family, preco
 def _autoencoder_problem(param_init, loss_scale, width=64):
   """A small 784-64-32-8-... autoencoder on 256 real digits, Bernoulli NLL summed over pixels."""
   from gnrev import data  # pylint: disable=import-outside-toplevel
-  from gnrev.train.models import Autoencoder  # pylint: disable=import-outside-toplevel
+  from gnrev.nets import Autoencoder  # pylint: disable=import-outside-toplevel
   digits = data.load_dataset("mnist5k", "train", None, normalise="unit")
   x = jnp.asarray(np.asarray(digits.x[:256], np.float32).reshape(256, -1))
   model = Autoencoder(num_outputs=784, encoder_widths=(width, width // 2), code_size=8,
