@@ -267,3 +267,18 @@ def cluster_tasks(task_grads, depth: int, *, method: str = "otd", num_steps: int
   singles = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32),
                              (num_steps - depth, num_tasks))
   return jnp.concatenate([learned, singles])
+
+
+def adjusted_rand_indices(true: np.ndarray, used: np.ndarray) -> np.ndarray:
+  """ARI of the used vs the true labels per batch and inner step, ``(batches, K)``.
+
+  ``true`` is ``(batches, D, n)``, ``used`` ``(batches, K, n)``; rows beyond ``D`` compare with
+  singletons (the leaves).
+  """
+  from sklearn.metrics import adjusted_rand_score  # pylint: disable=import-outside-toplevel
+  extra = used.shape[1] - true.shape[1]
+  if extra > 0:
+    leaves = np.broadcast_to(np.arange(true.shape[-1]), (true.shape[0], extra, true.shape[-1]))
+    true = np.concatenate([true, leaves], axis=1)
+  return np.array([[adjusted_rand_score(t, u) for t, u in zip(tb, ub)]
+                   for tb, ub in zip(true, used)])

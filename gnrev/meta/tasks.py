@@ -130,3 +130,34 @@ class HierarchicalRegression:
     support = self._points(key_support, task_params, self.num_support)
     query = self._points(key_query, task_params, self.num_query)
     return support, query, jnp.asarray(self.labels)
+
+
+# Learners of the regression tasks (a family with its own model, e.g. LanguageTasks, brings its
+# own loss_fn and init_params).
+
+def linear_loss(params, batch):
+  """Mean squared error of the linear model ``x w + b`` on one task's ``(x, y)``."""
+  x, y = batch
+  return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
+
+
+def mlp_loss(params, batch):
+  """Mean squared error on one task's ``(x, y)`` of the ReLU MLP of
+  :func:`init_regression_params`."""
+  x, y = batch
+  h = x
+  for layer in params["hidden"]:
+    h = jax.nn.relu(h @ layer["w"] + layer["b"])
+  return jnp.mean((h @ params["out"]["w"] + params["out"]["b"] - y) ** 2)
+
+
+def init_regression_params(model: str, dim: int, hidden: Sequence[int], key: jax.Array):
+  """Meta-parameters: zeros for ``linear``; He-initialised ReLU layers for ``mlp`` (scalar x)."""
+  if model == "linear":
+    return {"w": jnp.zeros(dim), "b": jnp.zeros(())}
+  sizes = (1,) + tuple(hidden)
+  keys = jax.random.split(key, len(sizes))
+  layers = [{"w": jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), "b": jnp.zeros(b)}
+            for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+  out = {"w": jax.random.normal(keys[-1], (sizes[-1],)) / jnp.sqrt(sizes[-1]), "b": jnp.zeros(())}
+  return {"hidden": layers, "out": out}

@@ -33,53 +33,11 @@ TREES = ("true", "learned", "root")
 INNER_FIELDS = ("rule", "tree", "first_order")
 
 
-def linear_loss(params, batch):
-  """Mean squared error of the linear model ``x w + b`` on one task's ``(x, y)``."""
-  x, y = batch
-  return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
-
-
-def mlp_loss(params, batch):
-  """Mean squared error of the ReLU MLP of :func:`init_params` on one task's ``(x, y)``."""
-  x, y = batch
-  h = x
-  for layer in params["hidden"]:
-    h = jax.nn.relu(h @ layer["w"] + layer["b"])
-  return jnp.mean((h @ params["out"]["w"] + params["out"]["b"] - y) ** 2)
-
-
-def init_params(model: str, dim: int, hidden: Sequence[int], key: jax.Array):
-  """Meta-parameters: zeros for ``linear``; He-initialised ReLU layers for ``mlp`` (scalar x)."""
-  if model == "linear":
-    return {"w": jnp.zeros(dim), "b": jnp.zeros(())}
-  sizes = (1,) + tuple(hidden)
-  keys = jax.random.split(key, len(sizes))
-  layers = [{"w": jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), "b": jnp.zeros(b)}
-            for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
-  out = {"w": jax.random.normal(keys[-1], (sizes[-1],)) / jnp.sqrt(sizes[-1]), "b": jnp.zeros(())}
-  return {"hidden": layers, "out": out}
-
-
 class MetaData(NamedTuple):
   """The task family and the keys of the held-out batches of tasks."""
   family: meta.HierarchicalRegression
   test_keys: jax.Array
   val_keys: jax.Array | None
-
-
-def adjusted_rand_indices(true: np.ndarray, used: np.ndarray) -> np.ndarray:
-  """ARI of the used vs the true labels per batch and inner step, ``(batches, K)``.
-
-  ``true`` is ``(batches, D, n)``, ``used`` ``(batches, K, n)``; rows beyond ``D`` compare with
-  singletons (the leaves).
-  """
-  from sklearn.metrics import adjusted_rand_score  # pylint: disable=import-outside-toplevel
-  extra = used.shape[1] - true.shape[1]
-  if extra > 0:
-    leaves = np.broadcast_to(np.arange(true.shape[-1]), (true.shape[0], extra, true.shape[-1]))
-    true = np.concatenate([true, leaves], axis=1)
-  return np.array([[adjusted_rand_score(t, u) for t, u in zip(tb, ub)]
-                   for tb, ub in zip(true, used)])
 
 
 class MetaLearningTask:
@@ -131,7 +89,7 @@ class MetaLearningTask:
     self.num_test_batches, self.test_seed = num_test_batches, test_seed
     self.num_val_batches, self.val_seed = num_val_batches, val_seed
     self.eval_chunk = eval_chunk
-    self.loss_fn = linear_loss if model == "linear" else mlp_loss
+    self.loss_fn = meta.linear_loss if model == "linear" else meta.mlp_loss
 
   def load(self, config) -> MetaData:
     del config
@@ -197,7 +155,7 @@ class MetaLearningTask:
   def _init(self, key, family):
     if self.model == "family":
       return family.init_params(key)
-    return init_params(self.model, family.dim, self.hidden, key)
+    return meta.init_regression_params(self.model, family.dim, self.hidden, key)
 
   def _cluster_fn(self, family):
     c = {"method": "average", **self.cluster}
@@ -264,7 +222,7 @@ class MetaLearningTask:
 
     def evaluate_split(params, keys, prefix):
       losses, used, true = map(np.asarray, query_losses(params, keys))
-      aris = adjusted_rand_indices(true, used).mean(0)
+      aris = meta.adjusted_rand_indices(true, used).mean(0)
       out = {f"{prefix}_loss": float(losses[:, -1].mean())}
       for k in range(losses.shape[1]):
         out[f"{prefix}_loss_step_{k}"] = float(losses[:, k].mean())

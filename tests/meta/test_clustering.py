@@ -112,3 +112,11 @@ def test_threshold_labels_equal_the_matrix_squaring_reference():
     thresholds = tuple(np.sort(rng.uniform(-0.2, 1.0, 3)).tolist())
     expected = _threshold_labels_by_squaring(similarity, thresholds)
     np.testing.assert_array_equal(cut(jnp.asarray(similarity), thresholds), expected)
+
+
+def test_adjusted_rand_indices_compare_steps_beyond_the_tree_with_the_leaves():
+  true = meta.tree_labels((2, 2))[None]                           # (1 batch, D=2, 4 tasks)
+  used = np.concatenate([true, np.arange(4)[None, None]], axis=1)  # K=3: the leaves last
+  np.testing.assert_allclose(meta.adjusted_rand_indices(true, used), [[1.0, 1.0, 1.0]])
+  merged = np.zeros_like(used)                                    # one cluster at every step
+  assert np.all(meta.adjusted_rand_indices(true, merged) < 1.0)

@@ -208,7 +208,7 @@ def test_meta_learning_steps_are_treemaml_meta_steps_on_sampled_task_batches(tmp
   # The same meta-steps by hand: TreeMAML's own outer step on the same batches of tasks.
   family = meta.HierarchicalRegression("linear", branching=(2, 2), level_stds=(1.0, 0.5), dim=3,
                                        num_support=3, num_query=4)
-  learner = meta.TreeMAML(train.meta_task.linear_loss, (0.1, 0.1))
+  learner = meta.TreeMAML(meta.linear_loss, (0.1, 0.1))
   outer = optax.adam(0.05)
   meta_step = jax.jit(learner.make_meta_step(outer))
   theta = {"w": jnp.zeros(3), "b": jnp.zeros(())}
