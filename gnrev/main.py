@@ -24,12 +24,12 @@ import re  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app, flags  # noqa: E402
-from gnrev import train  # noqa: E402
-from gnrev.train import configs, distributed, workdir  # noqa: E402
+from gnrev import config_flag, train  # noqa: E402
+from gnrev.train import distributed, workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and plots.")
-configs.define_config_flag("config", module_name=FLAGS.find_module_defining_flag("workdir"))
+config_flag.define_config_flag("config", module_name=FLAGS.find_module_defining_flag("workdir"))
 flags.mark_flags_as_required(["config", "workdir"])
 flags.DEFINE_bool("distributed", False, "Start jax.distributed; values not given below are "
                   "detected from the cluster (SLURM, Open MPI, ...).")
@@ -96,7 +96,7 @@ def main(argv):
     with workdir.stop_on_signals():  # SIGTERM / Ctrl-C: save, then exit 143 / 130
       distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                              FLAGS.process_id)  # before any other JAX call
-      train.train_and_evaluate(configs.finish_config_flag("config"), FLAGS.workdir)
+      train.train_and_evaluate(config_flag.finish_config_flag("config"), FLAGS.workdir)
   except workdir.Stopped as e:
     print(f"gnrev.main: {e}", file=sys.stderr)
     sys.exit(e.exit_code)

@@ -108,15 +108,16 @@ _PARSE_LAUNCHER_FLAGS = """
 import json, sys
 from absl import flags
 import gnrev.main
+from gnrev import config_flag
 from gnrev.train import configs
 
 results = []
 for argv in json.loads(sys.argv[1]):
   try:
     config_flags = flags.FlagValues()
-    configs.define_config_flag("config", flag_values=config_flags, sys_argv=argv)
+    config_flag.define_config_flag("config", flag_values=config_flags, sys_argv=argv)
     rest = config_flags(argv, known_only=True)[1:]
-    configs.finish_config_flag("config", config_flags)
+    config_flag.finish_config_flag("config", config_flags)
     for arg in rest:
       name, _, value = arg.lstrip("-").partition("=")
       if name not in gnrev.main.FLAGS:

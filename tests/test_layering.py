@@ -8,7 +8,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gnrev"
 BOTTOM = {"nets", "curvature", "data"}
 WINGS = {"gn", "optim", "meta", "prune", "analysis", "graphs"}
-TOP = {"train", "main"}
+TOP = {"train", "main", "config_flag"}
 # The one allowed arrow between wings: pruning uses the optimizers' curvature.
 WING_TO_WING = {("prune", "optim")}
 

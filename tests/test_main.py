@@ -13,8 +13,8 @@ import sys
 import pytest
 from absl import flags
 
-from gnrev import train
-from gnrev.train import configs, validation
+from gnrev import config_flag, train
+from gnrev.train import validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER_CONFIGS = sorted(path for path in glob.glob(os.path.join(REPO, "configs", "*.py"))
@@ -44,9 +44,9 @@ def test_every_launcher_config_runs_end_to_end_and_writes_its_artefacts(tmp_path
 
 def parse_config_flags(argv):
   flag_values = flags.FlagValues()
-  configs.define_config_flag("config", flag_values=flag_values, sys_argv=argv)
+  config_flag.define_config_flag("config", flag_values=flag_values, sys_argv=argv)
   flag_values(argv)
-  return configs.finish_config_flag("config", flag_values)
+  return config_flag.finish_config_flag("config", flag_values)
 
 
 def test_config_override_typo_fails_with_ml_collections_suggestion():

@@ -26,7 +26,7 @@ import numpy as np
 
 from gnrev import data, gn
 from gnrev.train import pruning, rules
-from gnrev.train.configs import ConfigError
+from gnrev.train.configs import TRAINER_DEFAULTS, ConfigError
 from gnrev.train.models import MODELS, build_model
 from gnrev.train.optimizers import OPTIMIZERS, OPTIONS, optimizer_options
 
@@ -79,7 +79,7 @@ RESUMABLE_CHANGES = ("num_epochs", "eval_every", "log_every", "checkpoint_every"
                      "num_devices", "data.data_dir", "data.eval_batch_size", *EXPERIMENT_FIELDS)
 # The trainer's optional fields at their defaults (a config that spells one out at its default
 # resumes a workdir whose config.json lacks it).
-OPTIONAL_DEFAULTS = {"data": {"validation_fraction": 0.0, "validation_seed": 0, "options": {}}}
+OPTIONAL_DEFAULTS = {"data": {**TRAINER_DEFAULTS["data"], "options": {}}}
 
 
 def _error(field: str, value: Any, expected: str) -> ConfigError:
