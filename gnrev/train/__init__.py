@@ -1,11 +1,11 @@
 """Experiment launcher: tasks, training loop, registries, checkpoints, metrics, plots, sharding."""
 
+from gnrev.nets import CNN, MLP, Autoencoder  # noqa: F401  (documented in gnrev.nets)
 from gnrev.train.checkpoint import checkpoint_steps, load_params
 from gnrev.train.configs import ConfigError, load_config
 from gnrev.train.loop import check_config, load_splits, run_program, train_and_evaluate
 from gnrev.train.meta_task import MetaLearningTask
 from gnrev.train.metrics import plot_curves, read_metrics, save_plots
-from gnrev.nets import CNN, MLP, Autoencoder
 from gnrev.train.models import MODELS, build_model, cross_entropy
 from gnrev.train.optimizers import (OPTIMIZERS, OPTIONS, Optimizer, OptimizerSetup,
                                     build_optimizer, check_optimizer, fisher_vector_product,
@@ -18,7 +18,7 @@ from gnrev.train.supervised import (SupervisedTask, classification, edge_classif
 from gnrev.train.tasks import TASKS, Task, build_task, task_options
 
 __all__ = [
-    "Autoencoder", "BestState", "CNN", "ConfigError", "MLP", "MODELS", "MetaLearningTask",
+    "BestState", "ConfigError", "MODELS", "MetaLearningTask",
     "OPTIMIZERS", "OPTIONS", "Optimizer", "OptimizerSetup", "Program", "SupervisedTask", "TASKS",
     "Task", "TrainState", "build_model", "build_optimizer", "build_task", "check_config",
     "check_optimizer", "checkpoint_steps", "classification", "cross_entropy",

@@ -33,9 +33,9 @@ def _config_errors():
   """Re-raises a check's ``ValueError`` as the :class:`ConfigError` it is."""
   try:
     yield
+  except ConfigError:
+    raise
   except ValueError as e:
-    if isinstance(e, ConfigError):
-      raise
     raise ConfigError(str(e)) from e
 
 
