@@ -55,6 +55,8 @@ def _text(error: BaseException) -> str:
   if isinstance(error, OSError) and error.strerror:
     paths = [repr(p) for p in (error.filename, error.filename2) if p is not None]
     return f"{error.strerror}: {' -> '.join(paths)}" if paths else error.strerror
+  while error.args and isinstance(error.args[0], BaseException):  # ml_collections wraps its own
+    error = error.args[0]
   message = str(error)
   if isinstance(error, KeyError) and error.args:
     message = str(error.args[0])

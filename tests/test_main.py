@@ -172,6 +172,13 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path):
       f"gnrev.main: error: workdir '{tmp_path / 'a_file'}' exists and is a file"), (
           workdir_is_file.stderr)
   assert "Traceback" not in workdir_is_file.stderr and "libtpu" not in workdir_is_file.stderr
+  misspelt = subprocess.run(
+      MAIN + [f"--config={path}:smoke", f"--workdir={tmp_path / 'w'}",
+              "--config.optimizers.adam.learning_rte=1"], cwd=REPO, env=ENV,
+      capture_output=True, text=True, timeout=300)
+  assert misspelt.returncode == 1 and misspelt.stderr.splitlines()[-1].startswith(
+      "gnrev.main: error: unknown config field: 'learning_rte' Did you mean \"learning_rate\" "
+      "instead of \"learning_rte\"?"), misspelt.stderr
   # A config file that fails with a bug (not a bad value) shows where.
   buggy = tmp_path / "buggy.py"
   buggy.write_text("def get_config():\n  return {}.missing_attribute\n")
