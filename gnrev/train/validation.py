@@ -28,7 +28,7 @@ from gnrev import data, gn
 from gnrev.train import pruning, rules
 from gnrev.train.configs import TRAINER_DEFAULTS, ConfigError
 from gnrev.train.models import MODELS, build_model
-from gnrev.train.optimizers import OPTIMIZERS, OPTIONS, optimizer_options
+from gnrev.train.optimizers import OPTIMIZERS, OPTIONAL_OPTIMIZERS, OPTIONS, optimizer_options
 
 
 # The launcher's own fields (``config.X``, ``config.data.X``); every one is required.
@@ -174,7 +174,7 @@ def _check_run(config, run: str, opt_config: Any, reserved: tuple[str, ...]) -> 
     raise _error(field, opt_config, "a dict with a name and a learning_rate, e.g. "
                  "{'name': 'adam', 'learning_rate': 1e-3}")
   name = opt_config.get("name")
-  if name not in OPTIONS:
+  if name not in OPTIONS and name not in OPTIONAL_OPTIMIZERS:  # those: how to install them
     raise ConfigError(f"Run {run!r}: Unknown optimizer {name!r} (config.{field}.name); allowed: "
                       f"{', '.join(sorted(OPTIONS))}.")
   try:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gnrev import data, train
-from gnrev.train import supervised, validation
+from gnrev.train import optimizers, supervised, validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNS = {"exact_gn": {"name": "exact_gn", "learning_rate": 0.1, "solver": "svd"},
@@ -419,3 +419,13 @@ def test_resume_allows_schedule_changes_added_runs_and_spelled_out_defaults(tmp_
   with pytest.raises(validation.ConfigError, match="config.json is unreadable"):
     validation.check_resume(config, workdir)
   assert json.loads(smoke_config().to_json_best_effort())  # the file format it compares with
+
+
+def test_an_optional_optimizer_that_is_not_installed_says_how_to_install_it(monkeypatch):
+  monkeypatch.delitem(optimizers.OPTIMIZERS, "psgd_kron", raising=False)
+  monkeypatch.delitem(optimizers.OPTIONS, "psgd_kron", raising=False)
+  config = smoke_config()
+  config.optimizers.adam.name = "psgd_kron"
+  with pytest.raises(validation.ConfigError, match=r"Run 'adam': Optimizer 'psgd_kron' needs "
+                                                   r"psgdax \(pip install 'gnrev\[peers\]'\)"):
+    validation.check_config(config, train.build_task(config))
