@@ -49,9 +49,9 @@ def initialize(distributed: bool = False, coordinator_address: str | None = None
   return True
 
 
-def log_layout(num_devices: int, batch_size: int | None) -> None:
-  """Logs this process's devices and rows of each batch (devices only if ``batch_size`` is None)."""
-  mesh = sharding.make_mesh(num_devices)
+def log_layout(mesh: jax.sharding.Mesh, batch_size: int | None) -> None:
+  """Logs this process's place in ``mesh`` and its rows of each batch (devices only if
+  ``batch_size`` is None)."""
   logging.info("JAX process %d of %d on %s; %d local devices %s; mesh of %d devices.",
                jax.process_index(), jax.process_count(), jax.default_backend(),
                jax.local_device_count(), [d.id for d in jax.local_devices()], mesh.size)

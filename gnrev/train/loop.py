@@ -183,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   task, mesh, checked = _checked(config)  # everything that can fail, before the workdir
   with _config_errors():
     validation.check_resume(config, workdir)
-  distributed.log_layout(config.num_devices, getattr(config.get("data"), "batch_size", None))
+  distributed.log_layout(mesh, getattr(config.get("data"), "batch_size", None))
   os.makedirs(workdir, exist_ok=True)
   # One launcher per workdir: process 0 holds its lock from here to the end, and checks the
   # resume again under it (a launcher that held it before may have written config.json since).

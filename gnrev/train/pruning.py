@@ -91,8 +91,8 @@ def pruning_options(config: ml_collections.ConfigDict, run: str) -> dict | None:
                      f"{', '.join(DEFAULTS)}.")
   for name, (_, rule) in FIELDS.items():
     if not rule.allows(options[name]):
-      raise ValueError(f"Run {run!r}: pruning.{name} = {options[name]!r} is not allowed; "
-                       f"expected {rule.describe()}.")
+      raise ValueError(f"Run {run!r}: "
+                       + rules.not_allowed(f"pruning.{name}", options[name], rule.describe()))
   if options["initial_sparsity"] > options["sparsity"]:
     raise ValueError(f"Run {run!r}: pruning.initial_sparsity {options['initial_sparsity']} "
                      f"exceeds sparsity {options['sparsity']}.")

@@ -113,6 +113,11 @@ NON_NEGATIVE = number(0)
 UNIT = number(0, 1, high_open=True)   # momentum-like coefficients
 
 
+def not_allowed(field: str, value: Any, expected: str) -> str:
+  """The message refusing ``value`` of ``field``: ``"<field> = <value> is not allowed; ..."``."""
+  return f"{field} = {value!r} is not allowed; expected {expected}."
+
+
 def did_you_mean(name: str, allowed: Sequence[str], prefix: str = "") -> str:
   """`` Did you mean <prefix><closest>?`` for the allowed name closest to ``name``, or ``""``."""
   close = difflib.get_close_matches(str(name), list(allowed), n=1)

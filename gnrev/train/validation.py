@@ -83,7 +83,7 @@ OPTIONAL_DEFAULTS = {"data": {**TRAINER_DEFAULTS["data"], "options": {}}}
 
 
 def _error(field: str, value: Any, expected: str) -> ConfigError:
-  return ConfigError(f"config.{field} = {value!r} is not allowed; expected {expected}.")
+  return ConfigError(rules.not_allowed(f"config.{field}", value, expected))
 
 
 def _check_field(section: Mapping, prefix: str, key: str, rule: rules.Rule) -> None:
